@@ -1,0 +1,93 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is the process configuration, read from the environment.
+type config struct {
+	Env          string // SHOP_ENV: "prod" (default) or "dev"
+	DatabaseURL  string
+	RedisURL     string
+	AMQPURL      string
+	HTTPAddr     string
+	MetricsAddr  string
+	JWTSecret    string
+	JWTTTL       time.Duration
+	PasswordCost int // bcrypt cost; 0 is bcrypt's default
+	SMTPAddr     string
+	LogLevel     string
+	DBMaxConns   int32
+}
+
+// devJWTSecret signs tokens when SHOP_ENV=dev and no JWT_SECRET is set.
+const devJWTSecret = "dev-only-insecure-jwt-secret-change-me!"
+
+func loadConfig(getenv func(string) string) (config, error) {
+	get := func(key, def string) string {
+		if v := strings.TrimSpace(getenv(key)); v != "" {
+			return v
+		}
+		return def
+	}
+	c := config{
+		Env:         get("SHOP_ENV", "prod"),
+		DatabaseURL: get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/shop?sslmode=disable"),
+		RedisURL:    get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+		AMQPURL:     get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+		HTTPAddr:    get("HTTP_ADDR", ":8080"),
+		MetricsAddr: get("METRICS_ADDR", ":9090"),
+		JWTSecret:   getenv("JWT_SECRET"),
+		SMTPAddr:    get("SMTP_ADDR", ""),
+		LogLevel:    get("LOG_LEVEL", "info"),
+	}
+	var errs []error
+	if c.Env != "prod" && c.Env != "dev" {
+		errs = append(errs, fmt.Errorf("SHOP_ENV must be prod or dev, not %q", c.Env))
+	}
+	var err error
+	if c.JWTTTL, err = time.ParseDuration(get("JWT_TTL", "24h")); err != nil || c.JWTTTL <= 0 {
+		errs = append(errs, fmt.Errorf("JWT_TTL must be a positive duration like 24h"))
+	}
+	if n, err := strconv.Atoi(get("DB_MAX_CONNS", "16")); err != nil || n < 1 || n > 1000 {
+		errs = append(errs, fmt.Errorf("DB_MAX_CONNS must be an integer from 1 to 1000"))
+	} else {
+		c.DBMaxConns = int32(n)
+	}
+	if n, err := strconv.Atoi(get("BCRYPT_COST", "0")); err != nil || n < 0 || n > 31 {
+		errs = append(errs, fmt.Errorf("BCRYPT_COST must be an integer from 4 to 31"))
+	} else {
+		c.PasswordCost = n
+	}
+	return c, errors.Join(errs...)
+}
+
+// jwtSecret returns the secret that signs tokens: JWT_SECRET, or in dev
+// only, a fixed development secret (logged as a warning).
+func (c config) jwtSecret(log *slog.Logger) ([]byte, error) {
+	if c.JWTSecret != "" {
+		if len(c.JWTSecret) < 32 {
+			return nil, errors.New("JWT_SECRET must be at least 32 bytes")
+		}
+		return []byte(c.JWTSecret), nil
+	}
+	if c.Env != "dev" {
+		return nil, errors.New("JWT_SECRET is required (set SHOP_ENV=dev to use an insecure development secret)")
+	}
+	log.Warn("JWT_SECRET is not set: signing tokens with the insecure development secret (SHOP_ENV=dev)")
+	return []byte(devJWTSecret), nil
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("LOG_LEVEL must be debug, info, warn or error, not %q", level)
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}

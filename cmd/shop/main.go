@@ -1,0 +1,72 @@
+// Command shop is the one binary of the shop backend: the HTTP API, the
+// schema migrations and the operator commands, chosen by subcommand.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "shop:", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+const usage = `usage: shop COMMAND [ARGS]
+
+commands:
+  migrate     create the database if missing and apply migrations
+  api         serve the HTTP API on HTTP_ADDR
+  user add --email E --password P [--name N] [--admin]
+              create a user (how the first admin exists)
+  help        show this text
+
+configuration comes from the environment: DATABASE_URL, HTTP_ADDR,
+JWT_SECRET, JWT_TTL, SHOP_ENV, LOG_LEVEL, DB_MAX_CONNS (see README.md)
+`
+
+// run is the whole program: it parses args, reads configuration through
+// getenv, and runs one command until it ends or ctx is cancelled.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: no command given", errUsage)
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	case "migrate":
+		return migrateCmd(ctx, cfg, log)
+	case "api":
+		return apiCmd(ctx, cfg, log)
+	case "user":
+		return userCmd(ctx, cfg, log, rest, stdout, stderr)
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	}
+}

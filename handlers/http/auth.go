@@ -1,0 +1,52 @@
+package http
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/shopdev/shop/app"
+	"github.com/shopdev/shop/auth"
+	"github.com/shopdev/shop/domain"
+	"github.com/shopdev/shop/domain/user"
+)
+
+const actorKey = "shop.actor"
+
+var errForbidden = fmt.Errorf("%w: your role may not do this", domain.ErrForbidden)
+
+// authenticate requires a valid bearer token and remembers who sent it.
+func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		header := c.Request().Header.Get(echo.HeaderAuthorization)
+		scheme, token, ok := strings.Cut(header, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+			return auth.ErrInvalidToken
+		}
+		claims, err := s.cfg.Auth.Verify(strings.TrimSpace(token))
+		if err != nil {
+			return err
+		}
+		c.Set(actorKey, app.Actor{UserID: claims.UserID, Role: claims.Role})
+		return next(c)
+	}
+}
+
+// requireRole lets only actors of role through; it runs after authenticate.
+func requireRole(role user.Role) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if actorOf(c).Role != role {
+				return errForbidden
+			}
+			return next(c)
+		}
+	}
+}
+
+// actorOf returns the authenticated actor; the zero Actor when anonymous.
+func actorOf(c echo.Context) app.Actor {
+	a, _ := c.Get(actorKey).(app.Actor)
+	return a
+}

@@ -1,0 +1,132 @@
+package http
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	stdhttp "net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/shopdev/shop/app"
+	"github.com/shopdev/shop/domain"
+	"github.com/shopdev/shop/domain/order"
+	"github.com/shopdev/shop/store"
+)
+
+type placeOrderRequest struct {
+	Items []orderItemRequest `json:"items"`
+}
+
+type orderItemRequest struct {
+	ProductID string `json:"product_id"`
+	Quantity  int64  `json:"quantity"`
+}
+
+type orderLineResponse struct {
+	ProductID      string `json:"product_id"`
+	SKU            string `json:"sku"`
+	Name           string `json:"name"`
+	Quantity       int64  `json:"quantity"`
+	UnitPriceCents int64  `json:"unit_price_cents"`
+}
+
+type orderResponse struct {
+	ID         string              `json:"id"`
+	UserID     string              `json:"user_id"`
+	Status     order.Status        `json:"status"`
+	Items      []orderLineResponse `json:"items"`
+	TotalCents int64               `json:"total_cents"`
+	Version    int64               `json:"version"`
+	UpdatedAt  time.Time           `json:"updated_at"`
+}
+
+func newOrderResponse(o *order.Order) orderResponse {
+	lines := o.Lines()
+	items := make([]orderLineResponse, len(lines))
+	for i, l := range lines {
+		items[i] = orderLineResponse{ProductID: l.ProductID.String(), SKU: l.SKU, Name: l.Name, Quantity: l.Quantity, UnitPriceCents: l.UnitPriceCents}
+	}
+	return orderResponse{ID: o.ID().String(), UserID: o.CustomerID().String(), Status: o.Status(), Items: items,
+		TotalCents: o.TotalCents(), Version: o.Version(), UpdatedAt: o.UpdatedAt()}
+}
+
+func orderLocation(o *order.Order) string { return "/v1/orders/" + o.ID().String() }
+
+// items converts the request's items and validates them, naming every
+// malformed or invalid field at once.
+func (r placeOrderRequest) items() ([]order.Item, error) {
+	var v domain.Validation
+	malformed := map[string]bool{}
+	items := make([]order.Item, len(r.Items))
+	for i, it := range r.Items {
+		items[i].Quantity = it.Quantity
+		if it.ProductID == "" {
+			continue // order.ValidateItems says it is required
+		}
+		field := fmt.Sprintf("items[%d].product_id", i)
+		id, err := uuid.Parse(it.ProductID)
+		if err != nil {
+			v.Add(field, "must be a UUID")
+			malformed[field] = true
+			id = uuid.New() // a stand-in, so the other rules can still be checked
+		}
+		items[i].ProductID = id
+	}
+	var invalid *domain.ValidationError
+	if errors.As(order.ValidateItems(items), &invalid) {
+		for _, f := range invalid.Fields {
+			if !malformed[f.Field] {
+				v.Add(f.Field, f.Message)
+			}
+		}
+	}
+	return items, v.Err()
+}
+
+// placeOrder: POST /v1/orders (customer). 202: the order is pending until
+// inventory reserves its stock.
+func (s *Server) placeOrder(c echo.Context) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	var req placeOrderRequest
+	if err := decode(body, &req); err != nil {
+		return err
+	}
+	items, err := req.items()
+	if err != nil {
+		return err
+	}
+	actor := actorOf(c)
+	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
+		o, err := app.PlaceOrder(ctx, tx, actor, items, s.cfg.Now())
+		if err != nil {
+			return reply{}, err
+		}
+		return reply{status: stdhttp.StatusAccepted, location: orderLocation(o), body: newOrderResponse(o)}, nil
+	})
+}
+
+// cancelOrder: POST /v1/orders/{id}/cancel (the owner or an admin).
+func (s *Server) cancelOrder(c echo.Context) error {
+	id, err := pathID(c, order.ErrNotFound)
+	if err != nil {
+		return err
+	}
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	actor := actorOf(c)
+	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
+		o, err := app.CancelOrder(ctx, tx, actor, id, s.cfg.Now())
+		if err != nil {
+			return reply{}, err
+		}
+		return reply{status: stdhttp.StatusAccepted, location: orderLocation(o), body: newOrderResponse(o)}, nil
+	})
+}

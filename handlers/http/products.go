@@ -1,0 +1,111 @@
+package http
+
+import (
+	"context"
+	stdhttp "net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/shopdev/shop/app"
+	"github.com/shopdev/shop/domain/product"
+	"github.com/shopdev/shop/store"
+)
+
+type createProductRequest struct {
+	SKU        string `json:"sku"`
+	Name       string `json:"name"`
+	PriceCents int64  `json:"price_cents"`
+	Stock      int64  `json:"stock"`
+}
+
+type updateProductRequest struct {
+	Name       *string `json:"name"`
+	PriceCents *int64  `json:"price_cents"`
+}
+
+type restockRequest struct {
+	Quantity int64 `json:"quantity"`
+}
+
+type productResponse struct {
+	ID             string    `json:"id"`
+	SKU            string    `json:"sku"`
+	Name           string    `json:"name"`
+	PriceCents     int64     `json:"price_cents"`
+	StockAvailable int64     `json:"stock_available"`
+	Version        int64     `json:"version"`
+	UpdatedAt      time.Time `json:"updated_at"`
+}
+
+func newProductResponse(p *product.Product) productResponse {
+	return productResponse{ID: p.ID().String(), SKU: p.SKU(), Name: p.Name(), PriceCents: p.PriceCents(),
+		StockAvailable: p.Stock(), Version: p.Version(), UpdatedAt: p.UpdatedAt()}
+}
+
+func productLocation(p *product.Product) string { return "/v1/products/" + p.ID().String() }
+
+// createProduct: POST /v1/products (admin).
+func (s *Server) createProduct(c echo.Context) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	var req createProductRequest
+	if err := decode(body, &req); err != nil {
+		return err
+	}
+	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
+		p, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: req.SKU, Name: req.Name, PriceCents: req.PriceCents, Stock: req.Stock}, s.cfg.Now())
+		if err != nil {
+			return reply{}, err
+		}
+		return reply{status: stdhttp.StatusCreated, location: productLocation(p), body: newProductResponse(p)}, nil
+	})
+}
+
+// updateProduct: PATCH /v1/products/{id} (admin).
+func (s *Server) updateProduct(c echo.Context) error {
+	id, err := pathID(c, product.ErrNotFound)
+	if err != nil {
+		return err
+	}
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	var req updateProductRequest
+	if err := decode(body, &req); err != nil {
+		return err
+	}
+	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
+		p, err := app.UpdateProduct(ctx, tx, id, req.Name, req.PriceCents, s.cfg.Now())
+		if err != nil {
+			return reply{}, err
+		}
+		return reply{status: stdhttp.StatusOK, body: newProductResponse(p)}, nil
+	})
+}
+
+// restockProduct: POST /v1/products/{id}/restock (admin).
+func (s *Server) restockProduct(c echo.Context) error {
+	id, err := pathID(c, product.ErrNotFound)
+	if err != nil {
+		return err
+	}
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	var req restockRequest
+	if err := decode(body, &req); err != nil {
+		return err
+	}
+	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
+		p, err := app.Restock(ctx, tx, id, req.Quantity, s.cfg.Now())
+		if err != nil {
+			return reply{}, err
+		}
+		return reply{status: stdhttp.StatusAccepted, location: productLocation(p), body: newProductResponse(p)}, nil
+	})
+}

@@ -1,0 +1,96 @@
+package http
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	stdhttp "net/http"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/shopdev/shop/domain"
+)
+
+// readBody returns the raw request body; BodyLimit has capped its size.
+func readBody(c echo.Context) ([]byte, error) {
+	body, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		var tooLarge *stdhttp.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, echo.ErrStatusRequestEntityTooLarge
+		}
+		return nil, problemError{status: stdhttp.StatusBadRequest, detail: "could not read the request body"}
+	}
+	return body, nil
+}
+
+// decode parses a JSON object strictly into dst: a body that is not JSON is
+// 400; a field of the wrong type or one the endpoint does not know is 422
+// naming the field.
+func decode(body []byte, dst any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return problemError{status: stdhttp.StatusBadRequest, detail: "the request body must be a JSON object"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(dst)
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		if dec.More() {
+			return problemError{status: stdhttp.StatusBadRequest, detail: "the request body must hold one JSON object"}
+		}
+		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+			return problemError{status: stdhttp.StatusBadRequest, detail: "the request body must hold one JSON object"}
+		}
+		return nil
+	case errors.As(err, &typeErr):
+		if typeErr.Field == "" {
+			return problemError{status: stdhttp.StatusBadRequest, detail: "the request body must be a JSON object"}
+		}
+		return domain.Invalid(typeErr.Field, "must be "+jsonKind(typeErr.Type.Kind().String()))
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return domain.Invalid(field, "is not a field of this request")
+	default:
+		return problemError{status: stdhttp.StatusBadRequest, detail: "malformed JSON: " + err.Error()}
+	}
+}
+
+func jsonKind(goKind string) string {
+	switch {
+	case strings.HasPrefix(goKind, "int"), strings.HasPrefix(goKind, "uint"):
+		return "an integer in range"
+	case goKind == "string":
+		return "a string"
+	case goKind == "slice", goKind == "array":
+		return "an array"
+	case goKind == "struct", goKind == "map":
+		return "an object"
+	case goKind == "bool":
+		return "true or false"
+	}
+	return "of another type"
+}
+
+// pathID parses the :id path parameter; a malformed id is 404, as an
+// unknown one would be.
+func pathID(c echo.Context, notFound error) (uuid.UUID, error) {
+	id, err := uuid.Parse(c.Param("id"))
+	if err != nil {
+		return uuid.Nil, notFound
+	}
+	return id, nil
+}
+
+// jsonEncode writes v as JSON.
+func jsonEncode(w io.Writer, v any) error {
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		return fmt.Errorf("encode response: %w", err)
+	}
+	return nil
+}

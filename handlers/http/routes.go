@@ -1,0 +1,29 @@
+package http
+
+import (
+	stdhttp "net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/shopdev/shop/domain/user"
+)
+
+// routes lists every route of the API.
+func (s *Server) routes(e *echo.Echo, metrics stdhttp.Handler) {
+	signedIn := s.authenticate
+	admin := requireRole(user.RoleAdmin)
+	customer := requireRole(user.RoleCustomer)
+
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", echo.WrapHandler(metrics))
+
+	v1 := e.Group("/v1")
+	v1.POST("/users", s.registerUser)
+	v1.POST("/tokens", s.issueToken)
+	v1.POST("/products", s.createProduct, signedIn, admin)
+	v1.PATCH("/products/:id", s.updateProduct, signedIn, admin)
+	v1.POST("/products/:id/restock", s.restockProduct, signedIn, admin)
+	v1.POST("/orders", s.placeOrder, signedIn, customer)
+	v1.POST("/orders/:id/cancel", s.cancelOrder, signedIn)
+}

@@ -1,0 +1,127 @@
+// Package http owns the HTTP API: the Echo server, its routes, request
+// decoding and validation, authentication, Idempotency-Key handling, and the
+// one error handler that turns every error into problem+json. Handlers are
+// thin: decode, call a command of package app in a unit of work, encode.
+package http
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	stdhttp "net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo-contrib/echoprometheus"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shopdev/shop/auth"
+	"github.com/shopdev/shop/store"
+)
+
+// Config wires the API to its dependencies.
+type Config struct {
+	// Pool is the Postgres pool; required.
+	Pool *pgxpool.Pool
+	// Auth hashes passwords and verifies tokens; required.
+	Auth *auth.Auth
+	// Logger receives request and error logs; required.
+	Logger *slog.Logger
+	// Registry receives the HTTP metrics and is served on /metrics;
+	// default a new registry.
+	Registry *prometheus.Registry
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// BodyLimit caps request bodies, e.g. "1M". Default "1M".
+	BodyLimit string
+	// ReadyTimeout bounds the dependency checks of /readyz. Default 2s.
+	ReadyTimeout time.Duration
+}
+
+// Validate fills defaults and checks the configuration.
+func (c *Config) Validate() error {
+	switch {
+	case c.Pool == nil:
+		return errors.New("http: pool is required")
+	case c.Auth == nil:
+		return errors.New("http: auth is required")
+	case c.Logger == nil:
+		return errors.New("http: logger is required")
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.BodyLimit == "" {
+		c.BodyLimit = "1M"
+	}
+	if c.ReadyTimeout == 0 {
+		c.ReadyTimeout = 2 * time.Second
+	}
+	return nil
+}
+
+// Server holds the handlers' dependencies.
+type Server struct {
+	cfg Config
+	uow *store.UnitOfWork
+}
+
+// New returns the API as an http.Handler built on Echo.
+func New(cfg Config) (*echo.Echo, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, uow: store.NewUnitOfWork(cfg.Pool)}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(
+		middleware.RequestID(),
+		s.logRequests,
+		middleware.Recover(), // a bug answers 500 through handleError, never a stack trace
+		echoprometheus.NewMiddlewareWithConfig(echoprometheus.MiddlewareConfig{
+			Namespace: "shop", Subsystem: "http", Registerer: cfg.Registry,
+			Skipper: func(c echo.Context) bool { return c.Path() == "/metrics" },
+		}),
+		middleware.BodyLimit(cfg.BodyLimit),
+	)
+	s.routes(e, promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	return e, nil
+}
+
+// logRequests writes one debug line per request; errors are answered (and
+// 5xx logged) by handleError.
+func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		if err := next(c); err != nil {
+			c.Error(err)
+		}
+		req, res := c.Request(), c.Response()
+		s.cfg.Logger.LogAttrs(req.Context(), slog.LevelDebug, "request",
+			slog.String("method", req.Method), slog.String("route", c.Path()),
+			slog.Int("status", res.Status), slog.Duration("duration", time.Since(start)),
+			slog.String("request_id", res.Header().Get(echo.HeaderXRequestID)))
+		return nil
+	}
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(stdhttp.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz answers 200 when Postgres answers within ReadyTimeout, else 503.
+func (s *Server) readyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.ReadyTimeout)
+	defer cancel()
+	if err := s.cfg.Pool.Ping(ctx); err != nil {
+		return problemError{status: stdhttp.StatusServiceUnavailable, detail: "postgres is not answering"}
+	}
+	return c.JSON(stdhttp.StatusOK, map[string]string{"status": "ready", "postgres": "ok"})
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Validates docker-compose.yml (default and `full` profile) when docker compose is installed.
+# Needs no Docker engine. Not part of `make test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! docker compose version >/dev/null 2>&1; then
+  echo "docker compose not installed; skipping"
+  exit 0
+fi
+docker compose config -q
+docker compose --profile full config -q
+echo "docker-compose.yml: ok (default and full profiles)"

@@ -1,0 +1,91 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/shopdev/shop/domain/order"
+)
+
+// Orders loads and saves orders in a transaction.
+type Orders struct{ tx *Tx }
+
+// Add queues the insert of a new order and its lines.
+func (s Orders) Add(o *order.Order) {
+	st := o.State()
+	s.tx.queue(`INSERT INTO orders (id, user_id, status, total_cents, version, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		st.ID, st.CustomerID, string(st.Status), st.TotalCents, st.Version, st.CreatedAt, st.UpdatedAt)
+	n := len(st.Lines)
+	var (
+		products = make([]uuid.UUID, n)
+		skus     = make([]string, n)
+		names    = make([]string, n)
+		qty      = make([]int64, n)
+		prices   = make([]int64, n)
+	)
+	for i, l := range st.Lines {
+		products[i], skus[i], names[i], qty[i], prices[i] = l.ProductID, l.SKU, l.Name, l.Quantity, l.UnitPriceCents
+	}
+	s.tx.queue(`INSERT INTO order_items (order_id, line, product_id, sku, name, quantity, unit_price_cents)
+		SELECT $1, l.n, l.product_id, l.sku, l.name, l.quantity, l.unit_price_cents
+		FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::int8[])
+		     WITH ORDINALITY AS l(product_id, sku, name, quantity, unit_price_cents, n)`,
+		st.ID, products, skus, names, qty, prices)
+}
+
+// Save queues the update of an order loaded at version loadedVersion; the
+// write fails with ErrConcurrentUpdate if another transaction changed it.
+func (s Orders) Save(o *order.Order, loadedVersion int64) {
+	st := o.State()
+	s.tx.queue(`UPDATE orders SET status = $2, version = $3, updated_at = $4 WHERE id = $1 AND version = $5`,
+		st.ID, string(st.Status), st.Version, st.UpdatedAt, loadedVersion,
+	).Exec(func(tag pgconn.CommandTag) error {
+		if tag.RowsAffected() != 1 {
+			return fmt.Errorf("save order %s: %w", st.ID, ErrConcurrentUpdate)
+		}
+		return nil
+	})
+}
+
+// GetForUpdate loads an order with its lines and locks it until the
+// transaction ends; order.ErrNotFound when none.
+func (s Orders) GetForUpdate(ctx context.Context, id uuid.UUID) (*order.Order, error) {
+	rows, err := s.tx.query(ctx, `SELECT id, user_id, status, total_cents, version, created_at, updated_at
+		FROM orders WHERE id = $1 FOR UPDATE`, id)
+	if err != nil {
+		return nil, fmt.Errorf("load order: %w", err)
+	}
+	st, err := pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (order.State, error) {
+		var st order.State
+		var status string
+		err := row.Scan(&st.ID, &st.CustomerID, &status, &st.TotalCents, &st.Version, &st.CreatedAt, &st.UpdatedAt)
+		st.Status = order.Status(status)
+		return st, err
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, order.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load order: %w", err)
+	}
+	rows, err = s.tx.query(ctx, `SELECT product_id, sku, name, quantity, unit_price_cents
+		FROM order_items WHERE order_id = $1 ORDER BY line`, id)
+	if err != nil {
+		return nil, fmt.Errorf("load order items: %w", err)
+	}
+	st.Lines, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (order.Line, error) {
+		var l order.Line
+		err := row.Scan(&l.ProductID, &l.SKU, &l.Name, &l.Quantity, &l.UnitPriceCents)
+		return l, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load order items: %w", err)
+	}
+	return order.Restore(st), nil
+}

@@ -1,0 +1,198 @@
+// Package store owns the Postgres side of the write model: the connection
+// pool, the schema migrations, and the unit of work whose transaction-bound
+// stores load and save aggregates and append their events to the outbox.
+//
+// Writes inside a unit of work are queued and sent to Postgres in one
+// pipelined round trip just before the next read or the commit; a read always
+// sees the writes queued before it. Constraint violations are reported when
+// the writes are sent, as the domain error the constraint stands for.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/shopdev/shop/domain"
+	"github.com/shopdev/shop/domain/product"
+	"github.com/shopdev/shop/domain/user"
+	"github.com/shopdev/shop/outbox"
+)
+
+// ErrUnavailable means Postgres could not be reached; the API answers 503.
+var ErrUnavailable = errors.New("database unavailable")
+
+// ErrConcurrentUpdate means an aggregate changed between its load and its
+// save; the caller may retry the command.
+var ErrConcurrentUpdate = fmt.Errorf("%w: changed concurrently, retry", domain.ErrConflict)
+
+// Config configures the connection pool.
+type Config struct {
+	// DatabaseURL is a postgres:// URL. Required.
+	DatabaseURL string
+	// MaxConns caps the pool. Default 16.
+	MaxConns int32
+	// ConnectTimeout bounds each new connection. Default 5s.
+	ConnectTimeout time.Duration
+}
+
+// Validate fills defaults and checks the configuration.
+func (c *Config) Validate() error {
+	if c.DatabaseURL == "" {
+		return errors.New("database url is required")
+	}
+	if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
+		return fmt.Errorf("database url: %w", err)
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 16
+	}
+	if c.MaxConns < 1 {
+		return errors.New("max conns must be positive")
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 5 * time.Second
+	}
+	return nil
+}
+
+// Open returns a pool. It does not wait for Postgres: connections are made
+// when first needed, so a process can start while the database is down.
+func Open(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	pc.MaxConns = cfg.MaxConns
+	pc.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("create pool: %w", err)
+	}
+	return pool, nil
+}
+
+// UnitOfWork runs commands in transactions.
+type UnitOfWork struct {
+	pool *pgxpool.Pool
+}
+
+// NewUnitOfWork returns a unit of work over pool.
+func NewUnitOfWork(pool *pgxpool.Pool) *UnitOfWork { return &UnitOfWork{pool: pool} }
+
+// Tx is one transaction and the stores bound to it.
+type Tx struct {
+	tx      pgx.Tx
+	pending *pgx.Batch
+	md      outbox.Metadata
+
+	Users       Users
+	Products    Products
+	Orders      Orders
+	Idempotency IdempotencyKeys
+}
+
+// Do runs fn in a transaction and commits when fn returns nil; any error
+// rolls everything back: rows, outbox rows and idempotency keys alike.
+func (u *UnitOfWork) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
+	ptx, err := u.pool.Begin(ctx)
+	if err != nil {
+		return classify(fmt.Errorf("begin: %w", err))
+	}
+	tx := &Tx{tx: ptx, pending: &pgx.Batch{}, md: outbox.MetadataFrom(ctx)}
+	tx.Users = Users{tx}
+	tx.Products = Products{tx}
+	tx.Orders = Orders{tx}
+	tx.Idempotency = IdempotencyKeys{tx}
+	defer func() { _ = ptx.Rollback(context.WithoutCancel(ctx)) }() // no-op after commit
+
+	if err := fn(ctx, tx); err != nil {
+		return classify(err)
+	}
+	if err := tx.flush(ctx); err != nil {
+		return classify(err)
+	}
+	if err := ptx.Commit(ctx); err != nil {
+		return classify(fmt.Errorf("commit: %w", err))
+	}
+	return nil
+}
+
+// Append queues the events into the outbox, in order, in this transaction.
+func (t *Tx) Append(events ...domain.Event) error {
+	return outbox.Append(t.pending, t.md, events...)
+}
+
+// queue adds a write to the pending pipeline.
+func (t *Tx) queue(sql string, args ...any) *pgx.QueuedQuery {
+	return t.pending.Queue(sql, args...)
+}
+
+// flush sends the pending writes in one round trip.
+func (t *Tx) flush(ctx context.Context) error {
+	if t.pending.Len() == 0 {
+		return nil
+	}
+	b := t.pending
+	t.pending = &pgx.Batch{}
+	if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// query flushes pending writes, then runs a read.
+func (t *Tx) query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if err := t.flush(ctx); err != nil {
+		return nil, err
+	}
+	return t.tx.Query(ctx, sql, args...)
+}
+
+// classify turns driver errors into the errors callers decide on.
+func classify(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		if pgErr.Code == "23505" { // unique_violation
+			if mapped := uniqueViolation(pgErr.ConstraintName); mapped != nil {
+				return mapped
+			}
+		}
+		if pgErr.Code == "40001" || pgErr.Code == "40P01" { // serialization failure, deadlock
+			return fmt.Errorf("%w: %w", ErrConcurrentUpdate, err)
+		}
+		if len(pgErr.Code) == 5 && (pgErr.Code[:2] == "08" || pgErr.Code[:2] == "57") { // connection, shutdown
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		return err
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	if errors.As(err, &connectErr) || errors.As(err, &netErr) || pgconn.SafeToRetry(err) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+// uniqueViolation maps the schema's unique constraints to the domain errors
+// they enforce. A violation of any other constraint is a bug and stays a 500.
+func uniqueViolation(constraint string) error {
+	switch constraint {
+	case "users_email_key":
+		return user.ErrEmailTaken
+	case "products_sku_key":
+		return product.ErrSKUTaken
+	case "idempotency_keys_pkey":
+		return ErrKeyRace
+	}
+	return nil
+}
