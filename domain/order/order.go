@@ -5,6 +5,7 @@
 package order
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -28,6 +29,9 @@ const (
 const (
 	MaxLines    = 100
 	MaxQuantity = 1000 // per line
+	// MaxUnitPriceCents bounds a line's price, so that a total
+	// (MaxLines × MaxQuantity × MaxUnitPriceCents) cannot overflow.
+	MaxUnitPriceCents = 100_000_000
 )
 
 // Status is where an order is in its life cycle.
@@ -142,18 +146,25 @@ func Place(id, customer uuid.UUID, lines []Line, now time.Time) (*Order, error) 
 	for i, l := range lines {
 		items[i] = Item{ProductID: l.ProductID, Quantity: l.Quantity}
 	}
-	err := ValidateItems(items)
 	var v domain.Validation
 	v.Check(id != uuid.Nil, "id", "is required")
 	v.Check(customer != uuid.Nil, "user_id", "is required")
-	var total int64
-	for i, l := range lines {
-		if v.Check(l.UnitPriceCents >= 0, fmt.Sprintf("items[%d].unit_price_cents", i), "must not be negative") {
-			total += l.Quantity * l.UnitPriceCents
+	var invalid *domain.ValidationError
+	if errors.As(ValidateItems(items), &invalid) {
+		for _, f := range invalid.Fields {
+			v.Add(f.Field, f.Message)
 		}
 	}
-	if err != nil {
-		return nil, err
+	var total int64
+	for i, l := range lines {
+		if i >= MaxLines {
+			break
+		}
+		if v.Check(l.UnitPriceCents >= 0 && l.UnitPriceCents <= MaxUnitPriceCents,
+			fmt.Sprintf("items[%d].unit_price_cents", i), fmt.Sprintf("must be between 0 and %d", MaxUnitPriceCents)) &&
+			l.Quantity > 0 && l.Quantity <= MaxQuantity {
+			total += l.Quantity * l.UnitPriceCents
+		}
 	}
 	if err := v.Err(); err != nil {
 		return nil, err

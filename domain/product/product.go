@@ -201,8 +201,8 @@ func (p *Product) Restock(quantity int64, now time.Time) error {
 
 // Reserve takes quantity units for an order; ErrOutOfStock when fewer are left.
 func (p *Product) Reserve(orderID uuid.UUID, quantity int64, now time.Time) error {
-	if quantity <= 0 {
-		return domain.Invalid("quantity", "must be positive")
+	if err := validateOrderQuantity(orderID, quantity); err != nil {
+		return err
 	}
 	if quantity > p.stock {
 		return fmt.Errorf("product %s: %d wanted, %d available: %w", p.id, quantity, p.stock, ErrOutOfStock)
@@ -213,11 +213,21 @@ func (p *Product) Reserve(orderID uuid.UUID, quantity int64, now time.Time) erro
 
 // Release gives back units an order had reserved.
 func (p *Product) Release(orderID uuid.UUID, quantity int64, now time.Time) error {
-	if quantity <= 0 {
-		return domain.Invalid("quantity", "must be positive")
+	if err := validateOrderQuantity(orderID, quantity); err != nil {
+		return err
+	}
+	if quantity > MaxStock-p.stock {
+		return domain.Invalid("quantity", fmt.Sprintf("would raise stock above %d", MaxStock))
 	}
 	p.changeStock(quantity, ReasonReleased, &orderID, now)
 	return nil
+}
+
+func validateOrderQuantity(orderID uuid.UUID, quantity int64) error {
+	var v domain.Validation
+	v.Check(orderID != uuid.Nil, "order_id", "is required")
+	v.Check(quantity > 0, "quantity", "must be positive")
+	return v.Err()
 }
 
 func (p *Product) changeStock(delta int64, reason string, orderID *uuid.UUID, now time.Time) {

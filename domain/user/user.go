@@ -91,10 +91,10 @@ func ValidateRegistration(email, name, password string) error {
 	var v domain.Validation
 	validateEmail(&v, email)
 	validateName(&v, name)
-	switch n := len(password); {
-	case n < MinPasswordLength:
+	switch {
+	case utf8.RuneCountInString(password) < MinPasswordLength:
 		v.Add("password", fmt.Sprintf("must be at least %d characters", MinPasswordLength))
-	case n > MaxPasswordLength:
+	case len(password) > MaxPasswordLength:
 		v.Add("password", fmt.Sprintf("must be at most %d bytes", MaxPasswordLength))
 	}
 	return v.Err()

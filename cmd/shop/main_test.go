@@ -1,0 +1,235 @@
+package main_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/shopdev/shop/internal/testenv"
+	"github.com/shopdev/shop/store"
+)
+
+// shopBin is the shop binary built once for these tests.
+var shopBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "shop-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	shopBin = filepath.Join(dir, "shop")
+	build := exec.Command("go", "build", "-race", "-o", shopBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build shop:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// shop runs the binary to completion with env added to a minimal environment.
+func shop(t *testing.T, env map[string]string, args ...string) (stdout, stderr string, exitCode int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, shopBin, args...)
+	cmd.Env = environ(env)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var exitErr *exec.ExitError
+	switch {
+	case errors.As(err, &exitErr):
+		exitCode = exitErr.ExitCode()
+	case err != nil:
+		t.Fatalf("run shop %v: %v", args, err)
+	}
+	return out.String(), errOut.String(), exitCode
+}
+
+func environ(env map[string]string) []string {
+	out := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "BCRYPT_COST=4"}
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
+// freshDatabaseURL names a database that does not exist yet; it is dropped
+// when t ends.
+func freshDatabaseURL(t *testing.T) string {
+	t.Helper()
+	u, err := url.Parse(testenv.ServerURL())
+	testenv.Must(t, err, "parse server url")
+	u.Path = "/shop_cmd_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+	dbURL := u.String()
+	t.Cleanup(func() {
+		if err := store.DropDatabase(context.Background(), dbURL); err != nil {
+			t.Errorf("drop: %v", err)
+		}
+	})
+	return dbURL
+}
+
+func TestRefusesBadConfiguration(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		env      map[string]string
+		args     []string
+		wantCode int
+		wantErr  string
+	}{
+		{"api without JWT_SECRET outside dev", map[string]string{}, []string{"api"}, 1, "JWT_SECRET is required"},
+		{"api in prod without JWT_SECRET", map[string]string{"SHOP_ENV": "prod"}, []string{"api"}, 1, "JWT_SECRET is required"},
+		{"a short JWT_SECRET", map[string]string{"JWT_SECRET": "short"}, []string{"api"}, 1, "at least 32 bytes"},
+		{"an unknown SHOP_ENV", map[string]string{"SHOP_ENV": "staging"}, []string{"migrate"}, 1, "SHOP_ENV must be prod or dev"},
+		{"a bad DB_MAX_CONNS", map[string]string{"DB_MAX_CONNS": "many"}, []string{"migrate"}, 1, "DB_MAX_CONNS"},
+		{"a bad LOG_LEVEL", map[string]string{"LOG_LEVEL": "loud"}, []string{"migrate"}, 1, "LOG_LEVEL"},
+		{"no command", nil, nil, 2, "no command given"},
+		{"an unknown command", nil, []string{"fly"}, 2, `unknown command "fly"`},
+		{"user without add", nil, []string{"user"}, 2, "shop user add"},
+		{"user add with an invalid email", nil, []string{"user", "add", "--email", "nope", "--password", "longenough"}, 1, "email"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, stderr, code := shop(t, tt.env, tt.args...)
+			if code != tt.wantCode {
+				t.Errorf("exit code = %d, want %d; stderr:\n%s", code, tt.wantCode, stderr)
+			}
+			if !strings.Contains(stderr, tt.wantErr) {
+				t.Errorf("stderr does not say %q:\n%s", tt.wantErr, stderr)
+			}
+		})
+	}
+}
+
+func TestHelpListsCommands(t *testing.T) {
+	t.Parallel()
+	stdout, _, code := shop(t, nil, "help")
+	if code != 0 {
+		t.Fatalf("help exit code = %d", code)
+	}
+	for _, cmd := range []string{"migrate", "api", "user add"} {
+		if !strings.Contains(stdout, cmd) {
+			t.Errorf("help does not mention %q", cmd)
+		}
+	}
+}
+
+func TestMigrateAddAdminServeAndStop(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"DATABASE_URL": freshDatabaseURL(t)}
+
+	for i := range 2 { // creates the database, then finds nothing to do
+		if _, stderr, code := shop(t, env, "migrate"); code != 0 {
+			t.Fatalf("migrate #%d exit code %d:\n%s", i+1, code, stderr)
+		}
+	}
+	stdout, stderr, code := shop(t, env, "user", "add", "--email", "Root@Example.com", "--password", "correct horse", "--admin")
+	if code != 0 || !strings.Contains(stdout, "root@example.com admin") {
+		t.Fatalf("user add: code %d, stdout %q, stderr:\n%s", code, stdout, stderr)
+	}
+	if _, stderr, code := shop(t, env, "user", "add", "--email", "root@example.com", "--password", "another one"); code == 0 || !strings.Contains(stderr, "email already registered") {
+		t.Fatalf("second user add with the same email: code %d, stderr:\n%s", code, stderr)
+	}
+	if strings.Contains(stderr, "correct horse") {
+		t.Fatal("the password was logged")
+	}
+
+	env["HTTP_ADDR"] = "127.0.0.1:0"
+	env["JWT_SECRET"] = strings.Repeat("s", 32)
+	api, addr := startAPI(t, env)
+
+	token := postJSON(t, "http://"+addr+"/v1/tokens", "", `{"email":"root@example.com","password":"correct horse"}`, http.StatusOK)["token"]
+	if token == nil {
+		t.Fatal("no token issued")
+	}
+	postJSON(t, "http://"+addr+"/v1/products", token.(string), `{"sku":"S-1","name":"Spoon","price_cents":199,"stock":3}`, http.StatusCreated)
+
+	testenv.Must(t, api.Process.Signal(syscall.SIGTERM), "send SIGTERM")
+	done := make(chan error, 1)
+	go func() { done <- api.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("api did not exit 0 after SIGTERM: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		_ = api.Process.Kill()
+		t.Fatal("api did not stop within 30 s of SIGTERM")
+	}
+}
+
+// startAPI starts `shop api` and returns it with the address it listens on,
+// read from its "listening" log line.
+func startAPI(t *testing.T, env map[string]string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(shopBin, "api")
+	cmd.Env = environ(env)
+	stderr, err := cmd.StderrPipe()
+	testenv.Must(t, err, "stderr pipe")
+	testenv.Must(t, cmd.Start(), "start api")
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	addrc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var line struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
+				addrc <- line.Addr
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	select {
+	case addr := <-addrc:
+		return cmd, addr
+	case <-time.After(30 * time.Second):
+		t.Fatal("api did not log its listening address within 30 s")
+		return nil, ""
+	}
+}
+
+func postJSON(t *testing.T, url, token, body string, wantStatus int) map[string]any {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	testenv.Must(t, err, "new request")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	testenv.Must(t, err, "POST "+url)
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	if res.StatusCode != wantStatus {
+		t.Fatalf("POST %s = %d, want %d: %s", url, res.StatusCode, wantStatus, raw)
+	}
+	var out map[string]any
+	testenv.Must(t, json.Unmarshal(raw, &out), "decode response")
+	return out
+}
