@@ -222,10 +222,19 @@ func TestNotFoundErrors(t *testing.T) {
 		load func(ctx context.Context, tx *store.Tx) error
 		want error
 	}{
-		{"user by email", func(ctx context.Context, tx *store.Tx) error { _, err := tx.Users.ByEmail(ctx, "no@example.com"); return err }, user.ErrNotFound},
+		{"user by email", func(ctx context.Context, tx *store.Tx) error {
+			_, err := tx.Users.ByEmail(ctx, "no@example.com")
+			return err
+		}, user.ErrNotFound},
 		{"user by id", func(ctx context.Context, tx *store.Tx) error { _, err := tx.Users.ByID(ctx, uuid.New()); return err }, user.ErrNotFound},
-		{"product", func(ctx context.Context, tx *store.Tx) error { _, err := tx.Products.GetForUpdate(ctx, uuid.New()); return err }, product.ErrNotFound},
-		{"order", func(ctx context.Context, tx *store.Tx) error { _, err := tx.Orders.GetForUpdate(ctx, uuid.New()); return err }, order.ErrNotFound},
+		{"product", func(ctx context.Context, tx *store.Tx) error {
+			_, err := tx.Products.GetForUpdate(ctx, uuid.New())
+			return err
+		}, product.ErrNotFound},
+		{"order", func(ctx context.Context, tx *store.Tx) error {
+			_, err := tx.Orders.GetForUpdate(ctx, uuid.New())
+			return err
+		}, order.ErrNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
