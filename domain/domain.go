@@ -5,8 +5,11 @@ package domain
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -69,6 +72,24 @@ func (v *Validation) Err() error {
 		return nil
 	}
 	return &ValidationError{Fields: v.fields}
+}
+
+// Text validates a required single-line text field: trimmed, not empty,
+// valid UTF-8, no control characters (NUL cannot even be stored), at most
+// maxRunes characters. It returns the trimmed value.
+func (v *Validation) Text(field, value string, maxRunes int) string {
+	value = strings.TrimSpace(value)
+	switch {
+	case value == "":
+		v.Add(field, "is required")
+	case !utf8.ValidString(value):
+		v.Add(field, "must be valid UTF-8")
+	case strings.ContainsFunc(value, unicode.IsControl):
+		v.Add(field, "must not contain control characters")
+	case utf8.RuneCountInString(value) > maxRunes:
+		v.Add(field, fmt.Sprintf("must be at most %d characters", maxRunes))
+	}
+	return value
 }
 
 // Invalid is a shortcut for a validation error on a single field.

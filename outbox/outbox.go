@@ -102,30 +102,14 @@ type Queuer interface {
 	Queue(query string, arguments ...any) *pgx.QueuedQuery
 }
 
-const insertSQL = `
-INSERT INTO outbox (event_id, partition, routing_key, aggregate_type, aggregate_id, aggregate_version, payload)
-SELECT e.event_id, e.partition, e.routing_key, e.aggregate_type, e.aggregate_id, e.aggregate_version, e.payload
-FROM unnest($1::uuid[], $2::int2[], $3::text[], $4::text[], $5::uuid[], $6::int8[], $7::json[])
-     WITH ORDINALITY AS e(event_id, partition, routing_key, aggregate_type, aggregate_id, aggregate_version, payload, n)
-ORDER BY e.n`
+const insertSQL = `INSERT INTO outbox (event_id, partition, routing_key, aggregate_type, aggregate_id, aggregate_version, payload)
+VALUES ($1, $2, $3, $4, $5, $6, $7)`
 
-// Append queues one INSERT of all events, in the order given, into q. The
-// rows become visible to the relay only when q's transaction commits.
+// Append queues one INSERT per event, in the order given, into q. The rows
+// become visible to the relay only when q's transaction commits; their ids
+// follow the order of the events.
 func Append(q Queuer, md Metadata, events ...domain.Event) error {
-	if len(events) == 0 {
-		return nil
-	}
-	n := len(events)
-	var (
-		ids        = make([]uuid.UUID, n)
-		partitions = make([]int16, n)
-		keys       = make([]string, n)
-		aggTypes   = make([]string, n)
-		aggIDs     = make([]uuid.UUID, n)
-		versions   = make([]int64, n)
-		payloads   = make([]string, n)
-	)
-	for i, e := range events {
+	for _, e := range events {
 		env, err := NewEnvelope(e, md)
 		if err != nil {
 			return err
@@ -134,9 +118,7 @@ func Append(q Queuer, md Metadata, events ...domain.Event) error {
 		if err != nil {
 			return fmt.Errorf("encode %s envelope: %w", e.Type, err)
 		}
-		ids[i], partitions[i], keys[i] = e.ID, Partition(e.AggregateID), e.Type
-		aggTypes[i], aggIDs[i], versions[i], payloads[i] = e.AggregateType, e.AggregateID, e.AggregateVersion, string(payload)
+		q.Queue(insertSQL, e.ID, Partition(e.AggregateID), e.Type, e.AggregateType, e.AggregateID, e.AggregateVersion, string(payload))
 	}
-	q.Queue(insertSQL, ids, partitions, keys, aggTypes, aggIDs, versions, payloads)
 	return nil
 }

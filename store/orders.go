@@ -56,34 +56,31 @@ func (s Orders) Save(o *order.Order, loadedVersion int64) {
 // GetForUpdate loads an order with its lines and locks it until the
 // transaction ends; order.ErrNotFound when none.
 func (s Orders) GetForUpdate(ctx context.Context, id uuid.UUID) (*order.Order, error) {
-	rows, err := s.tx.query(ctx, `SELECT id, user_id, status, total_cents, version, created_at, updated_at
-		FROM orders WHERE id = $1 FOR UPDATE`, id)
-	if err != nil {
-		return nil, fmt.Errorf("load order: %w", err)
-	}
-	st, err := pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (order.State, error) {
-		var st order.State
-		var status string
-		err := row.Scan(&st.ID, &st.CustomerID, &status, &st.TotalCents, &st.Version, &st.CreatedAt, &st.UpdatedAt)
-		st.Status = order.Status(status)
-		return st, err
-	})
+	var st order.State
+	err := s.tx.read(ctx, func(rows pgx.Rows) (err error) {
+		st, err = pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (order.State, error) {
+			var st order.State
+			var status string
+			err := row.Scan(&st.ID, &st.CustomerID, &status, &st.TotalCents, &st.Version, &st.CreatedAt, &st.UpdatedAt)
+			st.Status = order.Status(status)
+			return st, err
+		})
+		return err
+	}, `SELECT id, user_id, status, total_cents, version, created_at, updated_at FROM orders WHERE id = $1 FOR UPDATE`, id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, order.ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load order: %w", err)
 	}
-	rows, err = s.tx.query(ctx, `SELECT product_id, sku, name, quantity, unit_price_cents
-		FROM order_items WHERE order_id = $1 ORDER BY line`, id)
-	if err != nil {
-		return nil, fmt.Errorf("load order items: %w", err)
-	}
-	st.Lines, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (order.Line, error) {
-		var l order.Line
-		err := row.Scan(&l.ProductID, &l.SKU, &l.Name, &l.Quantity, &l.UnitPriceCents)
-		return l, err
-	})
+	err = s.tx.read(ctx, func(rows pgx.Rows) (err error) {
+		st.Lines, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (order.Line, error) {
+			var l order.Line
+			err := row.Scan(&l.ProductID, &l.SKU, &l.Name, &l.Quantity, &l.UnitPriceCents)
+			return l, err
+		})
+		return err
+	}, `SELECT product_id, sku, name, quantity, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY line`, id)
 	if err != nil {
 		return nil, fmt.Errorf("load order items: %w", err)
 	}

@@ -41,11 +41,11 @@ func (s Products) Save(p *product.Product, loadedVersion int64) {
 
 // GetForUpdate loads a product and locks its row until the transaction ends.
 func (s Products) GetForUpdate(ctx context.Context, id uuid.UUID) (*product.Product, error) {
-	rows, err := s.tx.query(ctx, `SELECT `+productColumns+` FROM products WHERE id = $1 FOR UPDATE`, id)
-	if err != nil {
-		return nil, fmt.Errorf("load product: %w", err)
-	}
-	st, err := pgx.CollectExactlyOneRow(rows, scanProduct)
+	var st product.State
+	err := s.tx.read(ctx, func(rows pgx.Rows) (err error) {
+		st, err = pgx.CollectExactlyOneRow(rows, scanProduct)
+		return err
+	}, `SELECT `+productColumns+` FROM products WHERE id = $1 FOR UPDATE`, id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, product.ErrNotFound
 	}
@@ -57,11 +57,11 @@ func (s Products) GetForUpdate(ctx context.Context, id uuid.UUID) (*product.Prod
 
 // Catalogue returns the products with the given ids that exist, by id.
 func (s Products) Catalogue(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]product.State, error) {
-	rows, err := s.tx.query(ctx, `SELECT `+productColumns+` FROM products WHERE id = ANY($1)`, ids)
-	if err != nil {
-		return nil, fmt.Errorf("load products: %w", err)
-	}
-	list, err := pgx.CollectRows(rows, scanProduct)
+	var list []product.State
+	err := s.tx.read(ctx, func(rows pgx.Rows) (err error) {
+		list, err = pgx.CollectRows(rows, scanProduct)
+		return err
+	}, `SELECT `+productColumns+` FROM products WHERE id = ANY($1)`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("load products: %w", err)
 	}

@@ -32,6 +32,10 @@ var ErrUnavailable = errors.New("database unavailable")
 // save; the caller may retry the command.
 var ErrConcurrentUpdate = fmt.Errorf("%w: changed concurrently, retry", domain.ErrConflict)
 
+// ErrUnknownUser means a command names a user that does not exist: a
+// validly signed token whose user is gone (e.g. the database was reset).
+var ErrUnknownUser = fmt.Errorf("%w: the token's user does not exist", domain.ErrUnauthorized)
+
 // Config configures the connection pool.
 type Config struct {
 	// DatabaseURL is a postgres:// URL. Required.
@@ -90,9 +94,13 @@ type UnitOfWork struct {
 func NewUnitOfWork(pool *pgxpool.Pool) *UnitOfWork { return &UnitOfWork{pool: pool} }
 
 // Tx is one transaction and the stores bound to it.
+//
+// Statements travel in pipelined batches: BEGIN goes with the first read,
+// queued writes go with the next read or with COMMIT. A command that reads
+// twice and then writes costs three round trips, however many rows it writes.
 type Tx struct {
-	tx      pgx.Tx
-	pending *pgx.Batch
+	conn    *pgxpool.Conn
+	pending *pgx.Batch // statements not sent yet; starts with BEGIN
 	md      outbox.Metadata
 
 	Users       Users
@@ -104,27 +112,45 @@ type Tx struct {
 // Do runs fn in a transaction and commits when fn returns nil; any error
 // rolls everything back: rows, outbox rows and idempotency keys alike.
 func (u *UnitOfWork) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
-	ptx, err := u.pool.Begin(ctx)
+	conn, err := u.pool.Acquire(ctx)
 	if err != nil {
-		return classify(fmt.Errorf("begin: %w", err))
+		return classify(fmt.Errorf("acquire connection: %w", err))
 	}
-	tx := &Tx{tx: ptx, pending: &pgx.Batch{}, md: outbox.MetadataFrom(ctx)}
+	defer conn.Release() // a connection left inside a transaction is destroyed, not reused
+	tx := &Tx{conn: conn, pending: &pgx.Batch{}, md: outbox.MetadataFrom(ctx)}
+	tx.pending.Queue("BEGIN")
 	tx.Users = Users{tx}
 	tx.Products = Products{tx}
 	tx.Orders = Orders{tx}
 	tx.Idempotency = IdempotencyKeys{tx}
-	defer func() { _ = ptx.Rollback(context.WithoutCancel(ctx)) }() // no-op after commit
+	defer tx.rollbackIfOpen(ctx)
 
 	if err := fn(ctx, tx); err != nil {
 		return classify(err)
 	}
-	if err := tx.flush(ctx); err != nil {
-		return classify(err)
+	if tx.pending.Len() == 1 && tx.pending.QueuedQueries[0].SQL == "BEGIN" {
+		return nil // nothing was read or written
 	}
-	if err := ptx.Commit(ctx); err != nil {
+	if tx.pendingChecks() {
+		// A write whose result is checked in Go (rows affected) must be
+		// checked before COMMIT is sent, or a failed check would commit.
+		if err := tx.send(ctx); err != nil {
+			return classify(err)
+		}
+	}
+	tx.pending.Queue("COMMIT")
+	if err := tx.send(ctx); err != nil {
 		return classify(fmt.Errorf("commit: %w", err))
 	}
 	return nil
+}
+
+// rollbackIfOpen ends a transaction that fn's error or a failed write left
+// open or aborted.
+func (t *Tx) rollbackIfOpen(ctx context.Context) {
+	if t.conn.Conn().PgConn().TxStatus() != 'I' {
+		_, _ = t.conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+	}
 }
 
 // Append queues the events into the outbox, in order, in this transaction.
@@ -132,30 +158,33 @@ func (t *Tx) Append(events ...domain.Event) error {
 	return outbox.Append(t.pending, t.md, events...)
 }
 
-// queue adds a write to the pending pipeline.
+// queue adds a write to the pending batch.
 func (t *Tx) queue(sql string, args ...any) *pgx.QueuedQuery {
 	return t.pending.Queue(sql, args...)
 }
 
-// flush sends the pending writes in one round trip.
-func (t *Tx) flush(ctx context.Context) error {
-	if t.pending.Len() == 0 {
-		return nil
+// pendingChecks reports whether a pending statement has a result check.
+func (t *Tx) pendingChecks() bool {
+	for _, q := range t.pending.QueuedQueries {
+		if q.Fn != nil {
+			return true
+		}
 	}
-	b := t.pending
-	t.pending = &pgx.Batch{}
-	if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
-	return nil
+	return false
 }
 
-// query flushes pending writes, then runs a read.
-func (t *Tx) query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	if err := t.flush(ctx); err != nil {
-		return nil, err
-	}
-	return t.tx.Query(ctx, sql, args...)
+// read sends the pending statements followed by a query whose rows scan
+// consumes.
+func (t *Tx) read(ctx context.Context, scan func(pgx.Rows) error, sql string, args ...any) error {
+	t.pending.Queue(sql, args...).Query(scan)
+	return t.send(ctx)
+}
+
+// send sends the pending statements in one round trip.
+func (t *Tx) send(ctx context.Context) error {
+	b := t.pending
+	t.pending = &pgx.Batch{}
+	return t.conn.SendBatch(ctx, b).Close()
 }
 
 // classify turns driver errors into the errors callers decide on.
@@ -166,6 +195,12 @@ func classify(err error) error {
 			if mapped := uniqueViolation(pgErr.ConstraintName); mapped != nil {
 				return mapped
 			}
+		}
+		if pgErr.Code == "23503" && pgErr.ConstraintName == "orders_user_id_fkey" {
+			return ErrUnknownUser
+		}
+		if pgErr.Code == "22021" || pgErr.Code == "22P05" { // text Postgres cannot store
+			return fmt.Errorf("%w: text holds a character that cannot be stored", domain.ErrInvalid)
 		}
 		if pgErr.Code == "40001" || pgErr.Code == "40P01" { // serialization failure, deadlock
 			return fmt.Errorf("%w: %w", ErrConcurrentUpdate, err)
@@ -192,7 +227,7 @@ func uniqueViolation(constraint string) error {
 	case "products_sku_key":
 		return product.ErrSKUTaken
 	case "idempotency_keys_pkey":
-		return ErrKeyRace
+		return ErrKeyTaken
 	}
 	return nil
 }

@@ -33,17 +33,17 @@ func (s Users) ByID(ctx context.Context, id uuid.UUID) (*user.User, error) {
 }
 
 func (s Users) one(ctx context.Context, where string, arg any) (*user.User, error) {
-	rows, err := s.tx.query(ctx, `SELECT id, email, name, password_hash, role, version, created_at FROM users `+where, arg)
-	if err != nil {
-		return nil, fmt.Errorf("load user: %w", err)
-	}
-	st, err := pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (user.State, error) {
-		var st user.State
-		var role string
-		err := row.Scan(&st.ID, &st.Email, &st.Name, &st.PasswordHash, &role, &st.Version, &st.CreatedAt)
-		st.Role = user.Role(role)
-		return st, err
-	})
+	var st user.State
+	err := s.tx.read(ctx, func(rows pgx.Rows) (err error) {
+		st, err = pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (user.State, error) {
+			var st user.State
+			var role string
+			err := row.Scan(&st.ID, &st.Email, &st.Name, &st.PasswordHash, &role, &st.Version, &st.CreatedAt)
+			st.Role = user.Role(role)
+			return st, err
+		})
+		return err
+	}, `SELECT id, email, name, password_hash, role, version, created_at FROM users `+where, arg)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, user.ErrNotFound
 	}

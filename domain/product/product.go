@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -129,16 +128,7 @@ func Create(id uuid.UUID, sku, name string, priceCents, stock int64, now time.Ti
 }
 
 func validateName(v *domain.Validation, name string) string {
-	name = strings.TrimSpace(name)
-	switch {
-	case name == "":
-		v.Add("name", "is required")
-	case !utf8.ValidString(name):
-		v.Add("name", "must be valid UTF-8")
-	case utf8.RuneCountInString(name) > MaxNameLength:
-		v.Add("name", fmt.Sprintf("must be at most %d characters", MaxNameLength))
-	}
-	return name
+	return v.Text("name", name, MaxNameLength)
 }
 
 func validatePrice(v *domain.Validation, priceCents int64) {

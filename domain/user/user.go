@@ -113,16 +113,8 @@ func validateEmail(v *domain.Validation, email string) {
 	}
 }
 
-func validateName(v *domain.Validation, name string) {
-	name = strings.TrimSpace(name)
-	switch {
-	case name == "":
-		v.Add("name", "is required")
-	case utf8.RuneCountInString(name) > MaxNameLength:
-		v.Add("name", fmt.Sprintf("must be at most %d characters", MaxNameLength))
-	case !utf8.ValidString(name):
-		v.Add("name", "must be valid UTF-8")
-	}
+func validateName(v *domain.Validation, name string) string {
+	return v.Text("name", name, MaxNameLength)
 }
 
 // Register creates a user and records user.registered.
@@ -130,7 +122,7 @@ func Register(id uuid.UUID, email, name, passwordHash string, role Role, now tim
 	var v domain.Validation
 	v.Check(id != uuid.Nil, "id", "is required")
 	validateEmail(&v, email)
-	validateName(&v, name)
+	name = validateName(&v, name)
 	v.Check(passwordHash != "", "password", "is required")
 	v.Check(role.Valid(), "role", "must be customer or admin")
 	if err := v.Err(); err != nil {
@@ -139,7 +131,7 @@ func Register(id uuid.UUID, email, name, passwordHash string, role Role, now tim
 	u := &User{
 		id:           id,
 		email:        NormalizeEmail(email),
-		name:         strings.TrimSpace(name),
+		name:         name,
 		passwordHash: passwordHash,
 		role:         role,
 		version:      1,

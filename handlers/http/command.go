@@ -22,9 +22,6 @@ const (
 	headerReplayed       = "Idempotent-Replayed"
 	headerCorrelationID  = "X-Correlation-Id"
 	maxIdempotencyKey    = 255
-	// keyRaceRetries bounds how often a command that lost an
-	// Idempotency-Key race runs again to read the winner's response.
-	keyRaceRetries = 3
 )
 
 // reply is a command's response.
@@ -34,16 +31,21 @@ type reply struct {
 	body     any
 }
 
-// command runs fn in one transaction and answers with its reply. With an
-// Idempotency-Key header the reply is stored in that same transaction under
-// (caller, key); a later request with the same key and body gets the stored
-// reply and changes nothing, one with another body is 422. Concurrent
-// requests with one key are serialized by the key's primary key: the losers
-// roll back and answer the winner's reply.
+// command runs fn in one transaction and answers with its reply.
+//
+// With an Idempotency-Key header the reply is stored under (caller, key) in
+// that same transaction, and a repeated request gets the stored reply and
+// changes nothing; one with another body is 422. The first attempt is
+// optimistic: it runs the command and inserts the key, which costs no extra
+// query for the common, first-time request. If the key turns out to be taken
+// — by a concurrent twin that committed first (the key's primary key makes
+// this one fail and roll back) or by an earlier request this one retries (the
+// command may then fail on its own, e.g. a second cancel) — the stored reply
+// is looked up and wins.
 func (s *Server) command(c echo.Context, body []byte, fn func(ctx context.Context, tx *store.Tx) (reply, error)) error {
 	key := c.Request().Header.Get(headerIdempotencyKey)
-	if len(key) > maxIdempotencyKey || (key == "" && c.Request().Header.Values(headerIdempotencyKey) != nil) {
-		return domain.Invalid(headerIdempotencyKey, fmt.Sprintf("must be 1 to %d characters", maxIdempotencyKey))
+	if !validKey(key) && c.Request().Header.Values(headerIdempotencyKey) != nil {
+		return domain.Invalid(headerIdempotencyKey, fmt.Sprintf("must be 1 to %d printable ASCII characters", maxIdempotencyKey))
 	}
 	scope := "anonymous"
 	if a := actorOf(c); a.UserID != uuid.Nil {
@@ -52,52 +54,66 @@ func (s *Server) command(c echo.Context, body []byte, fn func(ctx context.Contex
 	hash := requestHash(c.Request(), body)
 	ctx := outbox.WithMetadata(c.Request().Context(), s.metadata(c))
 
-	for attempt := 1; ; attempt++ {
-		var status int
-		var location string
-		var payload []byte
-		replayed := false
-		err := s.uow.Do(ctx, func(ctx context.Context, tx *store.Tx) error {
-			if key != "" {
-				stored, found, err := tx.Idempotency.Find(ctx, scope, key)
-				if err != nil {
-					return err
-				}
-				if found {
-					if !bytes.Equal(stored.RequestHash, hash) {
-						return domain.Invalid(headerIdempotencyKey, "was already used with another request")
-					}
-					status, location, payload, replayed = stored.Status, stored.Location, stored.Body, true
-					return nil
-				}
-			}
-			r, err := fn(ctx, tx)
-			if err != nil {
-				return err
-			}
-			if payload, err = json.Marshal(r.body); err != nil {
-				return fmt.Errorf("encode reply: %w", err)
-			}
-			status, location = r.status, r.location
-			if key != "" {
-				tx.Idempotency.Save(scope, key, store.Response{RequestHash: hash, Status: status, Location: location, Body: payload})
-			}
-			return nil
-		})
-		if errors.Is(err, store.ErrKeyRace) && attempt < keyRaceRetries {
-			continue
-		}
+	var res store.Response
+	err := s.uow.Do(ctx, func(ctx context.Context, tx *store.Tx) error {
+		r, err := fn(ctx, tx)
 		if err != nil {
 			return err
 		}
-		if location != "" {
-			c.Response().Header().Set(echo.HeaderLocation, location)
+		payload, err := json.Marshal(r.body)
+		if err != nil {
+			return fmt.Errorf("encode reply: %w", err)
 		}
-		if replayed {
-			c.Response().Header().Set(headerReplayed, "true")
+		res = store.Response{RequestHash: hash, Status: r.status, Location: r.location, Body: payload}
+		if key != "" {
+			tx.Idempotency.Save(scope, key, res)
 		}
-		return c.JSONBlob(status, payload)
+		return nil
+	})
+	if err != nil && key != "" {
+		stored, found, findErr := s.storedReply(ctx, scope, key)
+		if findErr != nil {
+			return errors.Join(err, findErr)
+		}
+		if !found {
+			return err
+		}
+		if !bytes.Equal(stored.RequestHash, hash) {
+			return domain.Invalid(headerIdempotencyKey, "was already used with another request")
+		}
+		res, err = stored, nil
+		c.Response().Header().Set(headerReplayed, "true")
 	}
+	if err != nil {
+		return err
+	}
+	if res.Location != "" {
+		c.Response().Header().Set(echo.HeaderLocation, res.Location)
+	}
+	return c.JSONBlob(res.Status, res.Body)
+}
+
+// validKey reports whether an Idempotency-Key is 1 to maxIdempotencyKey
+// printable ASCII characters (a UUID, typically).
+func validKey(key string) bool {
+	if key == "" || len(key) > maxIdempotencyKey {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] < 0x20 || key[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// storedReply returns the reply stored under (scope, key), if any.
+func (s *Server) storedReply(ctx context.Context, scope, key string) (res store.Response, found bool, err error) {
+	err = s.uow.Do(ctx, func(ctx context.Context, tx *store.Tx) error {
+		res, found, err = tx.Idempotency.Find(ctx, scope, key)
+		return err
+	})
+	return res, found, err
 }
 
 // requestHash identifies a request for Idempotency-Key comparison.

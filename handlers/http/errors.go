@@ -102,7 +102,7 @@ func publicMessage(err error) string {
 		user.ErrEmailTaken, user.ErrNotFound, user.ErrInvalidCredentials,
 		product.ErrSKUTaken, product.ErrNotFound, product.ErrOutOfStock,
 		order.ErrNotFound, order.ErrNotCancellable, order.ErrNotPending,
-		auth.ErrInvalidToken, store.ErrConcurrentUpdate, errForbidden,
+		auth.ErrInvalidToken, store.ErrConcurrentUpdate, store.ErrUnknownUser, errForbidden,
 	} {
 		if errors.Is(err, known) {
 			return known.Error()

@@ -2,6 +2,7 @@ package http
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	stdhttp "net/http"
@@ -16,8 +17,10 @@ import (
 	"github.com/shopdev/shop/store"
 )
 
+// placeOrderRequest keeps its items raw, so that each is decoded on its own
+// and a bad field is named with its index ("items[2].quantity").
 type placeOrderRequest struct {
-	Items []orderItemRequest `json:"items"`
+	Items []json.RawMessage `json:"items"`
 }
 
 type orderItemRequest struct {
@@ -61,7 +64,14 @@ func (r placeOrderRequest) items() ([]order.Item, error) {
 	var v domain.Validation
 	malformed := map[string]bool{}
 	items := make([]order.Item, len(r.Items))
-	for i, it := range r.Items {
+	for i, raw := range r.Items {
+		if i >= order.MaxLines {
+			break // order.ValidateItems rejects the length
+		}
+		var it orderItemRequest
+		if err := decodeAt(fmt.Sprintf("items[%d]", i), raw, &it); err != nil {
+			return nil, err
+		}
 		items[i].Quantity = it.Quantity
 		if it.ProductID == "" {
 			continue // order.ValidateItems says it is required

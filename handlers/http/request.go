@@ -35,6 +35,21 @@ func decode(body []byte, dst any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return problemError{status: stdhttp.StatusBadRequest, detail: "the request body must be a JSON object"}
 	}
+	return decodeAt("", body, dst)
+}
+
+// decodeAt decodes a JSON value found at path (e.g. "items[2]") of a body
+// that is already known to be JSON, naming fields by their full path.
+func decodeAt(path string, body []byte, dst any) error {
+	at := func(field string) string {
+		switch {
+		case path == "":
+			return field
+		case field == "":
+			return path
+		}
+		return path + "." + field
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(dst)
@@ -49,13 +64,13 @@ func decode(body []byte, dst any) error {
 		}
 		return nil
 	case errors.As(err, &typeErr):
-		if typeErr.Field == "" {
+		if at(typeErr.Field) == "" {
 			return problemError{status: stdhttp.StatusBadRequest, detail: "the request body must be a JSON object"}
 		}
-		return domain.Invalid(typeErr.Field, "must be "+jsonKind(typeErr.Type.Kind().String()))
+		return domain.Invalid(at(typeErr.Field), "must be "+jsonKind(typeErr.Type.Kind().String()))
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return domain.Invalid(field, "is not a field of this request")
+		return domain.Invalid(at(field), "is not a field of this request")
 	default:
 		return problemError{status: stdhttp.StatusBadRequest, detail: "malformed JSON: " + err.Error()}
 	}

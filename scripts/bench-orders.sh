@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Benchmark: POST /v1/orders at 32 connections (wrk) beside pgbench running
+# the equivalent bare transaction (an order row + an outbox row) at 32
+# clients, one after the other in the same run, against a fresh database.
+# Usage: scripts/bench-orders.sh [seconds]   (needs wrk and pgbench)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-20}
+conns=${CONNS:-32}
+base=${BENCH_SERVER_URL:-postgres://postgres@127.0.0.1:5432}
+db=shop_bench
+export DATABASE_URL="$base/$db?sslmode=disable"
+export SHOP_ENV=dev LOG_LEVEL=${LOG_LEVEL:-warn} HTTP_ADDR=127.0.0.1:${BENCH_PORT:-18080}
+url="http://$HTTP_ADDR"
+
+for tool in wrk pgbench psql; do
+  command -v $tool >/dev/null || { echo "bench: $tool is required (apt-get install wrk postgresql-client)"; exit 1; }
+done
+go build -o bin/shop ./cmd/shop
+psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+./bin/shop migrate 2>/dev/null
+./bin/shop user add --email admin@bench.test --password benchpass --admin >/dev/null 2>&1
+uid=$(./bin/shop user add --email buyer@bench.test --password benchpass 2>/dev/null | cut -d' ' -f1)
+
+./bin/shop api 2>/tmp/shop-bench-api.log & api=$!
+trap 'kill $api 2>/dev/null; wait $api 2>/dev/null || true' EXIT
+for _ in $(seq 50); do curl -fs "$url/healthz" >/dev/null && break; sleep 0.1; done
+
+token() { curl -fs -X POST "$url/v1/tokens" -d "{\"email\":\"$1\",\"password\":\"benchpass\"}" | sed 's/.*"token":"\([^"]*\)".*/\1/'; }
+admin=$(token admin@bench.test)
+products=""
+for i in $(seq 100); do
+  id=$(curl -fs -X POST "$url/v1/products" -H "Authorization: Bearer $admin" \
+    -d "{\"sku\":\"BENCH-$i\",\"name\":\"Bench item $i\",\"price_cents\":$((100 + i)),\"stock\":1000000}" | sed 's/.*"id":"\([^"]*\)".*/\1/')
+  products="$products${products:+,}$id"
+done
+export TOKEN=$(token buyer@bench.test) PRODUCTS=$products
+
+echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r); $(psql -At "$base/postgres" -c 'show server_version'); $(date -u +%F)"
+echo "== pgbench: order row + outbox row per transaction (prepared statements), $conns clients, ${secs}s"
+pgbench -n -M prepared -c "$conns" -j 2 -T "$secs" -D uid="$uid" -f scripts/bench/pgbench-order.sql "$DATABASE_URL" 2>&1 \
+  | grep -E "tps|latency|transactions actually"
+echo "== wrk: POST /v1/orders (JWT, price lookup, order + items + outbox + idempotency rows), $conns connections, ${secs}s"
+wrk -t2 -c"$conns" -d"${secs}s" --latency -s scripts/bench/orders.lua "$url" \
+  | grep -E "Requests/sec|Latency|50%|75%|90%|99%|requests in|Non-2xx|Socket errors"
+echo "== rows written: $(psql -At "$DATABASE_URL" -c "select count(*) from orders") orders, $(psql -At "$DATABASE_URL" -c "select count(*) from outbox where routing_key='order.placed'") order.placed outbox rows, $(psql -At "$DATABASE_URL" -c "select count(*) from idempotency_keys") idempotency keys"
