@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: POST /v1/orders at 32 connections (wrk) beside pgbench running
 # the equivalent bare transaction (an order row + an outbox row) at 32
-# clients, one after the other in the same run, against a fresh database.
+# clients, in pgbench's default (simple) and prepared query modes, one after
+# the other in the same run, against a fresh database.
 # Usage: scripts/bench-orders.sh [seconds]   (needs wrk and pgbench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +23,9 @@ psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
 ./bin/shop user add --email admin@bench.test --password benchpass --admin >/dev/null 2>&1
 uid=$(./bin/shop user add --email buyer@bench.test --password benchpass 2>/dev/null | cut -d' ' -f1)
 
-./bin/shop api 2>/tmp/shop-bench-api.log & api=$!
-trap 'kill $api 2>/dev/null; wait $api 2>/dev/null || true' EXIT
+tmp=$(mktemp -d)
+./bin/shop api 2>"$tmp/api.log" & api=$!
+trap 'kill $api 2>/dev/null; wait $api 2>/dev/null || true; rm -rf "$tmp"' EXIT
 for _ in $(seq 50); do curl -fs "$url/healthz" >/dev/null && break; sleep 0.1; done
 
 token() { curl -fs -X POST "$url/v1/tokens" -d "{\"email\":\"$1\",\"password\":\"benchpass\"}" | sed 's/.*"token":"\([^"]*\)".*/\1/'; }
@@ -37,9 +39,13 @@ done
 export TOKEN=$(token buyer@bench.test) PRODUCTS=$products
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r); $(psql -At "$base/postgres" -c 'show server_version'); $(date -u +%F)"
-echo "== pgbench: order row + outbox row per transaction (prepared statements), $conns clients, ${secs}s"
-pgbench -n -M prepared -c "$conns" -j 2 -T "$secs" -D uid="$uid" -f scripts/bench/pgbench-order.sql "$DATABASE_URL" 2>&1 \
-  | grep -E "tps|latency|transactions actually"
+sed "s/:uid/'$uid'/" scripts/bench/pgbench-order.sql > "$tmp/order.sql"   # the customer's id as a literal
+for mode in simple prepared; do   # simple is pgbench's default
+  psql -q "$DATABASE_URL" -c CHECKPOINT
+  echo "== pgbench -M $mode: BEGIN; INSERT order; INSERT outbox; END, $conns clients, ${secs}s"
+  pgbench -n -M $mode -c "$conns" -j 2 -T "$secs" -f "$tmp/order.sql" "$DATABASE_URL" 2>&1 | grep -E "^tps|latency average"
+done
+psql -q "$DATABASE_URL" -c CHECKPOINT
 echo "== wrk: POST /v1/orders (JWT, price lookup, order + items + outbox + idempotency rows), $conns connections, ${secs}s"
 wrk -t2 -c"$conns" -d"${secs}s" --latency -s scripts/bench/orders.lua "$url" \
   | grep -E "Requests/sec|Latency|50%|75%|90%|99%|requests in|Non-2xx|Socket errors"

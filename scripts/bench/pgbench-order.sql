@@ -1,5 +1,6 @@
 -- The transaction POST /v1/orders is measured against: one order row and
--- one ~300-byte outbox row, committed.
+-- one ~300-byte outbox row, committed. bench-orders.sh replaces :uid with
+-- the customer's id.
 BEGIN;
 INSERT INTO orders (id, user_id, status, total_cents, version, created_at, updated_at)
 VALUES (gen_random_uuid(), :uid, 'pending', 1234, 1, now(), now());
