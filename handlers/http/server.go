@@ -7,6 +7,7 @@ package http
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	stdhttp "net/http"
 	"time"
@@ -84,7 +85,14 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.Use(
 		middleware.RequestID(),
 		s.logRequests,
-		middleware.Recover(), // a bug answers 500 through handleError, never a stack trace
+		middleware.RecoverWithConfig(middleware.RecoverConfig{
+			// A panic is a bug: handleError logs it with the stack of its
+			// goroutine and answers 500 with the request id only.
+			DisableStackAll: true,
+			LogErrorFunc: func(_ echo.Context, err error, stack []byte) error {
+				return fmt.Errorf("panic: %w\n%s", err, stack)
+			},
+		}),
 		echoprometheus.NewMiddlewareWithConfig(echoprometheus.MiddlewareConfig{
 			Namespace: "shop", Subsystem: "http", Registerer: cfg.Registry,
 			Skipper: func(c echo.Context) bool { return c.Path() == "/metrics" },
