@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/shopdev/shop/domain/order"
 )
@@ -43,14 +42,8 @@ func (s Orders) Add(o *order.Order) {
 // write fails with ErrConcurrentUpdate if another transaction changed it.
 func (s Orders) Save(o *order.Order, loadedVersion int64) {
 	st := o.State()
-	s.tx.queue(`UPDATE orders SET status = $2, version = $3, updated_at = $4 WHERE id = $1 AND version = $5`,
-		st.ID, string(st.Status), st.Version, st.UpdatedAt, loadedVersion,
-	).Exec(func(tag pgconn.CommandTag) error {
-		if tag.RowsAffected() != 1 {
-			return fmt.Errorf("save order %s: %w", st.ID, ErrConcurrentUpdate)
-		}
-		return nil
-	})
+	s.tx.queueUpdate("order", st.ID, `UPDATE orders SET status = $2, version = $3, updated_at = $4 WHERE id = $1 AND version = $5`,
+		st.ID, string(st.Status), st.Version, st.UpdatedAt, loadedVersion)
 }
 
 // GetForUpdate loads an order with its lines and locks it until the

@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/shopdev/shop/domain/product"
 )
@@ -28,15 +27,9 @@ func (s Products) Add(p *product.Product) {
 // write fails with ErrConcurrentUpdate if another transaction changed it.
 func (s Products) Save(p *product.Product, loadedVersion int64) {
 	st := p.State()
-	s.tx.queue(`UPDATE products SET name = $2, price_cents = $3, stock = $4, version = $5, updated_at = $6
+	s.tx.queueUpdate("product", st.ID, `UPDATE products SET name = $2, price_cents = $3, stock = $4, version = $5, updated_at = $6
 		WHERE id = $1 AND version = $7`,
-		st.ID, st.Name, st.PriceCents, st.Stock, st.Version, st.UpdatedAt, loadedVersion,
-	).Exec(func(tag pgconn.CommandTag) error {
-		if tag.RowsAffected() != 1 {
-			return fmt.Errorf("save product %s: %w", st.ID, ErrConcurrentUpdate)
-		}
-		return nil
-	})
+		st.ID, st.Name, st.PriceCents, st.Stock, st.Version, st.UpdatedAt, loadedVersion)
 }
 
 // GetForUpdate loads a product and locks its row until the transaction ends.

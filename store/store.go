@@ -15,6 +15,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -168,6 +169,18 @@ func (t *Tx) Append(events ...domain.Event) error {
 // queue adds a write to the pending batch.
 func (t *Tx) queue(sql string, args ...any) *pgx.QueuedQuery {
 	return t.pending.Queue(sql, args...)
+}
+
+// queueUpdate queues an UPDATE that must change exactly one row: the
+// aggregate row at the version it was loaded at. Otherwise the write fails
+// with ErrConcurrentUpdate.
+func (t *Tx) queueUpdate(what string, id uuid.UUID, sql string, args ...any) {
+	t.queue(sql, args...).Exec(func(tag pgconn.CommandTag) error {
+		if tag.RowsAffected() != 1 {
+			return fmt.Errorf("save %s %s: %w", what, id, ErrConcurrentUpdate)
+		}
+		return nil
+	})
 }
 
 // pendingChecks reports whether a pending statement has a result check.

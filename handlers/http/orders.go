@@ -99,12 +99,9 @@ func (r placeOrderRequest) items() ([]order.Item, error) {
 // placeOrder: POST /v1/orders (customer). 202: the order is pending until
 // inventory reserves its stock.
 func (s *Server) placeOrder(c echo.Context) error {
-	body, err := readBody(c)
-	if err != nil {
-		return err
-	}
 	var req placeOrderRequest
-	if err := decode(body, &req); err != nil {
+	body, err := bind(c, &req)
+	if err != nil {
 		return err
 	}
 	items, err := req.items()

@@ -47,12 +47,9 @@ func productLocation(p *product.Product) string { return "/v1/products/" + p.ID(
 
 // createProduct: POST /v1/products (admin).
 func (s *Server) createProduct(c echo.Context) error {
-	body, err := readBody(c)
-	if err != nil {
-		return err
-	}
 	var req createProductRequest
-	if err := decode(body, &req); err != nil {
+	body, err := bind(c, &req)
+	if err != nil {
 		return err
 	}
 	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
@@ -70,12 +67,9 @@ func (s *Server) updateProduct(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	body, err := readBody(c)
-	if err != nil {
-		return err
-	}
 	var req updateProductRequest
-	if err := decode(body, &req); err != nil {
+	body, err := bind(c, &req)
+	if err != nil {
 		return err
 	}
 	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
@@ -93,12 +87,9 @@ func (s *Server) restockProduct(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	body, err := readBody(c)
-	if err != nil {
-		return err
-	}
 	var req restockRequest
-	if err := decode(body, &req); err != nil {
+	body, err := bind(c, &req)
+	if err != nil {
 		return err
 	}
 	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {

@@ -28,6 +28,16 @@ func readBody(c echo.Context) ([]byte, error) {
 	return body, nil
 }
 
+// bind reads the request body and decodes it into dst; it returns the raw
+// body, which the Idempotency-Key compares.
+func bind(c echo.Context, dst any) ([]byte, error) {
+	body, err := readBody(c)
+	if err != nil {
+		return nil, err
+	}
+	return body, decode(body, dst)
+}
+
 // decode parses a JSON object strictly into dst: a body that is not JSON is
 // 400; a field of the wrong type or one the endpoint does not know is 422
 // naming the field.

@@ -34,12 +34,9 @@ func newUserResponse(u *user.User) userResponse {
 
 // registerUser: POST /v1/users. Anyone may register, as a customer.
 func (s *Server) registerUser(c echo.Context) error {
-	body, err := readBody(c)
-	if err != nil {
-		return err
-	}
 	var req registerUserRequest
-	if err := decode(body, &req); err != nil {
+	body, err := bind(c, &req)
+	if err != nil {
 		return err
 	}
 	if err := user.ValidateRegistration(req.Email, req.Name, req.Password); err != nil {
@@ -66,16 +63,12 @@ type issueTokenRequest struct {
 // issueToken: POST /v1/tokens. It changes nothing, so an Idempotency-Key is
 // accepted and ignored: storing the reply would store a credential.
 func (s *Server) issueToken(c echo.Context) error {
-	body, err := readBody(c)
-	if err != nil {
-		return err
-	}
 	var req issueTokenRequest
-	if err := decode(body, &req); err != nil {
+	if _, err := bind(c, &req); err != nil {
 		return err
 	}
 	var u *user.User
-	err = s.uow.Do(c.Request().Context(), func(ctx context.Context, tx *store.Tx) error {
+	err := s.uow.Do(c.Request().Context(), func(ctx context.Context, tx *store.Tx) (err error) {
 		u, err = tx.Users.ByEmail(ctx, req.Email)
 		return err
 	})
