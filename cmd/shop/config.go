@@ -24,6 +24,9 @@ type config struct {
 	SMTPAddr     string
 	LogLevel     string
 	DBMaxConns   int32
+	// RelayBatchSize and RelayWorkers tune `shop relay`; 0 takes the relay's defaults.
+	RelayBatchSize int
+	RelayWorkers   int
 }
 
 // devJWTSecret signs tokens when SHOP_ENV=dev and no JWT_SECRET is set.
@@ -64,6 +67,16 @@ func loadConfig(getenv func(string) string) (config, error) {
 		errs = append(errs, fmt.Errorf("BCRYPT_COST must be an integer from 4 to 31"))
 	} else {
 		c.PasswordCost = n
+	}
+	if n, err := strconv.Atoi(get("RELAY_BATCH_SIZE", "500")); err != nil || n < 1 || n > 10000 {
+		errs = append(errs, fmt.Errorf("RELAY_BATCH_SIZE must be an integer from 1 to 10000"))
+	} else {
+		c.RelayBatchSize = n
+	}
+	if n, err := strconv.Atoi(get("RELAY_WORKERS", "4")); err != nil || n < 1 || n > 16 {
+		errs = append(errs, fmt.Errorf("RELAY_WORKERS must be an integer from 1 to 16"))
+	} else {
+		c.RelayWorkers = n
 	}
 	return c, errors.Join(errs...)
 }

@@ -32,12 +32,16 @@ const usage = `usage: shop COMMAND [ARGS]
 commands:
   migrate     create the database if missing and apply migrations
   api         serve the HTTP API on HTTP_ADDR
+  relay       forward the outbox to RabbitMQ (any number of replicas)
+  outbox status
+              pending rows and the age of the oldest, per partition
   user add --email E --password P [--name N] [--admin]
               create a user (how the first admin exists)
   help        show this text
 
-configuration comes from the environment: DATABASE_URL, HTTP_ADDR,
-JWT_SECRET, JWT_TTL, SHOP_ENV, LOG_LEVEL, DB_MAX_CONNS (see README.md)
+configuration comes from the environment: DATABASE_URL, AMQP_URL, HTTP_ADDR,
+METRICS_ADDR, JWT_SECRET, JWT_TTL, SHOP_ENV, LOG_LEVEL, DB_MAX_CONNS,
+RELAY_BATCH_SIZE, RELAY_WORKERS (see README.md)
 `
 
 // run is the whole program: it parses args, reads configuration through
@@ -63,6 +67,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return migrateCmd(ctx, cfg, log)
 	case "api":
 		return apiCmd(ctx, cfg, log)
+	case "relay":
+		return relayCmd(ctx, cfg, log)
+	case "outbox":
+		return outboxCmd(ctx, cfg, rest, stdout)
 	case "user":
 		return userCmd(ctx, cfg, log, rest, stdout, stderr)
 	default:

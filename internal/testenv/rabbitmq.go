@@ -1,0 +1,96 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// AMQPServerURL is the RabbitMQ server the tests use: TEST_AMQP_URL, by
+// default the local server as guest.
+func AMQPServerURL() string {
+	if u := os.Getenv("TEST_AMQP_URL"); u != "" {
+		return u
+	}
+	return "amqp://guest:guest@127.0.0.1:5672/"
+}
+
+// AMQPURL creates a RabbitMQ virtual host of t's own (rabbitmqctl
+// add_vhost), lets the test user use it, and returns its URL. The vhost and
+// everything in it are deleted when t ends.
+func AMQPURL(t testing.TB) string {
+	t.Helper()
+	vhost := VHost(t)
+	u, err := url.Parse(AMQPServerURL())
+	if err != nil {
+		t.Fatalf("parse TEST_AMQP_URL: %v", err)
+	}
+	u.Path = "/" + vhost
+	return u.String()
+}
+
+// VHost creates a RabbitMQ virtual host of t's own and returns its name; it
+// is deleted when t ends.
+func VHost(t testing.TB) string {
+	t.Helper()
+	vhost := "shop_test_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:16]
+	u, err := url.Parse(AMQPServerURL())
+	if err != nil {
+		t.Fatalf("parse TEST_AMQP_URL: %v", err)
+	}
+	rabbitmqctl(t, "add_vhost", vhost)
+	rabbitmqctl(t, "set_permissions", "-p", vhost, u.User.Username(), ".*", ".*", ".*")
+	t.Cleanup(func() { rabbitmqctl(t, "delete_vhost", vhost) })
+	return vhost
+}
+
+// CloseConnections closes every client connection to vhost, as a broker
+// restart or a network cut would.
+func CloseConnections(t testing.TB, vhost string) int {
+	t.Helper()
+	out := rabbitmqctl(t, "list_connections", "-q", "--no-table-headers", "pid", "vhost")
+	closed := 0
+	for line := range strings.Lines(out) {
+		fields := strings.Fields(line)
+		if len(fields) == 2 && fields[1] == vhost {
+			rabbitmqctl(t, "close_connection", fields[0], "test closes the connection")
+			closed++
+		}
+	}
+	return closed
+}
+
+func rabbitmqctl(t testing.TB, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "rabbitmqctl", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// Eventually retries check every 50 ms until it returns nil or timeout
+// passes, then fails t with check's last error.
+func Eventually(t testing.TB, timeout time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(fmt.Errorf("not within %s: %w", timeout, err))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,75 @@
+package outbox
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the relay's Prometheus metrics.
+type Metrics struct {
+	Published    prometheus.Counter
+	BatchSize    prometheus.Histogram
+	PublishTime  prometheus.Histogram
+	Failures     *prometheus.CounterVec
+	Pending      *prometheus.GaugeVec
+	OldestAge    *prometheus.GaugeVec
+	CommitToSend prometheus.Histogram
+}
+
+// NewMetrics creates the relay's metrics and registers them with reg (none
+// when reg is nil).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shop_relay_published_total", Help: "Events published and confirmed by RabbitMQ.",
+		}),
+		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "shop_relay_batch_size", Help: "Rows published per round.",
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000},
+		}),
+		PublishTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "shop_relay_publish_seconds", Help: "Time to publish a batch and receive all its confirms.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		CommitToSend: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "shop_relay_lag_seconds", Help: "Time from an event's transaction to its confirmed publish.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		Failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shop_relay_failures_total", Help: "Rounds or rows that failed: round (RabbitMQ or Postgres error), nacked, unroutable.",
+		}, []string{"reason"}),
+		Pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shop_outbox_pending", Help: "Rows waiting in the outbox.",
+		}, []string{"partition"}),
+		OldestAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shop_outbox_oldest_age_seconds", Help: "Age of the oldest waiting row: the relay's lag.",
+		}, []string{"partition"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Published, m.BatchSize, m.PublishTime, m.CommitToSend, m.Failures, m.Pending, m.OldestAge)
+	}
+	return m
+}
+
+func (m *Metrics) published(_ int, rows []row, took time.Duration) {
+	if len(rows) == 0 {
+		return
+	}
+	m.Published.Add(float64(len(rows)))
+	m.BatchSize.Observe(float64(len(rows)))
+	m.PublishTime.Observe(took.Seconds())
+	now := time.Now()
+	for _, x := range rows {
+		m.CommitToSend.Observe(now.Sub(x.created).Seconds())
+	}
+}
+
+func (m *Metrics) observe(status []PartitionStatus) {
+	for _, s := range status {
+		p := strconv.Itoa(s.Partition)
+		m.Pending.WithLabelValues(p).Set(float64(s.Pending))
+		m.OldestAge.WithLabelValues(p).Set(s.OldestAge.Seconds())
+	}
+}

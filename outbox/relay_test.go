@@ -1,0 +1,395 @@
+package outbox_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/shopdev/shop/app"
+	"github.com/shopdev/shop/domain"
+	"github.com/shopdev/shop/internal/testenv"
+	"github.com/shopdev/shop/outbox"
+	"github.com/shopdev/shop/store"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// arrival is an event as a consumer saw it.
+type arrival struct {
+	ID        uuid.UUID
+	Aggregate uuid.UUID
+	Version   int64
+}
+
+// sink is a queue bound to every routing key of shop.events, declared
+// before any relay runs, and the events that reached it.
+type sink struct {
+	mu       sync.Mutex
+	arrivals []arrival
+}
+
+func newSink(t *testing.T, amqpURL string) *sink {
+	t.Helper()
+	s := &sink{}
+	ready := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			s.consume(ctx, amqpURL, ready) // returns when the connection is lost
+		}
+	}()
+	testenv.Must(t, <-ready, "start test consumer")
+	return s
+}
+
+// consume reads the test queue until the connection is lost or ctx ends,
+// acknowledging each message once recorded, so a lost connection loses
+// nothing (a message may come twice).
+func (s *sink) consume(ctx context.Context, amqpURL string, ready chan<- error) {
+	signal := func(err error) {
+		select {
+		case ready <- err:
+		default:
+		}
+	}
+	conn, err := amqp.Dial(amqpURL)
+	if err != nil {
+		signal(err)
+		time.Sleep(50 * time.Millisecond)
+		return
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err == nil {
+		err = outbox.Declare(ch)
+	}
+	if err == nil {
+		_, err = ch.QueueDeclare("test.all", true, false, false, false, nil)
+	}
+	if err == nil {
+		err = ch.QueueBind("test.all", "#", outbox.Exchange, false, nil)
+	}
+	if err == nil {
+		err = ch.Qos(1000, 0, false)
+	}
+	var deliveries <-chan amqp.Delivery
+	if err == nil {
+		deliveries, err = ch.Consume("test.all", "", false, false, false, false, nil)
+	}
+	signal(err)
+	if err != nil {
+		time.Sleep(50 * time.Millisecond)
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case d, ok := <-deliveries:
+			if !ok {
+				return
+			}
+			var env outbox.Envelope
+			if err := json.Unmarshal(d.Body, &env); err != nil {
+				panic(fmt.Sprintf("undecodable message %q: %v", d.Body, err))
+			}
+			s.mu.Lock()
+			s.arrivals = append(s.arrivals, arrival{ID: env.ID, Aggregate: env.AggregateID, Version: env.AggregateVersion})
+			s.mu.Unlock()
+			_ = d.Ack(false)
+		}
+	}
+}
+
+func (s *sink) snapshot() []arrival {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]arrival(nil), s.arrivals...)
+}
+
+// waitFor waits until every event of want arrived.
+func (s *sink) waitFor(t *testing.T, want map[uuid.UUID]bool, timeout time.Duration) []arrival {
+	t.Helper()
+	var got []arrival
+	testenv.Eventually(t, timeout, func() error {
+		got = s.snapshot()
+		seen := make(map[uuid.UUID]bool, len(got))
+		for _, a := range got {
+			seen[a.ID] = true
+		}
+		missing := 0
+		for id := range want {
+			if !seen[id] {
+				missing++
+			}
+		}
+		if missing > 0 {
+			return fmt.Errorf("%d of %d events have not arrived", missing, len(want))
+		}
+		return nil
+	})
+	return got
+}
+
+// checkOrder fails t if an aggregate's events first arrived out of version
+// order, and returns how many arrivals were duplicates.
+func checkOrder(t *testing.T, got []arrival) (duplicates int) {
+	t.Helper()
+	seen := map[uuid.UUID]bool{}
+	last := map[uuid.UUID]int64{}
+	for _, a := range got {
+		if seen[a.ID] {
+			duplicates++
+			continue
+		}
+		seen[a.ID] = true
+		if a.Version <= last[a.Aggregate] {
+			t.Fatalf("aggregate %s: version %d arrived after version %d", a.Aggregate, a.Version, last[a.Aggregate])
+		}
+		last[a.Aggregate] = a.Version
+	}
+	return duplicates
+}
+
+// startRelay runs a relay replica with a pool of its own until t ends.
+func startRelay(t *testing.T, dbURL, amqpURL string, tune func(*outbox.RelayConfig)) *outbox.Relay {
+	t.Helper()
+	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 8})
+	testenv.Must(t, err, "relay pool")
+	cfg := outbox.RelayConfig{Pool: pool, AMQPURL: amqpURL, Logger: quiet, PollInterval: 200 * time.Millisecond,
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond}
+	if tune != nil {
+		tune(&cfg)
+	}
+	relay, err := outbox.NewRelay(cfg)
+	testenv.Must(t, err, "relay")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("relay.Run: %v", err)
+		}
+		pool.Close()
+	})
+	return relay
+}
+
+// recordCommits makes t's database remember every event committed to the
+// outbox (a trigger copies each id in the inserting transaction), so a test
+// knows what must arrive although the relays delete the rows.
+func recordCommits(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	_, err := pool.Exec(context.Background(), `
+		CREATE TABLE committed (event_id uuid PRIMARY KEY, partition int NOT NULL);
+		CREATE FUNCTION remember_event() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN INSERT INTO committed VALUES (NEW.event_id, NEW.partition); RETURN NEW; END $$;
+		CREATE TRIGGER remember AFTER INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION remember_event();`)
+	testenv.Must(t, err, "record commits")
+}
+
+// committed returns the ids of every event committed so far, except those of
+// the partitions given.
+func committed(t *testing.T, pool *pgxpool.Pool, except ...int16) map[uuid.UUID]bool {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT event_id FROM committed WHERE partition <> ALL($1)`, append([]int16{}, except...))
+	testenv.Must(t, err, "read committed events")
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	testenv.Must(t, err, "read committed events")
+	out := make(map[uuid.UUID]bool, len(ids))
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out
+}
+
+// addProducts creates n products and returns their ids.
+func addProducts(t *testing.T, pool *pgxpool.Pool, n int) []uuid.UUID {
+	t.Helper()
+	uow := store.NewUnitOfWork(pool)
+	ids := make([]uuid.UUID, n)
+	err := uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
+		for i := range ids {
+			p, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: fmt.Sprintf("P-%d", i), Name: "P", PriceCents: 1, Stock: 0}, time.Now())
+			if err != nil {
+				return err
+			}
+			ids[i] = p.ID()
+		}
+		return nil
+	})
+	testenv.Must(t, err, "add products")
+	return ids
+}
+
+// restock commits n restock commands, one per transaction, from writers
+// goroutines spread over the products; each records one stock.changed.
+func restock(pool *pgxpool.Pool, products []uuid.UUID, n, writers int) error {
+	uow := store.NewUnitOfWork(pool)
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += writers {
+				err := uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
+					_, err := app.Restock(ctx, tx, products[i%len(products)], 1, time.Now())
+					return err
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		return fmt.Errorf("restock: %w", err)
+	}
+	return nil
+}
+
+func TestRelayDeliversEveryEventInAggregateOrder(t *testing.T) {
+	t.Parallel()
+	for _, replicas := range []int{1, 3} {
+		t.Run(fmt.Sprintf("%d replicas", replicas), func(t *testing.T) {
+			t.Parallel()
+			dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
+			pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 16})
+			testenv.Must(t, err, "pool")
+			t.Cleanup(pool.Close)
+			recordCommits(t, pool)
+			s := newSink(t, amqpURL)
+			for range replicas {
+				startRelay(t, dbURL, amqpURL, nil)
+			}
+			products := addProducts(t, pool, 40)
+			testenv.Must(t, restock(pool, products, 10_000, 8), "commands")
+
+			want := committed(t, pool)
+			if len(want) != 10_040 {
+				t.Fatalf("%d events committed, want 10040", len(want))
+			}
+			got := s.waitFor(t, want, time.Minute)
+			if dups := checkOrder(t, got); dups != 0 {
+				t.Errorf("%d events arrived twice without any failure", dups)
+			}
+			if extra := len(got) - len(want); extra > 0 {
+				t.Errorf("%d more arrivals than events", extra)
+			}
+			testenv.Eventually(t, 10*time.Second, func() error {
+				if n := testenv.Count(t, pool, `SELECT count(*) FROM outbox`); n != 0 {
+					return fmt.Errorf("%d rows still in the outbox", n)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+func TestStuckRowDoesNotBlockOtherPartitions(t *testing.T) {
+	t.Parallel()
+	dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
+	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 8})
+	testenv.Must(t, err, "pool")
+	t.Cleanup(pool.Close)
+	recordCommits(t, pool)
+	s := newSink(t, amqpURL)
+
+	// An event no queue is bound to, in the partition of aggregate stuck.
+	stuck := uuid.New()
+	poison := domain.NewEvent("nobody.listens", "thing", stuck, 1, time.Now(), struct{}{})
+	behind := domain.NewEvent("product.updated", "product", stuck, 2, time.Now(), struct{}{})
+	err = store.NewUnitOfWork(pool).Do(context.Background(), func(_ context.Context, tx *store.Tx) error {
+		return tx.Append(poison, behind)
+	})
+	testenv.Must(t, err, "append poison")
+	metrics := outbox.NewMetrics(nil)
+	startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) { c.Metrics = metrics })
+
+	products := addProducts(t, pool, 50)
+	testenv.Must(t, restock(pool, products, 500, 4), "commands")
+	blocked := outbox.Partition(stuck)
+	got := s.waitFor(t, committed(t, pool, blocked), 30*time.Second) // every other partition flows
+	checkOrder(t, got)
+	for _, a := range got {
+		if outbox.Partition(a.Aggregate) == blocked {
+			t.Fatalf("event %s of the blocked partition overtook the row it waits behind", a.ID)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := testutil.ToFloat64(metrics.Failures.WithLabelValues("unroutable")); n < 1 {
+			return fmt.Errorf("unroutable failures counted: %v", n)
+		}
+		return nil
+	})
+	waiting := testenv.Count(t, pool, `SELECT count(*) FROM committed WHERE partition = $1`, blocked)
+	if n := testenv.Count(t, pool, `SELECT count(*) FROM outbox WHERE partition = $1`, blocked); n != waiting {
+		t.Fatalf("%d rows of the blocked partition left in the outbox, want all %d", n, waiting)
+	}
+	status, err := outbox.ReadStatus(context.Background(), pool)
+	testenv.Must(t, err, "status")
+	if p := status[blocked]; p.Pending != int64(waiting) || p.OldestAge <= 0 {
+		t.Fatalf("status of the blocked partition = %+v, want %d pending with an age", p, waiting)
+	}
+}
+
+func TestRelayRecoversFromLostConnections(t *testing.T) {
+	t.Parallel()
+	dbURL := testenv.DatabaseURL(t)
+	vhost := testenv.VHost(t)
+	amqpURL := testenv.AMQPServerURL() + vhost
+	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 8})
+	testenv.Must(t, err, "pool")
+	t.Cleanup(pool.Close)
+	recordCommits(t, pool)
+	s := newSink(t, amqpURL)
+	startRelay(t, dbURL+"&application_name=relay", amqpURL, func(c *outbox.RelayConfig) { c.BatchSize = 50 })
+	products := addProducts(t, pool, 20)
+
+	done := make(chan struct{})
+	var streamErr error
+	go func() {
+		defer close(done)
+		streamErr = restock(pool, products, 3000, 4)
+	}()
+	// Cut the relay off RabbitMQ, then off Postgres, while commands stream.
+	for i := 0; ; i++ {
+		select {
+		case <-done:
+		case <-time.After(300 * time.Millisecond):
+			if i%2 == 0 {
+				testenv.CloseConnections(t, vhost) // the sink's too: it reconnects
+			} else {
+				_, err := pool.Exec(context.Background(),
+					`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+					 WHERE datname = current_database() AND application_name = 'relay'`)
+				testenv.Must(t, err, "terminate relay connections")
+			}
+			continue
+		}
+		break
+	}
+	testenv.Must(t, streamErr, "commands")
+	want := committed(t, pool)
+	got := s.waitFor(t, want, time.Minute)
+	checkOrder(t, got)
+}

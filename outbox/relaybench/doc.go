@@ -1,0 +1,31 @@
+// Package relaybench holds the outbox relay benchmark of issue 3: how fast
+// `shop relay` empties a backlog, how it keeps up with writers committing as
+// fast as they can, and the commit→arrival latency at a steady 1,000 events/s,
+// beside Watermill's forwarder (watermill-sql → watermill-amqp) and a bare
+// amqp091-go publisher as the ceiling.
+//
+// The benchmarks live in the package's tests and only run with -bench; they
+// need the local Postgres and RabbitMQ of internal/testenv:
+//
+//	go test -run '^$' -bench . -benchtime 1x -timeout 60m ./outbox/relaybench/
+//
+// Every contender publishes the same ~300-byte JSON envelope with publisher
+// confirms to the shop.events exchange, declared by outbox.Declare, plus one
+// extra classic queue bound to "#" that the benchmark consumes to time
+// arrivals. Every measurement runs on a fresh database and a fresh vhost.
+//
+// Sizes and durations come from the environment, so that a smoke run is
+// quick (RELAYBENCH_BACKLOG=2000 RELAYBENCH_LOAD=2s RELAYBENCH_PACED=2s):
+//
+//	RELAYBENCH_BACKLOG        events in the backlog to drain (100000)
+//	RELAYBENCH_DRAIN_TIMEOUT  give up draining after this long (8m)
+//	RELAYBENCH_LOAD           duration of the writers-at-full-speed phase (20s)
+//	RELAYBENCH_PACED          duration of the paced phase (10s)
+//	RELAYBENCH_RATE           total events/s of the paced phase (1000)
+//	RELAYBENCH_WRITERS        writer goroutines, one event per transaction (8)
+//	RELAYBENCH_GRACE          after a load or paced phase, how long to wait
+//	                          for the stragglers before computing latencies (30s)
+//	RELAYBENCH_BATCH, RELAYBENCH_WORKERS
+//	                          override our relay's BatchSize and Workers
+//	                          (default: RelayConfig's defaults)
+package relaybench

@@ -1,0 +1,520 @@
+package relaybench_test
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/shopdev/shop/domain"
+	"github.com/shopdev/shop/outbox"
+)
+
+// config is the benchmark's sizes and durations (see doc.go).
+type config struct {
+	backlog      int
+	drainTimeout time.Duration
+	load         time.Duration
+	paced        time.Duration
+	rate         float64
+	writers      int
+	grace        time.Duration
+	batchSize    int
+	workers      int
+}
+
+func loadConfig(b *testing.B) config {
+	b.Helper()
+	c := config{
+		backlog:      envInt(b, "RELAYBENCH_BACKLOG", 100_000),
+		drainTimeout: envDuration(b, "RELAYBENCH_DRAIN_TIMEOUT", 8*time.Minute),
+		load:         envDuration(b, "RELAYBENCH_LOAD", 20*time.Second),
+		paced:        envDuration(b, "RELAYBENCH_PACED", 10*time.Second),
+		rate:         float64(envInt(b, "RELAYBENCH_RATE", 1000)),
+		writers:      envInt(b, "RELAYBENCH_WRITERS", 8),
+		grace:        envDuration(b, "RELAYBENCH_GRACE", 30*time.Second),
+		batchSize:    envInt(b, "RELAYBENCH_BATCH", 0),
+		workers:      envInt(b, "RELAYBENCH_WORKERS", 0),
+	}
+	if c.backlog < 1 || c.writers < 1 || c.rate <= 0 || c.load <= 0 || c.paced <= 0 {
+		b.Fatalf("relaybench: backlog, writers, rate and durations must be positive: %+v", c)
+	}
+	return c
+}
+
+func envInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		b.Fatalf("%s=%q: %v", name, v, err)
+	}
+	return n
+}
+
+func envDuration(b *testing.B, name string, def time.Duration) time.Duration {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		b.Fatalf("%s=%q: %v", name, v, err)
+	}
+	return d
+}
+
+// logger is for the systems under test: warnings and errors only, so that a
+// misbehaving contender shows up in the output.
+var logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+// routingKey is the type of every benchmark event: it reaches the inventory
+// and projections quorum queues, and the sink.
+const routingKey = "order.placed"
+
+// payloadSize is the target size of every published message body.
+const payloadSize = 300
+
+type padding struct {
+	Note string `json:"note"`
+}
+
+var (
+	padOnce sync.Once
+	pad     padding
+)
+
+// newEvent returns a fresh order.placed event whose envelope is about
+// payloadSize bytes of JSON.
+func newEvent() domain.Event {
+	padOnce.Do(func() {
+		e := domain.NewEvent(routingKey, "order", uuid.New(), 1, time.Now(), padding{})
+		n := len(envelope(e))
+		pad = padding{Note: strings.Repeat("x", max(0, payloadSize-n))}
+	})
+	return domain.NewEvent(routingKey, "order", uuid.New(), 1, time.Now(), pad)
+}
+
+// envelope is e as the relay publishes it.
+func envelope(e domain.Event) []byte {
+	env, err := outbox.NewEnvelope(e, outbox.Metadata{})
+	if err != nil {
+		panic(err)
+	}
+	body, err := json.Marshal(env)
+	if err != nil {
+		panic(err)
+	}
+	return body
+}
+
+// recorder keeps when each event was committed (or, for bare AMQP,
+// published and then confirmed).
+type recorder struct {
+	mu sync.Mutex
+	at map[uuid.UUID]time.Time
+	n  atomic.Int64
+}
+
+func newRecorder(size int) *recorder {
+	return &recorder{at: make(map[uuid.UUID]time.Time, size)}
+}
+
+func (r *recorder) add(id uuid.UUID, at time.Time) {
+	r.mu.Lock()
+	r.at[id] = at
+	r.mu.Unlock()
+	r.n.Add(1)
+}
+
+func (r *recorder) count() int64 { return r.n.Load() }
+
+// sinkQueue is the extra queue, bound to every key, that the benchmark
+// consumes to see what arrived.
+const sinkQueue = "relaybench.sink"
+
+// sink consumes sinkQueue and keeps each event's first arrival.
+type sink struct {
+	conn *amqp.Connection
+
+	mu      sync.Mutex
+	arrived map[uuid.UUID]time.Time
+	target  int
+	reached chan struct{}
+	n       atomic.Int64
+	dups    atomic.Int64
+	bad     atomic.Int64
+	done    chan struct{}
+}
+
+// newSink declares the topology (outbox.Declare) and the sink queue, and
+// starts consuming it, before anything is published.
+func newSink(b *testing.B, amqpURL string, size int) *sink {
+	b.Helper()
+	conn, err := amqp.DialConfig(amqpURL, amqp.Config{Properties: amqp.Table{"connection_name": "relaybench sink"}})
+	if err != nil {
+		b.Fatalf("sink: %v", err)
+	}
+	s := &sink{conn: conn, arrived: make(map[uuid.UUID]time.Time, size), done: make(chan struct{})}
+	ch, err := conn.Channel()
+	if err == nil {
+		err = outbox.Declare(ch)
+	}
+	if err == nil {
+		_, err = ch.QueueDeclare(sinkQueue, true, false, false, false, nil)
+	}
+	if err == nil {
+		err = ch.QueueBind(sinkQueue, "#", outbox.Exchange, false, nil)
+	}
+	if err == nil {
+		err = ch.Qos(1000, 0, false)
+	}
+	var deliveries <-chan amqp.Delivery
+	if err == nil {
+		deliveries, err = ch.Consume(sinkQueue, "relaybench", false, true, false, false, nil)
+	}
+	if err != nil {
+		_ = conn.Close()
+		b.Fatalf("sink: %v", err)
+	}
+	go s.consume(deliveries)
+	return s
+}
+
+func (s *sink) consume(deliveries <-chan amqp.Delivery) {
+	defer close(s.done)
+	var unacked int
+	for d := range deliveries {
+		now := time.Now()
+		id, ok := eventID(d.Body)
+		if !ok {
+			s.bad.Add(1)
+		} else {
+			s.mu.Lock()
+			if _, seen := s.arrived[id]; seen {
+				s.dups.Add(1)
+			} else {
+				s.arrived[id] = now
+				if n := s.n.Add(1); s.reached != nil && int(n) >= s.target {
+					close(s.reached)
+					s.reached = nil
+				}
+			}
+			s.mu.Unlock()
+		}
+		if unacked++; unacked == 200 {
+			_ = d.Ack(true)
+			unacked = 0
+		}
+	}
+}
+
+// eventID reads the "id" of an envelope, which json.Marshal writes first.
+func eventID(body []byte) (uuid.UUID, bool) {
+	const prefix = `{"id":"`
+	if len(body) >= len(prefix)+36 && bytes.HasPrefix(body, []byte(prefix)) {
+		if id, err := uuid.ParseBytes(body[len(prefix) : len(prefix)+36]); err == nil {
+			return id, true
+		}
+	}
+	var env struct {
+		ID uuid.UUID `json:"id"`
+	}
+	if err := json.Unmarshal(body, &env); err != nil || env.ID == uuid.Nil {
+		return uuid.Nil, false
+	}
+	return env.ID, true
+}
+
+// count is how many distinct events arrived.
+func (s *sink) count() int64 { return s.n.Load() }
+
+// await returns a channel closed once n distinct events arrived.
+func (s *sink) await(n int) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := make(chan struct{})
+	if int(s.n.Load()) >= n {
+		close(c)
+		return c
+	}
+	s.target, s.reached = n, c
+	return c
+}
+
+// waitFor waits until n distinct events arrived or timeout passed, and
+// reports whether they did.
+func (s *sink) waitFor(n int, timeout time.Duration) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-s.await(n):
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+func (s *sink) close() {
+	_ = s.conn.Close()
+	<-s.done
+}
+
+// latency is the commit→arrival time of the events of rec, at the given
+// percentiles. An event that has not arrived counts as later than every
+// one that has, with (now - commit) as a lower bound; lower says that the
+// percentile fell on such an event.
+func (s *sink) latency(rec *recorder, now time.Time, pcts ...float64) (vals []time.Duration, lower []bool) {
+	type sample struct {
+		d       time.Duration
+		missing bool
+	}
+	rec.mu.Lock()
+	s.mu.Lock()
+	samples := make([]sample, 0, len(rec.at))
+	for id, committed := range rec.at {
+		if arrived, ok := s.arrived[id]; ok {
+			samples = append(samples, sample{d: arrived.Sub(committed)})
+		} else {
+			samples = append(samples, sample{d: now.Sub(committed), missing: true})
+		}
+	}
+	s.mu.Unlock()
+	rec.mu.Unlock()
+	slices.SortFunc(samples, func(a, b sample) int {
+		if a.missing != b.missing {
+			if a.missing {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Compare(a.d, b.d)
+	})
+	for _, p := range pcts {
+		if len(samples) == 0 {
+			vals, lower = append(vals, 0), append(lower, true)
+			continue
+		}
+		i := min(len(samples)-1, int(p/100*float64(len(samples))))
+		vals, lower = append(vals, samples[i].d), append(lower, samples[i].missing)
+	}
+	return vals, lower
+}
+
+// writer commits one event per call to commit, each in a transaction of its
+// own, and adds it to the recorder once it is durable.
+type writer interface {
+	commit(ctx context.Context) error
+	close(ctx context.Context) error
+}
+
+// runWriters runs n writers until the deadline; with rate > 0 they pace
+// themselves to rate events/s in total. It returns the first error.
+func runWriters(ctx context.Context, sys system, rec *recorder, n int, d time.Duration, rate float64) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	start := time.Now()
+	deadline := start.Add(d)
+	ctx, cancel := context.WithDeadline(ctx, deadline.Add(30*time.Second))
+	defer cancel()
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w, err := sys.newWriter(ctx, rec)
+			if err != nil {
+				errs <- err
+				return
+			}
+			var interval time.Duration
+			next := start
+			if rate > 0 {
+				interval = time.Duration(float64(n) / rate * float64(time.Second))
+				next = start.Add(interval * time.Duration(i) / time.Duration(n))
+			}
+			for {
+				if rate > 0 {
+					time.Sleep(time.Until(next))
+					next = next.Add(interval)
+				}
+				if !time.Now().Before(deadline) {
+					break
+				}
+				if err := w.commit(ctx); err != nil {
+					errs <- err
+					break
+				}
+			}
+			if err := w.close(ctx); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// cpuSnap is the machine's and every process's CPU time at one moment, to
+// tell how busy the machine was during a phase and who else was using it.
+type cpuSnap struct {
+	at          time.Time
+	total, idle uint64
+	procs       map[int]procTicks
+}
+
+type procTicks struct {
+	comm   string
+	kernel bool   // a kernel thread
+	start  uint64 // start time, to tell a reused pid
+	ticks  uint64
+}
+
+const clockTicks = 100 // USER_HZ on Linux
+
+func snapCPU() cpuSnap {
+	s := cpuSnap{at: time.Now(), procs: map[int]procTicks{}}
+	if data, err := os.ReadFile("/proc/stat"); err == nil {
+		line, _, _ := strings.Cut(string(data), "\n")
+		fields := strings.Fields(line)
+		for i, f := range fields[1:min(len(fields), 9)] {
+			v, _ := strconv.ParseUint(f, 10, 64)
+			s.total += v
+			if i == 3 || i == 4 { // idle, iowait
+				s.idle += v
+			}
+		}
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		open, closing := bytes.IndexByte(data, '('), bytes.LastIndexByte(data, ')')
+		if open < 0 || closing < open {
+			continue
+		}
+		fields := strings.Fields(string(data[closing+1:]))
+		if len(fields) < 20 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(fields[1])
+		utime, _ := strconv.ParseUint(fields[11], 10, 64)
+		stime, _ := strconv.ParseUint(fields[12], 10, 64)
+		start, _ := strconv.ParseUint(fields[19], 10, 64)
+		s.procs[pid] = procTicks{
+			comm:   string(data[open+1 : closing]),
+			kernel: pid == 2 || ppid == 2,
+			start:  start,
+			ticks:  utime + stime,
+		}
+	}
+	return s
+}
+
+// cpuUse is how busy the machine was between two snapshots.
+type cpuUse struct {
+	busy float64            // % of all cores
+	by   map[string]float64 // % of one core, by process group
+	load string             // 1-minute load average at the end
+}
+
+func (end cpuSnap) since(start cpuSnap) cpuUse {
+	u := cpuUse{by: map[string]float64{}}
+	if dt := end.total - start.total; dt > 0 {
+		u.busy = 100 * float64(dt-(end.idle-start.idle)) / float64(dt)
+	}
+	secs := end.at.Sub(start.at).Seconds()
+	self := os.Getpid()
+	for pid, p := range end.procs {
+		ticks := p.ticks
+		if q, ok := start.procs[pid]; ok && q.start == p.start {
+			ticks -= q.ticks
+		}
+		var group string
+		switch {
+		case p.kernel:
+			group = "kernel"
+		case pid == self:
+			group = "bench"
+		case p.comm == "postgres":
+			group = "postgres"
+		case p.comm == "beam.smp" || strings.HasPrefix(p.comm, "erl") || p.comm == "epmd":
+			group = "rabbitmq"
+		default:
+			group = p.comm
+		}
+		u.by[group] += 100 * float64(ticks) / clockTicks / secs
+	}
+	if data, err := os.ReadFile("/proc/loadavg"); err == nil {
+		u.load, _, _ = strings.Cut(string(data), " ")
+	}
+	return u
+}
+
+// String reads like "busy 95%, load 2.1: bench 80%, postgres 60%,
+// rabbitmq 45%, kernel threads 5%; others: outbox.test 10%" (per process
+// group, % of one core).
+func (u cpuUse) String() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "busy %.0f%%, load %s: bench %.0f%%, postgres %.0f%%, rabbitmq %.0f%%, kernel threads %.0f%%",
+		u.busy, u.load, u.by["bench"], u.by["postgres"], u.by["rabbitmq"], u.by["kernel"])
+	type other struct {
+		name string
+		pct  float64
+	}
+	var others []other
+	for name, pct := range u.by {
+		if !partOfBench(name) && pct >= 5 {
+			others = append(others, other{name, pct})
+		}
+	}
+	slices.SortFunc(others, func(a, b other) int { return cmp.Compare(b.pct, a.pct) })
+	for i, o := range others {
+		if i == 0 {
+			sb.WriteString("; others: ")
+		} else {
+			sb.WriteString(", ")
+		}
+		fmt.Fprintf(&sb, "%s %.0f%%", o.name, o.pct)
+	}
+	return sb.String()
+}
+
+// partOfBench reports whether a process group is part of the benchmark: this
+// process, Postgres, RabbitMQ and the kernel's threads (I/O, network).
+func partOfBench(group string) bool {
+	return group == "bench" || group == "postgres" || group == "rabbitmq" || group == "kernel"
+}
+
+// others is the CPU of processes that are not part of the benchmark, in %
+// of one core.
+func (u cpuUse) others() float64 {
+	var sum float64
+	for name, pct := range u.by {
+		if !partOfBench(name) {
+			sum += pct
+		}
+	}
+	return sum
+}

@@ -1,0 +1,136 @@
+package relaybench_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/shopdev/shop/domain"
+	"github.com/shopdev/shop/internal/testenv"
+	"github.com/shopdev/shop/outbox"
+	"github.com/shopdev/shop/store"
+)
+
+// ours is `shop relay`: replicas Relay instances, each with a pool of its
+// own and the default RelayConfig, over a database that the writers fill
+// through store.UnitOfWork and outbox.Append, as the API does.
+type ours struct {
+	cfg      config
+	dbURL    string
+	amqpURL  string
+	replicas int
+	pool     *pgxpool.Pool // the writers'
+	uow      *store.UnitOfWork
+}
+
+func openOurs(b *testing.B, cfg config, amqpURL string, replicas int) system {
+	b.Helper()
+	dbURL := testenv.DatabaseURL(b)
+	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: int32(cfg.writers + 2)})
+	if err != nil {
+		b.Fatalf("open pool: %v", err)
+	}
+	b.Cleanup(pool.Close)
+	return &ours{cfg: cfg, dbURL: dbURL, amqpURL: amqpURL, replicas: replicas, pool: pool, uow: store.NewUnitOfWork(pool)}
+}
+
+// backlog appends n events with outbox.Append, 10,000 per transaction.
+func (o *ours) backlog(ctx context.Context, n int) error {
+	const perTx = 10_000
+	for done := 0; done < n; {
+		k := min(perTx, n-done)
+		events := make([]domain.Event, k)
+		for i := range events {
+			events[i] = newEvent()
+		}
+		batch := &pgx.Batch{}
+		batch.Queue("BEGIN")
+		if err := outbox.Append(batch, outbox.Metadata{}, events...); err != nil {
+			return err
+		}
+		batch.Queue("COMMIT")
+		if err := o.pool.SendBatch(ctx, batch).Close(); err != nil {
+			return fmt.Errorf("insert backlog: %w", err)
+		}
+		done += k
+	}
+	return settle(ctx, o.pool)
+}
+
+// settle analyzes the database (as autovacuum would have while a real
+// backlog built up) and checkpoints, so that no checkpoint of the setup
+// lands in the measurement.
+func settle(ctx context.Context, pool *pgxpool.Pool) error {
+	if _, err := pool.Exec(ctx, "ANALYZE"); err != nil {
+		return fmt.Errorf("analyze: %w", err)
+	}
+	if _, err := pool.Exec(ctx, "CHECKPOINT"); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	return nil
+}
+
+func (o *ours) start(ctx context.Context) (func(), error) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var pools []*pgxpool.Pool
+	stop := func() {
+		cancel()
+		wg.Wait()
+		for _, p := range pools {
+			p.Close()
+		}
+	}
+	for range o.replicas {
+		pool, err := store.Open(ctx, store.Config{DatabaseURL: o.dbURL})
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		pools = append(pools, pool)
+		relay, err := outbox.NewRelay(outbox.RelayConfig{
+			Pool:      pool,
+			AMQPURL:   o.amqpURL,
+			Logger:    logger,
+			BatchSize: o.cfg.batchSize,
+			Workers:   o.cfg.workers,
+		})
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		wg.Go(func() {
+			if err := relay.Run(ctx); err != nil {
+				logger.Error("relay", "error", err)
+			}
+		})
+	}
+	return stop, nil
+}
+
+func (o *ours) newWriter(_ context.Context, rec *recorder) (writer, error) {
+	return &oursWriter{uow: o.uow, rec: rec}, nil
+}
+
+// oursWriter commits one event per transaction, as a command of the API:
+// BEGIN, the outbox INSERT and its NOTIFY, COMMIT, in one round trip.
+type oursWriter struct {
+	uow *store.UnitOfWork
+	rec *recorder
+}
+
+func (w *oursWriter) commit(ctx context.Context) error {
+	e := newEvent()
+	if err := w.uow.Do(ctx, func(_ context.Context, tx *store.Tx) error { return tx.Append(e) }); err != nil {
+		return err
+	}
+	w.rec.add(e.ID, time.Now())
+	return nil
+}
+
+func (w *oursWriter) close(context.Context) error { return nil }
