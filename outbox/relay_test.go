@@ -2,7 +2,6 @@ package outbox_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/domain"
@@ -24,146 +22,6 @@ import (
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-// arrival is an event as a consumer saw it.
-type arrival struct {
-	ID        uuid.UUID
-	Aggregate uuid.UUID
-	Version   int64
-}
-
-// sink is a queue bound to every routing key of shop.events, declared
-// before any relay runs, and the events that reached it.
-type sink struct {
-	mu       sync.Mutex
-	arrivals []arrival
-}
-
-func newSink(t *testing.T, amqpURL string) *sink {
-	t.Helper()
-	s := &sink{}
-	ready := make(chan error, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	t.Cleanup(func() { cancel(); <-done })
-	go func() {
-		defer close(done)
-		for ctx.Err() == nil {
-			s.consume(ctx, amqpURL, ready) // returns when the connection is lost
-		}
-	}()
-	testenv.Must(t, <-ready, "start test consumer")
-	return s
-}
-
-// consume reads the test queue until the connection is lost or ctx ends,
-// acknowledging each message once recorded, so a lost connection loses
-// nothing (a message may come twice).
-func (s *sink) consume(ctx context.Context, amqpURL string, ready chan<- error) {
-	signal := func(err error) {
-		select {
-		case ready <- err:
-		default:
-		}
-	}
-	conn, err := amqp.Dial(amqpURL)
-	if err != nil {
-		signal(err)
-		time.Sleep(50 * time.Millisecond)
-		return
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err == nil {
-		err = outbox.Declare(ch)
-	}
-	if err == nil {
-		_, err = ch.QueueDeclare("test.all", true, false, false, false, nil)
-	}
-	if err == nil {
-		err = ch.QueueBind("test.all", "#", outbox.Exchange, false, nil)
-	}
-	if err == nil {
-		err = ch.Qos(1000, 0, false)
-	}
-	var deliveries <-chan amqp.Delivery
-	if err == nil {
-		deliveries, err = ch.Consume("test.all", "", false, false, false, false, nil)
-	}
-	signal(err)
-	if err != nil {
-		time.Sleep(50 * time.Millisecond)
-		return
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case d, ok := <-deliveries:
-			if !ok {
-				return
-			}
-			var env outbox.Envelope
-			if err := json.Unmarshal(d.Body, &env); err != nil {
-				panic(fmt.Sprintf("undecodable message %q: %v", d.Body, err))
-			}
-			s.mu.Lock()
-			s.arrivals = append(s.arrivals, arrival{ID: env.ID, Aggregate: env.AggregateID, Version: env.AggregateVersion})
-			s.mu.Unlock()
-			_ = d.Ack(false)
-		}
-	}
-}
-
-func (s *sink) snapshot() []arrival {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]arrival(nil), s.arrivals...)
-}
-
-// waitFor waits until every event of want arrived.
-func (s *sink) waitFor(t *testing.T, want map[uuid.UUID]bool, timeout time.Duration) []arrival {
-	t.Helper()
-	var got []arrival
-	testenv.Eventually(t, timeout, func() error {
-		got = s.snapshot()
-		seen := make(map[uuid.UUID]bool, len(got))
-		for _, a := range got {
-			seen[a.ID] = true
-		}
-		missing := 0
-		for id := range want {
-			if !seen[id] {
-				missing++
-			}
-		}
-		if missing > 0 {
-			return fmt.Errorf("%d of %d events have not arrived", missing, len(want))
-		}
-		return nil
-	})
-	return got
-}
-
-// checkOrder fails t if an aggregate's events first arrived out of version
-// order, and returns how many arrivals were duplicates.
-func checkOrder(t *testing.T, got []arrival) (duplicates int) {
-	t.Helper()
-	seen := map[uuid.UUID]bool{}
-	last := map[uuid.UUID]int64{}
-	for _, a := range got {
-		if seen[a.ID] {
-			duplicates++
-			continue
-		}
-		seen[a.ID] = true
-		if a.Version <= last[a.Aggregate] {
-			t.Fatalf("aggregate %s: version %d arrived after version %d", a.Aggregate, a.Version, last[a.Aggregate])
-		}
-		last[a.Aggregate] = a.Version
-	}
-	return duplicates
-}
 
 // startRelay runs a relay replica with a pool of its own until t ends.
 func startRelay(t *testing.T, dbURL, amqpURL string, tune func(*outbox.RelayConfig)) *outbox.Relay {
@@ -277,7 +135,7 @@ func TestRelayDeliversEveryEventInAggregateOrder(t *testing.T) {
 			testenv.Must(t, err, "pool")
 			t.Cleanup(pool.Close)
 			recordCommits(t, pool)
-			s := newSink(t, amqpURL)
+			s := testenv.NewSink(t, amqpURL)
 			for range replicas {
 				startRelay(t, dbURL, amqpURL, nil)
 			}
@@ -288,8 +146,8 @@ func TestRelayDeliversEveryEventInAggregateOrder(t *testing.T) {
 			if len(want) != 10_040 {
 				t.Fatalf("%d events committed, want 10040", len(want))
 			}
-			got := s.waitFor(t, want, time.Minute)
-			if dups := checkOrder(t, got); dups != 0 {
+			got := s.WaitFor(t, want, time.Minute)
+			if dups := testenv.CheckOrder(t, got); dups != 0 {
 				t.Errorf("%d events arrived twice without any failure", dups)
 			}
 			if extra := len(got) - len(want); extra > 0 {
@@ -312,7 +170,7 @@ func TestStuckRowDoesNotBlockOtherPartitions(t *testing.T) {
 	testenv.Must(t, err, "pool")
 	t.Cleanup(pool.Close)
 	recordCommits(t, pool)
-	s := newSink(t, amqpURL)
+	s := testenv.NewSink(t, amqpURL)
 
 	// An event no queue is bound to, in the partition of aggregate stuck.
 	stuck := uuid.New()
@@ -328,8 +186,8 @@ func TestStuckRowDoesNotBlockOtherPartitions(t *testing.T) {
 	products := addProducts(t, pool, 50)
 	testenv.Must(t, restock(pool, products, 500, 4), "commands")
 	blocked := outbox.Partition(stuck)
-	got := s.waitFor(t, committed(t, pool, blocked), 30*time.Second) // every other partition flows
-	checkOrder(t, got)
+	got := s.WaitFor(t, committed(t, pool, blocked), 30*time.Second) // every other partition flows
+	testenv.CheckOrder(t, got)
 	for _, a := range got {
 		if outbox.Partition(a.Aggregate) == blocked {
 			t.Fatalf("event %s of the blocked partition overtook the row it waits behind", a.ID)
@@ -361,7 +219,7 @@ func TestRelayRecoversFromLostConnections(t *testing.T) {
 	testenv.Must(t, err, "pool")
 	t.Cleanup(pool.Close)
 	recordCommits(t, pool)
-	s := newSink(t, amqpURL)
+	s := testenv.NewSink(t, amqpURL)
 	startRelay(t, dbURL+"&application_name=relay", amqpURL, func(c *outbox.RelayConfig) { c.BatchSize = 50 })
 	products := addProducts(t, pool, 20)
 
@@ -390,6 +248,37 @@ func TestRelayRecoversFromLostConnections(t *testing.T) {
 	}
 	testenv.Must(t, streamErr, "commands")
 	want := committed(t, pool)
-	got := s.waitFor(t, want, time.Minute)
-	checkOrder(t, got)
+	got := s.WaitFor(t, want, time.Minute)
+	testenv.CheckOrder(t, got)
+}
+
+func TestRelayStartsBeforeRabbitMQ(t *testing.T) {
+	t.Parallel()
+	dbURL := testenv.DatabaseURL(t)
+	vhost := testenv.NewVHostName() // does not exist yet: connecting fails as if RabbitMQ were down
+	amqpURL := testenv.AMQPServerURL() + vhost
+	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 4})
+	testenv.Must(t, err, "pool")
+	t.Cleanup(pool.Close)
+	recordCommits(t, pool)
+	relay := startRelay(t, dbURL, amqpURL, nil)
+	products := addProducts(t, pool, 5)
+	testenv.Must(t, restock(pool, products, 100, 2), "commands")
+	if relay.Connected() {
+		t.Fatal("relay says it is connected to a broker that refuses it")
+	}
+	if n := testenv.Count(t, pool, `SELECT count(*) FROM outbox`); n != 105 {
+		t.Fatalf("%d rows in the outbox while RabbitMQ is away, want all 105", n)
+	}
+
+	testenv.CreateVHost(t, vhost) // RabbitMQ "comes up"
+	// The relay may publish before a test queue could be bound; the
+	// projections group's queue, which it declares first, gets every
+	// product event.
+	s := testenv.NewGroupSink(t, amqpURL, "shop.projections")
+	got := s.WaitFor(t, committed(t, pool), 30*time.Second)
+	testenv.CheckOrder(t, got)
+	if !relay.Connected() {
+		t.Fatal("relay delivered but says it is not connected")
+	}
 }

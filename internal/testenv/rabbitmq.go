@@ -40,7 +40,20 @@ func AMQPURL(t testing.TB) string {
 // is deleted when t ends.
 func VHost(t testing.TB) string {
 	t.Helper()
-	vhost := "shop_test_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:16]
+	vhost := NewVHostName()
+	CreateVHost(t, vhost)
+	return vhost
+}
+
+// NewVHostName returns a fresh virtual host name, not created yet.
+func NewVHostName() string {
+	return "shop_test_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:16]
+}
+
+// CreateVHost creates vhost, lets the test user use it, and deletes it when
+// t ends.
+func CreateVHost(t testing.TB, vhost string) {
+	t.Helper()
 	u, err := url.Parse(AMQPServerURL())
 	if err != nil {
 		t.Fatalf("parse TEST_AMQP_URL: %v", err)
@@ -48,7 +61,6 @@ func VHost(t testing.TB) string {
 	rabbitmqctl(t, "add_vhost", vhost)
 	rabbitmqctl(t, "set_permissions", "-p", vhost, u.User.Username(), ".*", ".*", ".*")
 	t.Cleanup(func() { rabbitmqctl(t, "delete_vhost", vhost) })
-	return vhost
 }
 
 // CloseConnections closes every client connection to vhost, as a broker
