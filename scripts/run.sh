@@ -42,9 +42,12 @@ export SHOP_ENV=${SHOP_ENV:-dev}
 [ -x bin/shop ] || go build -o bin/shop ./cmd/shop
 ./bin/shop migrate
 
-# `shop run` (api + relay + every consumer) once it exists; until then just the API.
+# `shop run` (api + relay + every consumer in one process) once it exists; until then the
+# processes that exist, side by side: the relay in the background, the API in front.
 help=$(./bin/shop help 2>&1 || true)
 if grep -qE '^[[:space:]]*(shop[[:space:]]+)?run([[:space:]]|$)' <<<"$help"; then
   exec ./bin/shop run
 fi
-exec ./bin/shop api
+./bin/shop relay & relay=$!
+trap 'kill -TERM $relay 2>/dev/null; wait $relay' EXIT INT TERM
+./bin/shop api
