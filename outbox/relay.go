@@ -231,7 +231,11 @@ func (r *Relay) work(ctx context.Context) {
 			}
 			returns = ch.NotifyReturn(make(chan amqp.Return, r.cfg.BatchSize))
 		}
-		res, err := r.round(ctx, ch, returns, p)
+		// A round in flight finishes after ctx ends (SIGTERM), within the
+		// confirm timeout, so a graceful stop publishes nothing twice.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ConfirmTimeout+5*time.Second)
+		res, err := r.round(rctx, ch, returns, p)
+		cancel()
 		switch {
 		case err == nil && res.stuck == nil:
 			failures = 0

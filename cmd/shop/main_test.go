@@ -166,17 +166,23 @@ func TestMigrateAddAdminServeAndStop(t *testing.T) {
 	}
 	postJSON(t, "http://"+addr+"/v1/products", token.(string), `{"sku":"S-1","name":"Spoon","price_cents":199,"stock":3}`, http.StatusCreated)
 
-	testenv.Must(t, api.Process.Signal(syscall.SIGTERM), "send SIGTERM")
+	stop(t, api)
+}
+
+// stop sends SIGTERM and expects the process to exit 0 within 30 s.
+func stop(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	testenv.Must(t, cmd.Process.Signal(syscall.SIGTERM), "send SIGTERM")
 	done := make(chan error, 1)
-	go func() { done <- api.Wait() }()
+	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("api did not exit 0 after SIGTERM: %v", err)
+			t.Fatalf("%s did not exit 0 after SIGTERM: %v", cmd.Args[1], err)
 		}
 	case <-time.After(30 * time.Second):
-		_ = api.Process.Kill()
-		t.Fatal("api did not stop within 30 s of SIGTERM")
+		_ = cmd.Process.Kill()
+		t.Fatalf("%s did not stop within 30 s of SIGTERM", cmd.Args[1])
 	}
 }
 
@@ -184,7 +190,14 @@ func TestMigrateAddAdminServeAndStop(t *testing.T) {
 // read from its "listening" log line.
 func startAPI(t *testing.T, env map[string]string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := exec.Command(shopBin, "api")
+	return startServing(t, env, "api")
+}
+
+// startServing starts a long-running shop command and returns it with the
+// address its HTTP server listens on, read from its "listening" log line.
+func startServing(t *testing.T, env map[string]string, args ...string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(shopBin, args...)
 	cmd.Env = environ(env)
 	stderr, err := cmd.StderrPipe()
 	testenv.Must(t, err, "stderr pipe")

@@ -3,8 +3,11 @@ package main_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -124,4 +127,40 @@ func TestRelayKilledMidBatchLosesNothing(t *testing.T) {
 		t.Fatalf("%d duplicates; more than the %d rows the killed relays could have had in flight", dups, bound)
 	}
 	t.Logf("%d events, %d duplicates after %d kills", len(want), dups, kills)
+}
+
+// TestRelayServesOpsAndStopsOnSIGTERM checks the relay's health, readiness
+// and metrics endpoints, its outbox status command, and a clean stop.
+func TestRelayServesOpsAndStopsOnSIGTERM(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"DATABASE_URL": freshDatabaseURL(t), "AMQP_URL": testenv.AMQPURL(t), "METRICS_ADDR": "127.0.0.1:0"}
+	if _, stderr, code := shop(t, env, "migrate"); code != 0 {
+		t.Fatalf("migrate: %s", stderr)
+	}
+	relay, addr := startServing(t, env, "relay")
+	testenv.Eventually(t, 30*time.Second, func() error {
+		res, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz = %d", res.StatusCode)
+		}
+		return nil
+	})
+	res, err := http.Get("http://" + addr + "/metrics")
+	testenv.Must(t, err, "GET /metrics")
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, metric := range []string{"shop_relay_published_total", "shop_outbox_pending", "shop_outbox_oldest_age_seconds"} {
+		if !strings.Contains(string(body), metric) {
+			t.Errorf("/metrics lacks %s", metric)
+		}
+	}
+	stdout, stderr, code := shop(t, env, "outbox", "status")
+	if code != 0 || !strings.Contains(stdout, "partition") || !strings.Contains(stdout, "total") {
+		t.Errorf("outbox status: code %d, stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	stop(t, relay)
 }
