@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -106,15 +105,10 @@ type Queuer interface {
 const insertSQL = `INSERT INTO outbox (event_id, partition, routing_key, aggregate_type, aggregate_id, aggregate_version, payload)
 VALUES ($1, $2, $3, $4, $5, $6, $7)`
 
-// notifySQL wakes the relays: Postgres delivers it at commit, and folds
-// identical notifications of one transaction into one.
-const notifySQL = `SELECT pg_notify('` + NotifyChannel + `', $1)`
-
-// Append queues one INSERT per event, in the order given, into q, and a
-// NOTIFY of each partition written to. The rows become visible to the relay,
-// and the notifications are delivered, only when q's transaction commits.
+// Append queues one INSERT per event, in the order given, into q. The rows
+// become visible to the relay only when q's transaction commits; their ids
+// follow the order of the events.
 func Append(q Queuer, md Metadata, events ...domain.Event) error {
-	var notified [Partitions]bool
 	for _, e := range events {
 		env, err := NewEnvelope(e, md)
 		if err != nil {
@@ -124,12 +118,7 @@ func Append(q Queuer, md Metadata, events ...domain.Event) error {
 		if err != nil {
 			return fmt.Errorf("encode %s envelope: %w", e.Type, err)
 		}
-		p := Partition(e.AggregateID)
-		q.Queue(insertSQL, e.ID, p, e.Type, e.AggregateType, e.AggregateID, e.AggregateVersion, string(payload))
-		if !notified[p] {
-			notified[p] = true
-			q.Queue(notifySQL, strconv.Itoa(int(p)))
-		}
+		q.Queue(insertSQL, e.ID, Partition(e.AggregateID), e.Type, e.AggregateType, e.AggregateID, e.AggregateVersion, string(payload))
 	}
 	return nil
 }

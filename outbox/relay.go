@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,8 +15,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// NotifyChannel is the Postgres channel the appender notifies, with the
-// partition as payload, in the transaction that adds rows.
+// NotifyChannel is the Postgres channel a Notifier notifies after rows were
+// committed, with the partitions as payload ("3,7,12").
 const NotifyChannel = "shop_outbox"
 
 // lockClass is the first key of the advisory locks that give one relay
@@ -169,10 +170,12 @@ func (r *Relay) listenOnce(ctx context.Context, connected func()) error {
 		if err != nil {
 			return fmt.Errorf("wait for notification: %w", err)
 		}
-		if p, err := strconv.Atoi(n.Payload); err == nil && p >= 0 && p < Partitions {
-			r.sched.mark(p)
-		} else {
-			r.sched.markAll()
+		for field := range strings.SplitSeq(n.Payload, ",") {
+			if p, err := strconv.Atoi(field); err == nil && p >= 0 && p < Partitions {
+				r.sched.mark(p)
+			} else {
+				r.sched.markAll()
+			}
 		}
 	}
 }

@@ -79,7 +79,7 @@ func committed(t *testing.T, pool *pgxpool.Pool, except ...int16) map[uuid.UUID]
 // addProducts creates n products and returns their ids.
 func addProducts(t *testing.T, pool *pgxpool.Pool, n int) []uuid.UUID {
 	t.Helper()
-	uow := store.NewUnitOfWork(pool)
+	uow := store.NewUnitOfWork(pool, nil)
 	ids := make([]uuid.UUID, n)
 	err := uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
 		for i := range ids {
@@ -98,7 +98,7 @@ func addProducts(t *testing.T, pool *pgxpool.Pool, n int) []uuid.UUID {
 // restock commits n restock commands, one per transaction, from writers
 // goroutines spread over the products; each records one stock.changed.
 func restock(pool *pgxpool.Pool, products []uuid.UUID, n, writers int) error {
-	uow := store.NewUnitOfWork(pool)
+	uow := store.NewUnitOfWork(pool, nil)
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
 	for w := range writers {
@@ -176,7 +176,7 @@ func TestStuckRowDoesNotBlockOtherPartitions(t *testing.T) {
 	stuck := uuid.New()
 	poison := domain.NewEvent("nobody.listens", "thing", stuck, 1, time.Now(), struct{}{})
 	behind := domain.NewEvent("product.updated", "product", stuck, 2, time.Now(), struct{}{})
-	err = store.NewUnitOfWork(pool).Do(context.Background(), func(_ context.Context, tx *store.Tx) error {
+	err = store.NewUnitOfWork(pool, nil).Do(context.Background(), func(_ context.Context, tx *store.Tx) error {
 		return tx.Append(poison, behind)
 	})
 	testenv.Must(t, err, "append poison")
@@ -281,4 +281,36 @@ func TestRelayStartsBeforeRabbitMQ(t *testing.T) {
 	if !relay.Connected() {
 		t.Fatal("relay delivered but says it is not connected")
 	}
+}
+
+func TestRelayWakesOnNotificationsWithoutPolling(t *testing.T) {
+	t.Parallel()
+	dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
+	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 8})
+	testenv.Must(t, err, "pool")
+	t.Cleanup(pool.Close)
+	recordCommits(t, pool)
+	s := testenv.NewSink(t, amqpURL)
+	relay := startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) { c.PollInterval = time.Hour })
+	testenv.Eventually(t, 10*time.Second, func() error { // listening, and idle
+		if !relay.Connected() {
+			return fmt.Errorf("not connected yet")
+		}
+		return nil
+	})
+
+	notifier := outbox.NewNotifier(pool, quiet)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _ = notifier.Run(ctx) }()
+	uow := store.NewUnitOfWork(pool, notifier)
+	for i := range 20 {
+		err := uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
+			_, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: fmt.Sprintf("N-%d", i), Name: "N", PriceCents: 1}, time.Now())
+			return err
+		})
+		testenv.Must(t, err, "add product")
+	}
+	// With polling an hour away, only the notifications can bring these.
+	testenv.CheckOrder(t, s.WaitFor(t, committed(t, pool), 10*time.Second))
 }

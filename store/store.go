@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -95,11 +96,21 @@ func Open(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
 
 // UnitOfWork runs commands in transactions.
 type UnitOfWork struct {
-	pool *pgxpool.Pool
+	pool     *pgxpool.Pool
+	notifier CommitNotifier
 }
 
-// NewUnitOfWork returns a unit of work over pool.
-func NewUnitOfWork(pool *pgxpool.Pool) *UnitOfWork { return &UnitOfWork{pool: pool} }
+// CommitNotifier hears which outbox partitions a committed transaction
+// wrote to (outbox.Notifier wakes the relays with it).
+type CommitNotifier interface {
+	Notify(partitions []int16)
+}
+
+// NewUnitOfWork returns a unit of work over pool. notifier may be nil: the
+// relays then find new rows by polling.
+func NewUnitOfWork(pool *pgxpool.Pool, notifier CommitNotifier) *UnitOfWork {
+	return &UnitOfWork{pool: pool, notifier: notifier}
+}
 
 // Tx is one transaction and the stores bound to it.
 //
@@ -110,6 +121,7 @@ type Tx struct {
 	conn    *pgxpool.Conn
 	pending *pgx.Batch // statements not sent yet; starts with BEGIN
 	md      outbox.Metadata
+	written []int16 // outbox partitions appended to
 
 	Users       Users
 	Products    Products
@@ -150,6 +162,9 @@ func (u *UnitOfWork) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx
 	if err := tx.send(ctx); err != nil {
 		return classify(fmt.Errorf("commit: %w", err))
 	}
+	if u.notifier != nil {
+		u.notifier.Notify(tx.written)
+	}
 	return nil
 }
 
@@ -163,6 +178,11 @@ func (t *Tx) rollbackIfOpen(ctx context.Context) {
 
 // Append queues the events into the outbox, in order, in this transaction.
 func (t *Tx) Append(events ...domain.Event) error {
+	for _, e := range events {
+		if p := outbox.Partition(e.AggregateID); !slices.Contains(t.written, p) {
+			t.written = append(t.written, p)
+		}
+	}
 	return outbox.Append(t.pending, t.md, events...)
 }
 

@@ -58,7 +58,7 @@ func counts(t *testing.T, pool *pgxpool.Pool) map[string]int {
 func TestUnitOfWorkRollsBackEverything(t *testing.T) {
 	t.Parallel()
 	pool := testenv.Pool(t)
-	uow := store.NewUnitOfWork(pool)
+	uow := store.NewUnitOfWork(pool, nil)
 	existing := addProduct(t, uow, "TAKEN", 100, 5)
 	customer := addCustomer(t, uow, "c@example.com")
 	before := counts(t, pool)
@@ -141,7 +141,7 @@ func equalCounts(a, b map[string]int) bool {
 func TestCommittedCommandLeavesItsEventsInVersionOrder(t *testing.T) {
 	t.Parallel()
 	pool := testenv.Pool(t)
-	uow := store.NewUnitOfWork(pool)
+	uow := store.NewUnitOfWork(pool, nil)
 	p := addProduct(t, uow, "SKU-1", 250, 3)
 	name := "Renamed"
 	price := int64(300)
@@ -196,7 +196,7 @@ func TestCommittedCommandLeavesItsEventsInVersionOrder(t *testing.T) {
 func TestReadsSeeQueuedWrites(t *testing.T) {
 	t.Parallel()
 	pool := testenv.Pool(t)
-	err := store.NewUnitOfWork(pool).Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
+	err := store.NewUnitOfWork(pool, nil).Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
 		u, err := app.Register(ctx, tx, app.RegisterUser{Email: "Ann@Example.com", Name: "Ann", PasswordHash: "h", Role: user.RoleAdmin}, now)
 		if err != nil {
 			return err
@@ -216,7 +216,7 @@ func TestReadsSeeQueuedWrites(t *testing.T) {
 func TestNotFoundErrors(t *testing.T) {
 	t.Parallel()
 	pool := testenv.Pool(t)
-	uow := store.NewUnitOfWork(pool)
+	uow := store.NewUnitOfWork(pool, nil)
 	tests := []struct {
 		name string
 		load func(ctx context.Context, tx *store.Tx) error
@@ -253,7 +253,7 @@ func TestUnavailableDatabase(t *testing.T) {
 	})
 	testenv.Must(t, err, "open")
 	t.Cleanup(pool.Close)
-	err = store.NewUnitOfWork(pool).Do(context.Background(), func(context.Context, *store.Tx) error { return nil })
+	err = store.NewUnitOfWork(pool, nil).Do(context.Background(), func(context.Context, *store.Tx) error { return nil })
 	if !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("Do() on a server that is down = %v, want ErrUnavailable", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/shopdev/shop/auth"
 	"github.com/shopdev/shop/domain/user"
 	shophttp "github.com/shopdev/shop/handlers/http"
+	"github.com/shopdev/shop/outbox"
 	"github.com/shopdev/shop/store"
 )
 
@@ -47,10 +48,14 @@ func apiCmd(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	defer pool.Close()
-	handler, err := shophttp.New(shophttp.Config{Pool: pool, Auth: a, Logger: log})
+	notifier := outbox.NewNotifier(pool, log)
+	handler, err := shophttp.New(shophttp.Config{Pool: pool, Auth: a, Logger: log, Notifier: notifier})
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = notifier.Run(ctx) }()
 	return serve(ctx, log, cfg.HTTPAddr, handler)
 }
 
@@ -127,7 +132,7 @@ func userCmd(ctx context.Context, cfg config, log *slog.Logger, args []string, s
 	}
 	defer pool.Close()
 	var u *user.User
-	err = store.NewUnitOfWork(pool).Do(ctx, func(ctx context.Context, tx *store.Tx) error {
+	err = store.NewUnitOfWork(pool, nil).Do(ctx, func(ctx context.Context, tx *store.Tx) error {
 		u, err = app.Register(ctx, tx, app.RegisterUser{Email: *email, Name: *name, PasswordHash: hash, Role: role}, time.Now())
 		return err
 	})

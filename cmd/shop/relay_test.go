@@ -70,7 +70,7 @@ func TestRelayKilledMidBatchLosesNothing(t *testing.T) {
 	testenv.Must(t, err, "record commits")
 	sink := testenv.NewSink(t, env["AMQP_URL"])
 
-	uow := store.NewUnitOfWork(pool)
+	uow := store.NewUnitOfWork(pool, nil)
 	products := make([]uuid.UUID, 20)
 	for i := range products {
 		err := uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {

@@ -33,7 +33,7 @@ func BenchmarkPlaceOrder(b *testing.B) {
 	testenv.Must(b, err, "auth")
 	h, err := shophttp.New(shophttp.Config{Pool: pool, Auth: a, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	testenv.Must(b, err, "api")
-	uow := store.NewUnitOfWork(pool)
+	uow := store.NewUnitOfWork(pool, nil)
 	now := time.Now()
 	var buyer *user.User
 	var products []string

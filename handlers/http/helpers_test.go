@@ -314,7 +314,7 @@ func (a *api) createAdmin(t *testing.T) (uuid.UUID, string) {
 	hash, err := a.auth.HashPassword(adminPassword)
 	testenv.Must(t, err, "hash admin password")
 	var u *user.User
-	err = store.NewUnitOfWork(a.pool).Do(context.Background(), func(ctx context.Context, tx *store.Tx) (err error) {
+	err = store.NewUnitOfWork(a.pool, nil).Do(context.Background(), func(ctx context.Context, tx *store.Tx) (err error) {
 		u, err = app.Register(ctx, tx, app.RegisterUser{Email: adminEmail, Name: "Admin", PasswordHash: hash, Role: user.RoleAdmin}, time.Now())
 		return err
 	})

@@ -29,6 +29,9 @@ type Config struct {
 	Pool *pgxpool.Pool
 	// Auth hashes passwords and verifies tokens; required.
 	Auth *auth.Auth
+	// Notifier hears which outbox partitions each command wrote, to wake
+	// the relays; default none (the relays poll).
+	Notifier store.CommitNotifier
 	// Logger receives request and error logs; required.
 	Logger *slog.Logger
 	// Registry receives the HTTP metrics and is served on /metrics;
@@ -78,7 +81,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, uow: store.NewUnitOfWork(cfg.Pool)}
+	s := &Server{cfg: cfg, uow: store.NewUnitOfWork(cfg.Pool, cfg.Notifier)}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError

@@ -36,7 +36,7 @@ func openOurs(b *testing.B, cfg config, amqpURL string, replicas int) system {
 		b.Fatalf("open pool: %v", err)
 	}
 	b.Cleanup(pool.Close)
-	return &ours{cfg: cfg, dbURL: dbURL, amqpURL: amqpURL, replicas: replicas, pool: pool, uow: store.NewUnitOfWork(pool)}
+	return &ours{cfg: cfg, dbURL: dbURL, amqpURL: amqpURL, replicas: replicas, pool: pool, uow: store.NewUnitOfWork(pool, nil)}
 }
 
 // backlog appends n events with outbox.Append, 10,000 per transaction.

