@@ -280,52 +280,53 @@ type roundResult struct {
 }
 
 const (
-	lockSQL = `SELECT pg_try_advisory_xact_lock($1, $2)`
-	// readSQL runs after the lock is taken: a statement of its own, with a
-	// snapshot taken after the previous holder's commit, so it never sees
-	// rows that holder deleted.
+	// claimSQL tries the partition's advisory lock for this transaction and
+	// remembers the outcome in a transaction-local setting.
+	claimSQL = `SELECT set_config('shop.claimed', pg_try_advisory_xact_lock($1, $2)::text, true)`
+	// readSQL is a statement of its own, sent right behind claimSQL: its
+	// snapshot is taken after the lock was, so it never sees rows that the
+	// lock's previous holder deleted. Without the lock it reads nothing.
 	readSQL = `SELECT id, event_id::text, routing_key, payload::text, created_at
-FROM outbox WHERE partition = $1 ORDER BY id LIMIT $2`
+FROM outbox WHERE partition = $1 AND current_setting('shop.claimed') = 'true' ORDER BY id LIMIT $2`
 )
 
 // round claims partition p for one transaction, publishes its oldest rows
 // and deletes those RabbitMQ confirmed, in order up to the first that it
-// did not (nacked or unroutable).
+// did not (nacked or unroutable). It costs two round trips to Postgres:
+// BEGIN, claim and read; then DELETE and COMMIT.
 func (r *Relay) round(ctx context.Context, ch *amqp.Channel, returns <-chan amqp.Return, p int) (roundResult, error) {
 	conn, err := r.cfg.Pool.Acquire(ctx)
 	if err != nil {
 		return roundResult{}, fmt.Errorf("acquire connection: %w", err)
 	}
-	defer conn.Release()
-	var locked bool
+	defer conn.Release() // the pool destroys a connection left in a transaction
+	defer func() {
+		if conn.Conn().PgConn().TxStatus() != 'I' {
+			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}()
+	var batch []row
 	claim := &pgx.Batch{}
-	claim.BeginTx(pgx.TxOptions{}) // BEGIN travels with the lock attempt
-	claim.Queue(lockSQL, lockClass, p).QueryRow(func(row pgx.Row) error { return row.Scan(&locked) })
-	br := conn.SendBatch(ctx, claim)
-	tx := br.Tx()
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if err := br.Close(); err != nil {
-		return roundResult{}, fmt.Errorf("claim partition %d: %w", p, err)
-	}
-	if !locked {
-		return roundResult{}, nil // another replica is relaying p right now
-	}
-	rows, err := tx.Query(ctx, readSQL, p, r.cfg.BatchSize)
-	if err != nil {
-		return roundResult{}, fmt.Errorf("read partition %d: %w", p, err)
-	}
-	batch, err := pgx.CollectRows(rows, func(cr pgx.CollectableRow) (row, error) {
-		var x row
-		var payload string
-		err := cr.Scan(&x.id, &x.eventID, &x.key, &payload, &x.created)
-		x.payload = []byte(payload)
-		return x, err
+	claim.Queue("BEGIN")
+	// The DELETE need not wait for its WAL flush: if a crash loses it, the
+	// rows are published again, which at-least-once allows.
+	claim.Queue("SET LOCAL synchronous_commit = off")
+	claim.Queue(claimSQL, lockClass, p)
+	claim.Queue(readSQL, p, r.cfg.BatchSize).Query(func(rows pgx.Rows) (err error) {
+		batch, err = pgx.CollectRows(rows, func(cr pgx.CollectableRow) (row, error) {
+			var x row
+			var payload string
+			err := cr.Scan(&x.id, &x.eventID, &x.key, &payload, &x.created)
+			x.payload = []byte(payload)
+			return x, err
+		})
+		return err
 	})
-	if err != nil {
-		return roundResult{}, fmt.Errorf("read partition %d: %w", p, err)
+	if err := conn.SendBatch(ctx, claim).Close(); err != nil {
+		return roundResult{}, fmt.Errorf("claim and read partition %d: %w", p, err)
 	}
 	if len(batch) == 0 {
-		return roundResult{}, nil // empty, or another replica holds it
+		return roundResult{}, nil // empty, or another replica is relaying p right now
 	}
 
 	// A row no queue is bound for would come back unroutable, and the rows
@@ -350,11 +351,11 @@ func (r *Relay) round(ctx context.Context, ch *amqp.Channel, returns <-chan amqp
 		ids[i] = batch[i].id
 	}
 	if sent > 0 {
-		if _, err := tx.Exec(ctx, `DELETE FROM outbox WHERE id = ANY($1)`, ids); err != nil {
+		done := &pgx.Batch{}
+		done.Queue(`DELETE FROM outbox WHERE id = ANY($1)`, ids)
+		done.Queue("COMMIT")
+		if err := conn.SendBatch(ctx, done).Close(); err != nil {
 			return roundResult{}, fmt.Errorf("delete published rows: %w", err)
-		}
-		if err := tx.Commit(ctx); err != nil {
-			return roundResult{}, fmt.Errorf("commit: %w", err)
 		}
 	}
 	r.cfg.Metrics.published(p, batch[:sent], time.Since(start))

@@ -36,7 +36,13 @@ func openOurs(b *testing.B, cfg config, amqpURL string, replicas int) system {
 		b.Fatalf("open pool: %v", err)
 	}
 	b.Cleanup(pool.Close)
-	return &ours{cfg: cfg, dbURL: dbURL, amqpURL: amqpURL, replicas: replicas, pool: pool, uow: store.NewUnitOfWork(pool, nil)}
+	// The writers wake the relays after each commit, as the API does.
+	notifier := outbox.NewNotifier(pool, logger)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = notifier.Run(ctx) }()
+	b.Cleanup(func() { cancel(); <-done })
+	return &ours{cfg: cfg, dbURL: dbURL, amqpURL: amqpURL, replicas: replicas, pool: pool, uow: store.NewUnitOfWork(pool, notifier)}
 }
 
 // backlog appends n events with outbox.Append, 10,000 per transaction.
@@ -118,7 +124,8 @@ func (o *ours) newWriter(_ context.Context, rec *recorder) (writer, error) {
 }
 
 // oursWriter commits one event per transaction, as a command of the API:
-// BEGIN, the outbox INSERT and its NOTIFY, COMMIT, in one round trip.
+// BEGIN, the outbox INSERT, COMMIT, in one round trip; then the unit of
+// work's notifier wakes the relays.
 type oursWriter struct {
 	uow *store.UnitOfWork
 	rec *recorder
