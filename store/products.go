@@ -70,3 +70,22 @@ func scanProduct(row pgx.CollectableRow) (product.State, error) {
 	err := row.Scan(&st.ID, &st.SKU, &st.Name, &st.PriceCents, &st.Stock, &st.Version, &st.CreatedAt, &st.UpdatedAt)
 	return st, err
 }
+
+// LockMany loads the products with the given ids that exist and locks their
+// rows until the transaction ends, in id order so that transactions locking
+// overlapping sets cannot deadlock.
+func (s Products) LockMany(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*product.Product, error) {
+	var list []product.State
+	err := s.tx.read(ctx, func(rows pgx.Rows) (err error) {
+		list, err = pgx.CollectRows(rows, scanProduct)
+		return err
+	}, `SELECT `+productColumns+` FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("lock products: %w", err)
+	}
+	out := make(map[uuid.UUID]*product.Product, len(list))
+	for _, st := range list {
+		out[st.ID] = product.Restore(st)
+	}
+	return out, nil
+}

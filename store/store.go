@@ -123,10 +123,13 @@ type Tx struct {
 	md      outbox.Metadata
 	written []int16 // outbox partitions appended to
 
-	Users       Users
-	Products    Products
-	Orders      Orders
-	Idempotency IdempotencyKeys
+	Users        Users
+	Products     Products
+	Orders       Orders
+	Idempotency  IdempotencyKeys
+	Reservations Reservations
+	Inbox        Inbox
+	Emails       Emails
 }
 
 // Do runs fn in a transaction and commits when fn returns nil; any error
@@ -143,6 +146,9 @@ func (u *UnitOfWork) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx
 	tx.Products = Products{tx}
 	tx.Orders = Orders{tx}
 	tx.Idempotency = IdempotencyKeys{tx}
+	tx.Reservations = Reservations{tx}
+	tx.Inbox = Inbox{tx}
+	tx.Emails = Emails{tx}
 	defer tx.rollbackIfOpen(ctx)
 
 	if err := fn(ctx, tx); err != nil {
@@ -268,6 +274,8 @@ func uniqueViolation(constraint string) error {
 		return product.ErrSKUTaken
 	case "idempotency_keys_pkey":
 		return ErrKeyTaken
+	case "reservations_pkey": // two events of one order decided it at once
+		return ErrConcurrentUpdate
 	}
 	return nil
 }

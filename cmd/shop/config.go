@@ -22,11 +22,19 @@ type config struct {
 	JWTTTL       time.Duration
 	PasswordCost int // bcrypt cost; 0 is bcrypt's default
 	SMTPAddr     string
+	SMTPFrom     string
+	SMTPUsername string
+	SMTPPassword string
 	LogLevel     string
 	DBMaxConns   int32
 	// RelayBatchSize and RelayWorkers tune `shop relay`; 0 takes the relay's defaults.
 	RelayBatchSize int
 	RelayWorkers   int
+	// ConsumerConcurrency is how many deliveries each consumer group of a
+	// `shop consume` process handles at once; ConsumerMaxRetries how many
+	// times a failing one is retried before the dead queue.
+	ConsumerConcurrency int
+	ConsumerMaxRetries  int
 }
 
 // devJWTSecret signs tokens when SHOP_ENV=dev and no JWT_SECRET is set.
@@ -40,15 +48,18 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return def
 	}
 	c := config{
-		Env:         get("SHOP_ENV", "prod"),
-		DatabaseURL: get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/shop?sslmode=disable"),
-		RedisURL:    get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-		AMQPURL:     get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
-		HTTPAddr:    get("HTTP_ADDR", ":8080"),
-		MetricsAddr: get("METRICS_ADDR", ":9090"),
-		JWTSecret:   getenv("JWT_SECRET"),
-		SMTPAddr:    get("SMTP_ADDR", ""),
-		LogLevel:    get("LOG_LEVEL", "info"),
+		Env:          get("SHOP_ENV", "prod"),
+		DatabaseURL:  get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/shop?sslmode=disable"),
+		RedisURL:     get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+		AMQPURL:      get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+		HTTPAddr:     get("HTTP_ADDR", ":8080"),
+		MetricsAddr:  get("METRICS_ADDR", ":9090"),
+		JWTSecret:    getenv("JWT_SECRET"),
+		SMTPAddr:     get("SMTP_ADDR", ""),
+		SMTPFrom:     get("SMTP_FROM", "shop <no-reply@shop.local>"),
+		SMTPUsername: getenv("SMTP_USERNAME"),
+		SMTPPassword: getenv("SMTP_PASSWORD"),
+		LogLevel:     get("LOG_LEVEL", "info"),
 	}
 	var errs []error
 	if c.Env != "prod" && c.Env != "dev" {
@@ -77,6 +88,16 @@ func loadConfig(getenv func(string) string) (config, error) {
 		errs = append(errs, fmt.Errorf("RELAY_WORKERS must be an integer from 1 to 16"))
 	} else {
 		c.RelayWorkers = n
+	}
+	if n, err := strconv.Atoi(get("CONSUMER_CONCURRENCY", "4")); err != nil || n < 1 || n > 256 {
+		errs = append(errs, fmt.Errorf("CONSUMER_CONCURRENCY must be an integer from 1 to 256"))
+	} else {
+		c.ConsumerConcurrency = n
+	}
+	if n, err := strconv.Atoi(get("CONSUMER_MAX_RETRIES", "5")); err != nil || n < 0 || n > 100 {
+		errs = append(errs, fmt.Errorf("CONSUMER_MAX_RETRIES must be an integer from 0 to 100"))
+	} else {
+		c.ConsumerMaxRetries = n
 	}
 	return c, errors.Join(errs...)
 }

@@ -41,7 +41,8 @@ commands:
 
 configuration comes from the environment: DATABASE_URL, AMQP_URL, HTTP_ADDR,
 METRICS_ADDR, JWT_SECRET, JWT_TTL, SHOP_ENV, LOG_LEVEL, DB_MAX_CONNS,
-RELAY_BATCH_SIZE, RELAY_WORKERS (see README.md)
+RELAY_BATCH_SIZE, RELAY_WORKERS, CONSUMER_CONCURRENCY, CONSUMER_MAX_RETRIES,
+SMTP_ADDR, SMTP_FROM, SMTP_USERNAME, SMTP_PASSWORD (see README.md)
 `
 
 // run is the whole program: it parses args, reads configuration through
@@ -73,6 +74,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return outboxCmd(ctx, cfg, rest, stdout)
 	case "user":
 		return userCmd(ctx, cfg, log, rest, stdout, stderr)
+	case "consume":
+		return consumeCmd(ctx, cfg, log, rest)
+	case "dead":
+		return deadCmd(ctx, cfg, rest, stdout)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/shopdev/shop/handlers/consumer"
+	"github.com/shopdev/shop/handlers/emails"
+	"github.com/shopdev/shop/handlers/inventory"
+	"github.com/shopdev/shop/handlers/orders"
+	"github.com/shopdev/shop/outbox"
+	"github.com/shopdev/shop/store"
+)
+
+// consumerGroups are the groups `shop consume` runs (projections is issue 5's).
+var consumerGroups = []string{"orders", "inventory", "emails"}
+
+func consumeCmd(ctx context.Context, cfg config, log *slog.Logger, names []string) error {
+	if len(names) == 0 {
+		return fmt.Errorf("%w: shop consume GROUP... (groups: orders, inventory, emails)", errUsage)
+	}
+	for _, n := range names {
+		if !slices.Contains(consumerGroups, n) {
+			return fmt.Errorf("%w: unknown consumer group %q (groups: orders, inventory, emails)", errUsage, n)
+		}
+	}
+	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL,
+		MaxConns: int32(len(names)*cfg.ConsumerConcurrency + 2)})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	notifier := outbox.NewNotifier(pool, log)
+	uow := store.NewUnitOfWork(pool, notifier)
+	reg := newRegistry()
+	metrics := consumer.NewMetrics(reg)
+	var groups []*consumer.Group
+	for _, name := range slices.Compact(slices.Sorted(slices.Values(names))) {
+		handlers, err := groupHandlers(cfg, log, name)
+		if err != nil {
+			return err
+		}
+		g, err := consumer.New(consumer.Config{
+			Group: topologyGroup(name), Handlers: handlers, AMQPURL: cfg.AMQPURL, UnitOfWork: uow,
+			Logger: log, Metrics: metrics, Concurrency: cfg.ConsumerConcurrency, MaxRetries: cfg.ConsumerMaxRetries,
+		})
+		if err != nil {
+			return err
+		}
+		groups = append(groups, g)
+	}
+	ready := func(ctx context.Context) error {
+		if err := pool.Ping(ctx); err != nil {
+			return fmt.Errorf("postgres: %w", err)
+		}
+		for _, g := range groups {
+			if !g.Connected() {
+				return errors.New("rabbitmq: not connected")
+			}
+		}
+		return nil
+	}
+	return runWithOps(ctx, log, cfg.MetricsAddr, reg, ready, func(ctx context.Context) error {
+		var wg sync.WaitGroup
+		nctx, stopNotifier := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopNotifier()
+		go func() { _ = notifier.Run(nctx) }()
+		for _, g := range groups {
+			wg.Go(func() { _ = g.Run(ctx) })
+		}
+		wg.Wait()
+		return nil
+	})
+}
+
+func groupHandlers(cfg config, log *slog.Logger, name string) (map[string]consumer.Handler, error) {
+	switch name {
+	case "orders":
+		return orders.Handlers(time.Now), nil
+	case "inventory":
+		return inventory.Handlers(time.Now), nil
+	default: // emails
+		var mailer emails.Mailer = emails.LogMailer{Log: log}
+		if cfg.SMTPAddr != "" {
+			m, err := emails.NewSMTPMailer(emails.SMTPConfig{Addr: cfg.SMTPAddr, From: cfg.SMTPFrom,
+				Username: cfg.SMTPUsername, Password: cfg.SMTPPassword})
+			if err != nil {
+				return nil, fmt.Errorf("SMTP_ADDR: %w", err)
+			}
+			mailer = m
+		}
+		return emails.Handlers(mailer), nil
+	}
+}
+
+func topologyGroup(name string) outbox.Group {
+	for _, g := range outbox.Groups() {
+		if g.Name == name {
+			return g
+		}
+	}
+	return outbox.Group{}
+}
+
+// deadCmd lists or replays a group's dead messages.
+func deadCmd(ctx context.Context, cfg config, args []string, stdout io.Writer) error {
+	usage := fmt.Errorf("%w: shop dead list GROUP [LIMIT] | shop dead replay GROUP [LIMIT]", errUsage)
+	if len(args) < 2 || len(args) > 3 {
+		return usage
+	}
+	g := topologyGroup(args[1])
+	if g.Name == "" {
+		return fmt.Errorf("%w: unknown consumer group %q", errUsage, args[1])
+	}
+	limit := 0 // all
+	if len(args) == 3 {
+		n, err := strconv.Atoi(args[2])
+		if err != nil || n < 1 {
+			return fmt.Errorf("%w: LIMIT must be a positive integer", errUsage)
+		}
+		limit = n
+	}
+	switch args[0] {
+	case "list":
+		msgs, err := consumer.ListDead(ctx, cfg.AMQPURL, g, limit)
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			fmt.Fprintf(stdout, "%s\t%s\t%s\t%s\n", m.ID, m.Type, m.FailedAt, m.Reason)
+		}
+		fmt.Fprintf(stdout, "%d dead message(s) in %s\n", len(msgs), g.DeadQueue())
+		return nil
+	case "replay":
+		n, err := consumer.ReplayDead(ctx, cfg.AMQPURL, g, limit)
+		fmt.Fprintf(stdout, "replayed %d message(s) from %s to %s\n", n, g.DeadQueue(), g.Queue())
+		return err
+	default:
+		return usage
+	}
+}

@@ -1,0 +1,389 @@
+package main_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os/exec"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/shopdev/shop/app"
+	"github.com/shopdev/shop/domain/order"
+	"github.com/shopdev/shop/domain/user"
+	"github.com/shopdev/shop/internal/testenv"
+	"github.com/shopdev/shop/outbox"
+	"github.com/shopdev/shop/store"
+)
+
+// system is a migrated database, a vhost, and the write side in-process;
+// the relay and the consumers run as real processes.
+type system struct {
+	env  map[string]string
+	pool *pgxpool.Pool
+	uow  *store.UnitOfWork
+}
+
+func newSystem(t *testing.T) *system {
+	t.Helper()
+	dbURL := freshDatabaseURL(t)
+	env := map[string]string{
+		"DATABASE_URL": dbURL, "AMQP_URL": testenv.AMQPURL(t), "METRICS_ADDR": "127.0.0.1:0",
+		"LOG_LEVEL": "error", "CONSUMER_CONCURRENCY": "4",
+	}
+	if _, stderr, code := shop(t, env, "migrate"); code != 0 {
+		t.Fatalf("migrate: %s", stderr)
+	}
+	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 24})
+	testenv.Must(t, err, "pool")
+	t.Cleanup(pool.Close)
+	// Every committed event is kept, to check what each group applied.
+	_, err = pool.Exec(context.Background(), `
+		CREATE TABLE committed (event_id uuid PRIMARY KEY, routing_key text NOT NULL, payload jsonb NOT NULL);
+		CREATE FUNCTION remember_event() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN INSERT INTO committed VALUES (NEW.event_id, NEW.routing_key, NEW.payload); RETURN NEW; END $$;
+		CREATE TRIGGER remember AFTER INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION remember_event();`)
+	testenv.Must(t, err, "record commits")
+	notifier := outbox.NewNotifier(pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { _ = notifier.Run(ctx) }()
+	t.Cleanup(cancel)
+	return &system{env: env, pool: pool, uow: store.NewUnitOfWork(pool, notifier)}
+}
+
+func (s *system) do(t *testing.T, what string, fn func(ctx context.Context, tx *store.Tx) error) {
+	t.Helper()
+	testenv.Must(t, s.uow.Do(context.Background(), fn), what)
+}
+
+func (s *system) register(t *testing.T, email string) uuid.UUID {
+	t.Helper()
+	var id uuid.UUID
+	s.do(t, "register", func(ctx context.Context, tx *store.Tx) error {
+		u, err := app.Register(ctx, tx, app.RegisterUser{Email: email, Name: "Buyer", PasswordHash: "x", Role: user.RoleCustomer}, time.Now())
+		if err == nil {
+			id = u.ID()
+		}
+		return err
+	})
+	return id
+}
+
+func (s *system) product(t *testing.T, sku string, stock int64) uuid.UUID {
+	t.Helper()
+	var id uuid.UUID
+	s.do(t, "add product", func(ctx context.Context, tx *store.Tx) error {
+		p, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: sku, Name: sku, PriceCents: 250, Stock: stock}, time.Now())
+		if err == nil {
+			id = p.ID()
+		}
+		return err
+	})
+	return id
+}
+
+// place places an order; safe to call from any goroutine (it returns the
+// error instead of failing the test).
+func (s *system) place(customer uuid.UUID, items ...order.Item) (uuid.UUID, error) {
+	var id uuid.UUID
+	err := s.uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
+		o, err := app.PlaceOrder(ctx, tx, app.Actor{UserID: customer, Role: user.RoleCustomer}, items, time.Now())
+		if err == nil {
+			id = o.ID()
+		}
+		return err
+	})
+	return id, err
+}
+
+func (s *system) mustPlace(t *testing.T, customer uuid.UUID, items ...order.Item) uuid.UUID {
+	t.Helper()
+	id, err := s.place(customer, items...)
+	testenv.Must(t, err, "place order")
+	return id
+}
+
+// cancel cancels an order, retrying when a consumer changed it at the same
+// moment; an order that was rejected first cannot be cancelled, which is
+// not an error here.
+func (s *system) cancel(customer, id uuid.UUID) error {
+	for {
+		err := s.uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
+			_, err := app.CancelOrder(ctx, tx, app.Actor{UserID: customer, Role: user.RoleCustomer}, id, time.Now())
+			return err
+		})
+		if errors.Is(err, store.ErrConcurrentUpdate) {
+			continue
+		}
+		if errors.Is(err, order.ErrNotCancellable) {
+			return nil
+		}
+		return err
+	}
+}
+
+func (s *system) status(t *testing.T, id uuid.UUID) string {
+	t.Helper()
+	var st string
+	testenv.Must(t, s.pool.QueryRow(context.Background(), `SELECT status FROM orders WHERE id = $1`, id).Scan(&st), "order status")
+	return st
+}
+
+func (s *system) stock(t *testing.T, id uuid.UUID) int64 {
+	t.Helper()
+	var n int64
+	testenv.Must(t, s.pool.QueryRow(context.Background(), `SELECT stock FROM products WHERE id = $1`, id).Scan(&n), "stock")
+	return n
+}
+
+func (s *system) count(t *testing.T, sql string, args ...any) int {
+	t.Helper()
+	return testenv.Count(t, s.pool, sql, args...)
+}
+
+// waitQuiet waits until no order is pending and every committed event has
+// been applied by each of the groups bound to it.
+func (s *system) waitQuiet(t *testing.T, timeout time.Duration, groups ...string) {
+	t.Helper()
+	testenv.Eventually(t, timeout, func() error {
+		if n := s.count(t, `SELECT count(*) FROM orders WHERE status = 'pending'`); n > 0 {
+			return fmt.Errorf("%d orders pending", n)
+		}
+		for _, g := range outbox.Groups() {
+			if !slices.Contains(groups, g.Name) {
+				continue
+			}
+			if n := s.count(t, `SELECT count(*) FROM committed c WHERE routing_key = ANY($1)
+				AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.consumer = $2 AND i.event_id = c.event_id)`, g.Keys, g.Name); n > 0 {
+				return fmt.Errorf("%s has %d events to apply", g.Name, n)
+			}
+		}
+		return nil
+	})
+}
+
+// checkConverged asserts what must hold once the system is quiet: one inbox
+// row per (group, event) and no other for each of the groups, one email per
+// emailing event, and stock that adds up: what a product has plus what
+// reservations hold is what it started with.
+func (s *system) checkConverged(t *testing.T, initial map[uuid.UUID]int64, groups ...string) {
+	t.Helper()
+	for _, g := range outbox.Groups() {
+		if !slices.Contains(groups, g.Name) {
+			continue
+		}
+		routed := s.count(t, `SELECT count(*) FROM committed WHERE routing_key = ANY($1)`, g.Keys)
+		if got := s.count(t, `SELECT count(*) FROM inbox WHERE consumer = $1`, g.Name); got != routed {
+			t.Errorf("%s: %d inbox rows for %d events", g.Name, got, routed)
+		}
+		if g.Name == "emails" {
+			if got := s.count(t, `SELECT count(*) FROM emails e JOIN committed c USING (event_id)`); got != routed {
+				t.Errorf("%d emails recorded for %d emailing events", got, routed)
+			}
+		}
+	}
+	rows, err := s.pool.Query(context.Background(), `SELECT lines::text FROM reservations WHERE status = 'reserved'`)
+	testenv.Must(t, err, "reservations")
+	held := map[uuid.UUID]int64{}
+	all, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	testenv.Must(t, err, "reservations")
+	for _, text := range all {
+		var lines []struct {
+			ProductID uuid.UUID `json:"product_id"`
+			Quantity  int64     `json:"quantity"`
+		}
+		testenv.Must(t, json.Unmarshal([]byte(text), &lines), "reservation lines")
+		for _, l := range lines {
+			held[l.ProductID] += l.Quantity
+		}
+	}
+	for id, start := range initial {
+		if got := s.stock(t, id) + held[id]; got != start {
+			t.Errorf("product %s: stock %d + held %d = %d, want %d", id, s.stock(t, id), held[id], got, start)
+		}
+	}
+}
+
+// TestOrderFlowThroughProcesses runs the relay and the three groups as real
+// processes: an order within stock is confirmed, one beyond it rejected, a
+// cancelled one gives its stock back; each email is recorded once; and the
+// correlation id of the placing command flows through every event.
+func TestOrderFlowThroughProcesses(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t)
+	startProcess(t, s.env, "relay")
+	startProcess(t, s.env, "consume", "orders", "inventory", "emails")
+
+	buyer := s.register(t, "flow@shop.test")
+	a, b := s.product(t, "FLOW-A", 5), s.product(t, "FLOW-B", 1)
+	fits := s.mustPlace(t, buyer, order.Item{ProductID: a, Quantity: 2})
+	beyond := s.mustPlace(t, buyer, order.Item{ProductID: a, Quantity: 1}, order.Item{ProductID: b, Quantity: 2})
+	later := s.mustPlace(t, buyer, order.Item{ProductID: a, Quantity: 3})
+	testenv.Eventually(t, 30*time.Second, func() error {
+		for id, want := range map[uuid.UUID]string{fits: "confirmed", beyond: "rejected", later: "confirmed"} {
+			if got := s.status(t, id); got != want {
+				return fmt.Errorf("order %s is %s, want %s", id, got, want)
+			}
+		}
+		return nil
+	})
+	if sa, sb := s.stock(t, a), s.stock(t, b); sa != 0 || sb != 1 {
+		t.Fatalf("stock after reserving = %d, %d; want 0 (5-2-3) and 1 (the rejected order took nothing)", sa, sb)
+	}
+	testenv.Must(t, s.cancel(buyer, later), "cancel")
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if got := s.stock(t, a); got != 3 {
+			return fmt.Errorf("stock of A = %d, want 3 after the cancel", got)
+		}
+		return nil
+	})
+	all := []string{"orders", "inventory", "emails"}
+	s.waitQuiet(t, 30*time.Second, all...)
+	if got := s.status(t, later); got != "cancelled" {
+		t.Fatalf("cancelled order is %s", got)
+	}
+	for kind, want := range map[string]int{"welcome": 1, "order_confirmed": 2, "order_rejected": 1, "order_cancelled": 1} {
+		if got := s.count(t, `SELECT count(*) FROM emails WHERE kind = $1 AND recipient = 'flow@shop.test'`, kind); got != want {
+			t.Errorf("%d %s emails, want %d", got, kind, want)
+		}
+	}
+	if reason := s.count(t, `SELECT count(*) FROM emails WHERE kind = 'order_rejected' AND body LIKE '%FLOW-B: 2 wanted, 1 available%'`); reason != 1 {
+		t.Errorf("the rejection email does not say why")
+	}
+	s.checkConverged(t, map[uuid.UUID]int64{a: 5, b: 1}, all...)
+
+	// Correlation: order.placed → stock.reserved → order.confirmed share the
+	// correlation id; each names its cause.
+	type link struct{ ID, Type, CorrelationID, CausationID string }
+	rows, err := s.pool.Query(context.Background(), `SELECT payload->>'id', routing_key, payload->>'correlation_id', payload->>'causation_id'
+		FROM committed WHERE payload->>'aggregate_id' = $1 ORDER BY routing_key`, fits.String())
+	testenv.Must(t, err, "events of the order")
+	chain, err := pgx.CollectRows(rows, pgx.RowToStructByPos[link])
+	testenv.Must(t, err, "events of the order")
+	byType := map[string]link{}
+	for _, l := range chain {
+		byType[l.Type] = l
+	}
+	placed, reserved, confirmed := byType["order.placed"], byType["stock.reserved"], byType["order.confirmed"]
+	if placed.ID == "" || reserved.ID == "" || confirmed.ID == "" {
+		t.Fatalf("events of order %s: %+v", fits, chain)
+	}
+	if reserved.CorrelationID != placed.CorrelationID || confirmed.CorrelationID != placed.CorrelationID {
+		t.Errorf("correlation ids %q, %q, %q: want all the placing command's", placed.CorrelationID, reserved.CorrelationID, confirmed.CorrelationID)
+	}
+	if reserved.CausationID != placed.ID || confirmed.CausationID != reserved.ID {
+		t.Errorf("causation: stock.reserved caused by %s (want %s), order.confirmed by %s (want %s)",
+			reserved.CausationID, placed.ID, confirmed.CausationID, reserved.ID)
+	}
+}
+
+// TestInventoryReplicasNeverOversell races 200 orders of one unit against a
+// product with 50, through three inventory processes.
+func TestInventoryReplicasNeverOversell(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t)
+	startProcess(t, s.env, "relay")
+	for range 3 {
+		startProcess(t, s.env, "consume", "inventory")
+	}
+	startProcess(t, s.env, "consume", "orders")
+
+	scarce := s.product(t, "SCARCE", 50)
+	buyers := make([]uuid.UUID, 20)
+	for i := range buyers {
+		buyers[i] = s.register(t, fmt.Sprintf("racer%d@shop.test", i))
+	}
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Go(func() {
+			if _, err := s.place(buyers[i%len(buyers)], order.Item{ProductID: scarce, Quantity: 1}); err != nil {
+				t.Errorf("place: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	s.waitQuiet(t, 60*time.Second, "orders", "inventory")
+	confirmed := s.count(t, `SELECT count(*) FROM orders WHERE status = 'confirmed'`)
+	rejected := s.count(t, `SELECT count(*) FROM orders WHERE status = 'rejected'`)
+	if confirmed != 50 || rejected != 150 || s.stock(t, scarce) != 0 {
+		t.Fatalf("confirmed %d, rejected %d, stock %d; want 50, 150, 0", confirmed, rejected, s.stock(t, scarce))
+	}
+	s.checkConverged(t, map[uuid.UUID]int64{scarce: 50}, "orders", "inventory")
+}
+
+// TestConsumersKilledMidStreamConverge SIGKILLs consumer processes at
+// random while orders stream in, and restarts them: afterwards every order
+// has left pending, each group applied each event once, each email is
+// recorded once and the stock adds up.
+func TestConsumersKilledMidStreamConverge(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t)
+	startProcess(t, s.env, "relay")
+	groups := []string{"orders", "inventory", "emails"}
+	procs := map[string]*exec.Cmd{}
+	for _, g := range groups {
+		procs[g] = startProcess(t, s.env, "consume", g)
+	}
+
+	initial := map[uuid.UUID]int64{}
+	products := make([]uuid.UUID, 5)
+	for i := range products {
+		stock := int64(100_000)
+		if i == 0 {
+			stock = 40 // contended: some orders are rejected
+		}
+		products[i] = s.product(t, fmt.Sprintf("KILL-%d", i), stock)
+		initial[products[i]] = stock
+	}
+	buyers := make([]uuid.UUID, 8)
+	for w := range buyers {
+		buyers[w] = s.register(t, fmt.Sprintf("killed%d@shop.test", w))
+	}
+	var wg sync.WaitGroup
+	for w, buyer := range buyers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for i := range 60 {
+				time.Sleep(20 * time.Millisecond) // a stream, not a burst: kills land in the middle of it
+				id, err := s.place(buyer, order.Item{ProductID: products[rng.IntN(len(products))], Quantity: 1 + rng.Int64N(3)})
+				if err == nil && i%5 == 4 {
+					err = s.cancel(buyer, id)
+				}
+				if err != nil {
+					t.Errorf("stream: %v", err)
+					return
+				}
+			}
+		})
+	}
+	streaming := make(chan struct{})
+	go func() { wg.Wait(); close(streaming) }()
+	rng := rand.New(rand.NewPCG(42, 42))
+	kills := 0
+	for done := false; !done || kills < 10; kills++ {
+		select {
+		case <-streaming:
+			done = true
+		case <-time.After(150 * time.Millisecond):
+		}
+		g := groups[rng.IntN(len(groups))]
+		kill(t, procs[g])
+		procs[g] = startProcess(t, s.env, "consume", g)
+	}
+	t.Logf("%d consumer processes SIGKILLed", kills)
+	s.waitQuiet(t, 90*time.Second, groups...)
+	s.checkConverged(t, initial, groups...)
+}

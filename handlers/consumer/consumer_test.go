@@ -1,0 +1,308 @@
+package consumer_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/shopdev/shop/handlers/consumer"
+	"github.com/shopdev/shop/internal/testenv"
+	"github.com/shopdev/shop/outbox"
+	"github.com/shopdev/shop/store"
+)
+
+// The tests run the "orders" group's queue with handlers of their own, on a
+// vhost and a database of their own.
+var group = outbox.Group{Name: "orders", Keys: []string{"stock.reserved", "stock.rejected", "stock.released"}}
+
+type harness struct {
+	pool  *pgxpool.Pool
+	url   string
+	ch    *amqp.Channel
+	calls sync.Map // event id → *atomic.Int32: attempts of the handler
+}
+
+// start runs the group with handler h for every key until the test ends.
+func start(t *testing.T, h consumer.Handler, tune func(*consumer.Config)) *harness {
+	t.Helper()
+	x := &harness{pool: testenv.Pool(t), url: testenv.AMQPURL(t)}
+	counted := func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
+		n, _ := x.calls.LoadOrStore(e.ID, new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
+		return h(ctx, tx, e)
+	}
+	cfg := consumer.Config{
+		Group: group, AMQPURL: x.url, UnitOfWork: store.NewUnitOfWork(x.pool, nil),
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Handlers:   map[string]consumer.Handler{},
+		MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+	}
+	for _, k := range group.Keys {
+		cfg.Handlers[k] = counted
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	g, err := consumer.New(cfg)
+	testenv.Must(t, err, "new consumer group")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = g.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	conn, err := amqp.Dial(x.url)
+	testenv.Must(t, err, "dial rabbitmq")
+	t.Cleanup(func() { _ = conn.Close() })
+	x.ch, err = conn.Channel()
+	testenv.Must(t, err, "open channel")
+	testenv.Must(t, outbox.Declare(x.ch), "declare topology")
+	return x
+}
+
+// envelope returns a valid event of the group.
+func envelope(t *testing.T) outbox.Envelope {
+	t.Helper()
+	id := uuid.Must(uuid.NewV7())
+	return outbox.Envelope{ID: id, Type: "stock.reserved", SchemaVersion: outbox.SchemaVersion,
+		AggregateType: "reservation", AggregateID: uuid.Must(uuid.NewV7()), AggregateVersion: 1,
+		OccurredAt: time.Now().UTC(), CorrelationID: id.String(), CausationID: id.String(), Data: json.RawMessage(`{}`)}
+}
+
+// publish sends a message to the group's queue as the relay would.
+func (x *harness) publish(t *testing.T, id, typ string, body []byte, headers amqp.Table) {
+	t.Helper()
+	err := x.ch.PublishWithContext(context.Background(), "", group.Queue(), true, false, amqp.Publishing{
+		ContentType: "application/json", DeliveryMode: amqp.Persistent, MessageId: id, Type: typ,
+		Body: body, Headers: headers,
+	})
+	testenv.Must(t, err, "publish")
+}
+
+func (x *harness) publishEnvelope(t *testing.T, env outbox.Envelope) {
+	t.Helper()
+	body, err := json.Marshal(env)
+	testenv.Must(t, err, "encode envelope")
+	x.publish(t, env.ID.String(), env.Type, body, nil)
+}
+
+func (x *harness) attempts(id uuid.UUID) int {
+	n, ok := x.calls.Load(id)
+	if !ok {
+		return 0
+	}
+	return int(n.(*atomic.Int32).Load())
+}
+
+func (x *harness) inboxRows(t *testing.T, id uuid.UUID) int {
+	t.Helper()
+	return testenv.Count(t, x.pool, `SELECT count(*) FROM inbox WHERE consumer = $1 AND event_id = $2`, group.Name, id)
+}
+
+// waitDead waits until the dead queue holds want messages and returns them.
+func (x *harness) waitDead(t *testing.T, want int) []consumer.DeadMessage {
+	t.Helper()
+	var dead []consumer.DeadMessage
+	testenv.Eventually(t, 10*time.Second, func() error {
+		var err error
+		dead, err = consumer.ListDead(context.Background(), x.url, group, 0)
+		if err != nil {
+			return err
+		}
+		if len(dead) != want {
+			return fmt.Errorf("%d dead messages, want %d", len(dead), want)
+		}
+		return nil
+	})
+	return dead
+}
+
+func TestAppliesEachEventOnce(t *testing.T) {
+	t.Parallel()
+	x := start(t, func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error { return nil }, nil)
+	env := envelope(t)
+	for range 3 { // the same event delivered three times
+		x.publishEnvelope(t, env)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := x.inboxRows(t, env.ID); n != 1 {
+			return fmt.Errorf("%d inbox rows, want 1", n)
+		}
+		if n := x.attempts(env.ID); n != 1 {
+			return fmt.Errorf("handler ran %d times, want 1", n)
+		}
+		return nil
+	})
+	// All three deliveries are acknowledged: nothing is left in the queue.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		q, err := x.ch.QueueDeclarePassive(group.Queue(), true, false, false, false,
+			amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+		if err != nil {
+			return err
+		}
+		if q.Messages != 0 {
+			return fmt.Errorf("%d messages left in %s", q.Messages, group.Queue())
+		}
+		return nil
+	})
+	if len(x.waitDead(t, 0)) != 0 {
+		t.Fatal("a duplicate went to the dead queue")
+	}
+}
+
+func TestPoisonGoesToTheDeadQueueAndTheGroupGoesOn(t *testing.T) {
+	t.Parallel()
+	failing := envelope(t)
+	x := start(t, func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
+		if e.ID == failing.ID {
+			return errors.New("this handler always fails")
+		}
+		return nil
+	}, func(c *consumer.Config) { c.MaxRetries = 3 })
+
+	x.publish(t, "not-json", "stock.reserved", []byte("{this is not json"), nil)
+	withHeader := envelope(t)
+	body, _ := json.Marshal(withHeader)
+	x.publish(t, withHeader.ID.String(), withHeader.Type, body, amqp.Table{"x-death": []any{amqp.Table{"count": int64(1)}}})
+	x.publishEnvelope(t, failing)
+	wrongType := envelope(t)
+	wrongType.Type = "user.registered"
+	x.publishEnvelope(t, wrongType)
+	good := envelope(t)
+	x.publishEnvelope(t, good)
+
+	dead := x.waitDead(t, 4)
+	reasons := map[string]string{}
+	for _, d := range dead {
+		reasons[d.ID] = d.Reason
+		if d.FailedAt == "" {
+			t.Errorf("dead message %s has no failed_at header", d.ID)
+		}
+	}
+	for id, want := range map[string]string{
+		"not-json":             "decode envelope",
+		withHeader.ID.String(): `unexpected header "x-death"`,
+		failing.ID.String():    "this handler always fails",
+		wrongType.ID.String():  `no handler for "user.registered"`,
+	} {
+		if got, ok := reasons[id]; !ok || !strings.Contains(got, want) {
+			t.Errorf("dead message %s: reason %q, want it to contain %q", id, got, want)
+		}
+	}
+	if n := x.attempts(failing.ID); n != 4 {
+		t.Errorf("failing handler ran %d times, want 1 + 3 retries", n)
+	}
+	if n := x.inboxRows(t, failing.ID); n != 0 {
+		t.Errorf("failed event left %d inbox rows", n)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := x.inboxRows(t, good.ID); n != 1 {
+			return fmt.Errorf("the good event behind the poison has %d inbox rows, want 1", n)
+		}
+		return nil
+	})
+}
+
+func TestTransientFailuresAreRetried(t *testing.T) {
+	t.Parallel()
+	var fails atomic.Int32
+	fails.Store(2)
+	x := start(t, func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
+		if fails.Add(-1) >= 0 {
+			return errors.New("flaky")
+		}
+		return nil
+	}, nil)
+	env := envelope(t)
+	x.publishEnvelope(t, env)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := x.inboxRows(t, env.ID); n != 1 {
+			return fmt.Errorf("%d inbox rows, want 1", n)
+		}
+		return nil
+	})
+	if n := x.attempts(env.ID); n != 3 {
+		t.Errorf("handler ran %d times, want 3 (two failures, then success)", n)
+	}
+	if dead := x.waitDead(t, 0); len(dead) != 0 {
+		t.Errorf("a message that succeeded on retry is in the dead queue: %+v", dead)
+	}
+}
+
+func TestReplayMovesDeadMessagesBack(t *testing.T) {
+	t.Parallel()
+	var broken atomic.Bool
+	broken.Store(true)
+	x := start(t, func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
+		if broken.Load() {
+			return errors.New("downstream broken")
+		}
+		return nil
+	}, func(c *consumer.Config) { c.MaxRetries = 1 })
+	envs := []outbox.Envelope{envelope(t), envelope(t)}
+	for _, e := range envs {
+		x.publishEnvelope(t, e)
+	}
+	x.waitDead(t, 2)
+	broken.Store(false) // the operator fixed the cause
+
+	n, err := consumer.ReplayDead(context.Background(), x.url, group, 0)
+	if err != nil || n != 2 {
+		t.Fatalf("ReplayDead = %d, %v; want 2, nil", n, err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		for _, e := range envs {
+			if n := x.inboxRows(t, e.ID); n != 1 {
+				return fmt.Errorf("replayed event %s has %d inbox rows, want 1", e.ID, n)
+			}
+		}
+		return nil
+	})
+	if dead := x.waitDead(t, 0); len(dead) != 0 {
+		t.Errorf("dead queue not empty after replay: %+v", dead)
+	}
+}
+
+func TestHandlesDeliveriesConcurrently(t *testing.T) {
+	t.Parallel()
+	const concurrency = 4
+	var inFlight, peak atomic.Int32
+	x := start(t, func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // long enough for the others to start
+		return nil
+	}, func(c *consumer.Config) { c.Concurrency = concurrency; c.Prefetch = 1 })
+	envs := make([]outbox.Envelope, 4*concurrency)
+	for i := range envs {
+		envs[i] = envelope(t)
+		x.publishEnvelope(t, envs[i])
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		n := testenv.Count(t, x.pool, `SELECT count(*) FROM inbox WHERE consumer = $1`, group.Name)
+		if n != len(envs) {
+			return fmt.Errorf("%d of %d events applied", n, len(envs))
+		}
+		return nil
+	})
+	if p := peak.Load(); p < 2 || p > concurrency {
+		t.Errorf("at most %d deliveries were handled at once, want 2..%d", p, concurrency)
+	}
+}

@@ -1,0 +1,109 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/shopdev/shop/outbox"
+)
+
+// DeadMessage is a message in a group's dead queue.
+type DeadMessage struct {
+	ID       string
+	Type     string
+	Reason   string
+	FailedAt string
+	Body     []byte
+}
+
+// ListDead returns up to limit (0: all) messages of the group's dead queue
+// without removing them: they are read unacknowledged and put back when the
+// channel closes.
+func ListDead(ctx context.Context, url string, g outbox.Group, limit int) ([]DeadMessage, error) {
+	conn, ch, err := dial(url)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = conn.Close() }()
+	defer func() { _ = ch.Close() }() // requeues everything read
+	var out []DeadMessage
+	for limit == 0 || len(out) < limit {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		d, ok, err := ch.Get(g.DeadQueue(), false)
+		if err != nil {
+			return out, fmt.Errorf("read %s: %w", g.DeadQueue(), err)
+		}
+		if !ok {
+			break
+		}
+		reason, _ := d.Headers[MetaReason].(string)
+		failedAt, _ := d.Headers[MetaFailedAt].(string)
+		out = append(out, DeadMessage{ID: d.MessageId, Type: d.Type, Reason: reason, FailedAt: failedAt, Body: d.Body})
+	}
+	return out, nil
+}
+
+// ReplayDead moves up to limit (0: all) messages from the group's dead
+// queue back to its queue, with their id, type and body and without the
+// failure headers. Each is removed from the dead queue only after RabbitMQ
+// confirmed the copy: a crash in between leaves a message in both, which the
+// inbox makes harmless.
+func ReplayDead(ctx context.Context, url string, g outbox.Group, limit int) (int, error) {
+	conn, ch, err := dial(url)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = conn.Close() }()
+	defer func() { _ = ch.Close() }()
+	if err := ch.Confirm(false); err != nil {
+		return 0, fmt.Errorf("confirm mode: %w", err)
+	}
+	n := 0
+	for limit == 0 || n < limit {
+		d, ok, err := ch.Get(g.DeadQueue(), false)
+		if err != nil {
+			return n, fmt.Errorf("read %s: %w", g.DeadQueue(), err)
+		}
+		if !ok {
+			return n, nil
+		}
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", g.Queue(), true, false, amqp.Publishing{
+			ContentType: d.ContentType, DeliveryMode: amqp.Persistent, MessageId: d.MessageId, Type: d.Type,
+			Timestamp: d.Timestamp, Body: d.Body,
+			Headers: amqp.Table{MetaReplayedAt: time.Now().UTC().Format(time.RFC3339Nano)},
+		})
+		if err != nil {
+			return n, fmt.Errorf("replay %s: %w", d.MessageId, err)
+		}
+		if ok, err := dc.WaitContext(ctx); err != nil || !ok {
+			return n, fmt.Errorf("replay %s: not confirmed (%v)", d.MessageId, err)
+		}
+		if err := d.Ack(false); err != nil {
+			return n, fmt.Errorf("remove %s from %s: %w", d.MessageId, g.DeadQueue(), err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+func dial(url string) (*amqp.Connection, *amqp.Channel, error) {
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to rabbitmq: %w", err)
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, fmt.Errorf("open channel: %w", err)
+	}
+	if err := outbox.Declare(ch); err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	return conn, ch, nil
+}

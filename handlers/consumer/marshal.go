@@ -1,0 +1,109 @@
+package consumer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/shopdev/shop/outbox"
+)
+
+// Headers of a message in a dead queue. MetaReason says why it failed.
+const (
+	MetaReason   = middleware.ReasonForPoisonedKey // "reason_poisoned"
+	MetaFailedAt = "failed_at"
+	// MetaReplayedAt marks a message an operator replayed from a dead queue.
+	MetaReplayedAt = "replayed_at"
+)
+
+const (
+	metaType       = "type"              // the AMQP type property: the routing key
+	metaUnexpected = "unexpected_header" // set by Unmarshal, never by a publisher
+	deliveryCount  = "x-delivery-count"  // added by quorum queues on redelivery
+	redelivered    = "_watermill_amqp_redelivered"
+)
+
+// expectedHeaders are the only headers a message may carry into a handler.
+// The relay sets none; RabbitMQ adds x-delivery-count on redelivery.
+var expectedHeaders = []string{deliveryCount, MetaReplayedAt}
+
+// marshaler maps AMQP deliveries to Watermill messages and back. Unmarshal
+// never fails: a failure there would make watermill-amqp nack and requeue
+// the delivery forever. What is wrong with a delivery is left in its
+// metadata for the handler, which sends it to the dead queue.
+type marshaler struct{}
+
+func (marshaler) Unmarshal(d amqp.Delivery) (*message.Message, error) {
+	id := d.MessageId
+	if id == "" {
+		id = newID()
+	}
+	msg := message.NewMessage(id, d.Body)
+	if d.Type != "" {
+		msg.Metadata.Set(metaType, d.Type)
+	}
+	for k, v := range d.Headers {
+		if !slices.Contains(expectedHeaders, k) {
+			msg.Metadata.Set(metaUnexpected, k)
+			continue
+		}
+		if s, ok := v.(string); ok {
+			msg.Metadata.Set(k, s)
+		}
+	}
+	return msg, nil
+}
+
+// Marshal builds the publishing of a message going to a dead queue: the
+// original body, id and type, and the metadata as string headers.
+func (marshaler) Marshal(msg *message.Message) (amqp.Publishing, error) {
+	headers := amqp.Table{}
+	for k, v := range msg.Metadata {
+		if k != metaType && k != redelivered {
+			headers[k] = v
+		}
+	}
+	return amqp.Publishing{
+		ContentType:  "application/json",
+		DeliveryMode: amqp.Persistent,
+		MessageId:    msg.UUID,
+		Type:         msg.Metadata.Get(metaType),
+		Headers:      headers,
+		Body:         msg.Payload,
+	}, nil
+}
+
+// decode parses and checks an envelope.
+func decode(body []byte) (outbox.Envelope, error) {
+	var env outbox.Envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return env, fmt.Errorf("decode envelope: %w", err)
+	}
+	switch {
+	case env.ID.String() == "00000000-0000-0000-0000-000000000000":
+		return env, errors.New("decode envelope: no id")
+	case env.Type == "":
+		return env, errors.New("decode envelope: no type")
+	case env.SchemaVersion != outbox.SchemaVersion:
+		return env, fmt.Errorf("decode envelope: schema version %d, want %d", env.SchemaVersion, outbox.SchemaVersion)
+	case len(env.Data) == 0:
+		return env, errors.New("decode envelope: no data")
+	}
+	return env, nil
+}
+
+// Decode unmarshals an event's data. Data that does not fit T (a type
+// mismatch, not JSON) is a permanent failure: the message goes to the dead
+// queue. Unknown fields are ignored, so producers may add fields.
+func Decode[T any](env outbox.Envelope) (T, error) {
+	var v T
+	if err := json.Unmarshal(env.Data, &v); err != nil {
+		return v, fmt.Errorf("%w: decode %s data: %w", errPermanent, env.Type, err)
+	}
+	return v, nil
+}

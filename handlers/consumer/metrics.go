@@ -1,0 +1,41 @@
+package consumer
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are a consumer process's Prometheus metrics.
+type Metrics struct {
+	// Handled counts attempts to apply an event by group, event type and
+	// outcome: applied, duplicate, failed.
+	Handled *prometheus.CounterVec
+	// Dead counts messages sent to the group's dead queue.
+	Dead *prometheus.CounterVec
+	// Latency observes how long applying an event took, by group.
+	Latency *prometheus.HistogramVec
+}
+
+// NewMetrics returns the metrics, registered with reg unless it is nil.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Handled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shop_consumer_messages_total",
+			Help: "Attempts to apply an event, by group, event type and outcome (applied, duplicate, failed).",
+		}, []string{"group", "type", "outcome"}),
+		Dead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shop_consumer_dead_total",
+			Help: "Messages sent to the group's dead queue, by group.",
+		}, []string{"group"}),
+		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shop_consumer_apply_seconds",
+			Help:    "Time to apply one event (its transaction included), by group.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"group"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Handled, m.Dead, m.Latency)
+	}
+	return m
+}
+
+func (m *Metrics) handled(group, typ, outcome string) {
+	m.Handled.WithLabelValues(group, typ, outcome).Inc()
+}

@@ -1,0 +1,287 @@
+package consumer_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/shopdev/shop/app"
+	"github.com/shopdev/shop/domain/order"
+	"github.com/shopdev/shop/domain/user"
+	"github.com/shopdev/shop/handlers/consumer"
+	"github.com/shopdev/shop/handlers/emails"
+	"github.com/shopdev/shop/handlers/inventory"
+	"github.com/shopdev/shop/handlers/orders"
+	"github.com/shopdev/shop/internal/testenv"
+	"github.com/shopdev/shop/outbox"
+	"github.com/shopdev/shop/store"
+)
+
+// TestDuplicatesAndShufflingEndTheSame runs the write side of a 1,000-order
+// shop once, copies the database, and then runs the orders, inventory and
+// emails groups twice: on the original with every event delivered once, in
+// commit order; on the copy with every event delivered twice, in random
+// order (events held back at random so that later events overtake earlier
+// ones, e.g. order.cancelled before order.placed). The two end in the same
+// state.
+func TestDuplicatesAndShufflingEndTheSame(t *testing.T) {
+	t.Parallel()
+	ordered := testenv.DatabaseURL(t)
+	writeShop(t, ordered)
+	shuffled := copyDatabase(t, ordered)
+
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	t.Logf("ordered run: %d deliveries", deliver(t, ordered, func(pending []delivery) ([]delivery, []delivery) {
+		return pending, nil // everything, once, in commit order
+	}, 1))
+	t.Logf("shuffled run: %d deliveries", deliver(t, shuffled, func(pending []delivery) ([]delivery, []delivery) {
+		rng.Shuffle(len(pending), func(i, j int) { pending[i], pending[j] = pending[j], pending[i] })
+		n := 1 + rng.IntN(len(pending)) // apply some now, hold the rest back
+		return pending[:n], pending[n:]
+	}, 2))
+
+	for _, q := range []struct{ what, sql string }{
+		{"orders", `SELECT id::text, status, version::text, total_cents::text FROM orders ORDER BY id`},
+		{"stock", `SELECT id::text, stock::text, '', '' FROM products ORDER BY id`},
+		{"emails", `SELECT kind, recipient, subject, transport FROM emails ORDER BY kind, recipient, subject`},
+		{"units held", `SELECT order_id::text, lines::text, '', '' FROM reservations WHERE status = 'reserved' ORDER BY order_id`},
+	} {
+		a, b := rowsOf(t, ordered, q.sql), rowsOf(t, shuffled, q.sql)
+		if !slices.Equal(a, b) {
+			t.Errorf("%s differ: ordered run %d rows, shuffled run %d rows; first difference: %s",
+				q.what, len(a), len(b), firstDifference(a, b))
+		}
+	}
+	pool := open(t, ordered)
+	pending := testenv.Count(t, pool, `SELECT count(*) FROM orders WHERE status = 'pending'`)
+	statuses := rowsOf(t, ordered, `SELECT status, count(*)::text, '', '' FROM orders GROUP BY status ORDER BY status`)
+	t.Logf("final statuses: %v", statuses)
+	if pending != 0 || len(statuses) != 3 { // cancelled, confirmed, rejected
+		t.Fatalf("final statuses %v: want no pending order and all of cancelled, confirmed, rejected", statuses)
+	}
+}
+
+// writeShop registers users, adds products (one of them sold out), places
+// 1,000 orders and cancels some, through the application's commands.
+func writeShop(t *testing.T, dbURL string) {
+	t.Helper()
+	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 2})
+	testenv.Must(t, err, "open pool")
+	defer pool.Close() // the database is copied next: no connection may stay
+	uow := store.NewUnitOfWork(pool, nil)
+	ctx, now := context.Background(), time.Now()
+	do := func(what string, fn func(ctx context.Context, tx *store.Tx) error) {
+		t.Helper()
+		testenv.Must(t, uow.Do(ctx, fn), what)
+	}
+	users := make([]uuid.UUID, 10)
+	for i := range users {
+		do("register", func(ctx context.Context, tx *store.Tx) error {
+			u, err := app.Register(ctx, tx, app.RegisterUser{Email: fmt.Sprintf("u%d@shop.test", i), Name: "U",
+				PasswordHash: "x", Role: user.RoleCustomer}, now)
+			users[i] = u.ID()
+			return err
+		})
+	}
+	products := make([]uuid.UUID, 21)
+	for i := range products {
+		stock := int64(10_000)
+		if i == 0 {
+			stock = 0 // every order with this product is rejected, whatever the order of events
+		}
+		do("add product", func(ctx context.Context, tx *store.Tx) error {
+			p, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: fmt.Sprintf("P-%d", i), Name: "P", PriceCents: int64(100 + i), Stock: stock}, now)
+			products[i] = p.ID()
+			return err
+		})
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 1000 {
+		actor := app.Actor{UserID: users[i%len(users)], Role: user.RoleCustomer}
+		first := 1 + rng.IntN(len(products)-1)
+		if i%10 == 0 {
+			first = 0
+		}
+		items := []order.Item{{ProductID: products[first], Quantity: 1 + rng.Int64N(3)}}
+		for _, p := range rng.Perm(len(products))[:rng.IntN(3)] {
+			if p != first {
+				items = append(items, order.Item{ProductID: products[p], Quantity: 1 + rng.Int64N(3)})
+			}
+		}
+		var id uuid.UUID
+		do("place order", func(ctx context.Context, tx *store.Tx) error {
+			o, err := app.PlaceOrder(ctx, tx, actor, items, now)
+			if err == nil {
+				id = o.ID()
+			}
+			return err
+		})
+		if i%7 == 3 {
+			do("cancel order", func(ctx context.Context, tx *store.Tx) error {
+				_, err := app.CancelOrder(ctx, tx, actor, id, now)
+				return err
+			})
+		}
+	}
+}
+
+type delivery struct {
+	group *consumer.Group
+	env   outbox.Envelope
+}
+
+// deliver runs the consumer groups over the outbox until it is empty and
+// nothing is held back: each event goes copies times to each group that is
+// bound to its type, in the order pick chooses. It returns the number of
+// deliveries and fails t unless each (group, event) was applied exactly once.
+func deliver(t *testing.T, dbURL string, pick func([]delivery) (now, later []delivery), copies int) int {
+	t.Helper()
+	pool := open(t, dbURL)
+	uow := store.NewUnitOfWork(pool, nil)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	byKey := map[string][]*consumer.Group{}
+	for _, g := range outbox.Groups() {
+		var handlers map[string]consumer.Handler
+		switch g.Name {
+		case "orders":
+			handlers = orders.Handlers(time.Now)
+		case "inventory":
+			handlers = inventory.Handlers(time.Now)
+		case "emails":
+			handlers = emails.Handlers(emails.LogMailer{Log: quiet})
+		default:
+			continue
+		}
+		c, err := consumer.New(consumer.Config{Group: g, Handlers: handlers, AMQPURL: "amqp://unused/",
+			UnitOfWork: uow, Logger: quiet})
+		testenv.Must(t, err, "consumer group")
+		for _, k := range g.Keys {
+			byKey[k] = append(byKey[k], c)
+		}
+	}
+	type key struct {
+		g  *consumer.Group
+		id uuid.UUID
+	}
+	applied := map[key]int{}
+	var pending []delivery
+	total := 0
+	for {
+		for _, env := range takeOutbox(t, pool) {
+			for _, g := range byKey[env.Type] {
+				for range copies {
+					pending = append(pending, delivery{g, env})
+				}
+			}
+		}
+		if len(pending) == 0 {
+			break
+		}
+		var now []delivery
+		now, pending = pick(pending)
+		pending = slices.Clone(pending)
+		for _, d := range now {
+			ok, err := d.group.Apply(context.Background(), d.env)
+			testenv.Must(t, err, "apply "+d.env.Type)
+			if ok {
+				applied[key{d.group, d.env.ID}]++
+			}
+			total++
+		}
+	}
+	for k, n := range applied {
+		if n != 1 {
+			t.Errorf("event %s applied %d times by one group", k.id, n)
+		}
+	}
+	return total
+}
+
+// takeOutbox removes and returns every outbox row, in commit order.
+func takeOutbox(t *testing.T, pool *pgxpool.Pool) []outbox.Envelope {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `DELETE FROM outbox WHERE id IN (SELECT id FROM outbox) RETURNING id, payload::text`)
+	testenv.Must(t, err, "take outbox")
+	type row struct {
+		id      int64
+		payload string
+	}
+	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+		var x row
+		return x, r.Scan(&x.id, &x.payload)
+	})
+	testenv.Must(t, err, "take outbox")
+	slices.SortFunc(list, func(a, b row) int { return int(a.id - b.id) })
+	out := make([]outbox.Envelope, len(list))
+	for i, x := range list {
+		testenv.Must(t, json.Unmarshal([]byte(x.payload), &out[i]), "decode outbox row")
+	}
+	return out
+}
+
+func open(t *testing.T, dbURL string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 4})
+	testenv.Must(t, err, "open pool")
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// copyDatabase creates a copy of the database at dbURL (which must have no
+// open connections) and returns its URL; it is dropped when t ends.
+func copyDatabase(t *testing.T, dbURL string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	testenv.Must(t, err, "parse database url")
+	src := u.Path[1:]
+	dst := src + "_copy"
+	conn, err := pgx.Connect(context.Background(), testenv.ServerURL())
+	testenv.Must(t, err, "connect")
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(context.Background(), fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`,
+		pgx.Identifier{dst}.Sanitize(), pgx.Identifier{src}.Sanitize()))
+	testenv.Must(t, err, "copy database")
+	u.Path = "/" + dst
+	t.Cleanup(func() {
+		if err := store.DropDatabase(context.Background(), u.String()); err != nil {
+			t.Errorf("drop copy: %v", err)
+		}
+	})
+	return u.String()
+}
+
+func rowsOf(t *testing.T, dbURL, sql string) []string {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	testenv.Must(t, err, "connect")
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(context.Background(), sql)
+	testenv.Must(t, err, sql)
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+		var a, b, c, d string
+		err := r.Scan(&a, &b, &c, &d)
+		return a + "|" + b + "|" + c + "|" + d, err
+	})
+	testenv.Must(t, err, sql)
+	return out
+}
+
+func firstDifference(a, b []string) string {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return fmt.Sprintf("%q vs %q", a[i], b[i])
+		}
+	}
+	return "one is a prefix of the other"
+}
