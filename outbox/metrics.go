@@ -16,6 +16,8 @@ type Metrics struct {
 	Pending      *prometheus.GaugeVec
 	OldestAge    *prometheus.GaugeVec
 	CommitToSend prometheus.Histogram
+	Vacuums      prometheus.Counter
+	VacuumTime   prometheus.Histogram
 }
 
 // NewMetrics creates the relay's metrics and registers them with reg (none
@@ -37,6 +39,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "shop_relay_lag_seconds", Help: "Time from an event's transaction to its confirmed publish.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
+		Vacuums: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shop_outbox_vacuums_total", Help: "VACUUMs of the outbox run by the relay.",
+		}),
+		VacuumTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "shop_outbox_vacuum_seconds", Help: "Time a VACUUM of the outbox took.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
 		Failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shop_relay_failures_total", Help: "Rounds or rows that failed: round (RabbitMQ or Postgres error), nacked, unroutable.",
 		}, []string{"reason"}),
@@ -48,7 +57,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"partition"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Published, m.BatchSize, m.PublishTime, m.CommitToSend, m.Failures, m.Pending, m.OldestAge)
+		reg.MustRegister(m.Published, m.BatchSize, m.PublishTime, m.CommitToSend, m.Failures, m.Pending, m.OldestAge, m.Vacuums, m.VacuumTime)
 	}
 	return m
 }

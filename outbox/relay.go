@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -46,6 +47,11 @@ type RelayConfig struct {
 	// batch not confirmed in time is rolled back and published again.
 	// Default 10s.
 	ConfirmTimeout time.Duration
+	// VacuumAfter is how many rows this replica deletes before it vacuums
+	// the outbox itself (checked every second), so that dead rows never pile
+	// up between autovacuum's visits (once a minute by default) and the
+	// table stays small under sustained load. Default 5,000; -1 never.
+	VacuumAfter int
 	// MinBackoff and MaxBackoff bound the delay before retrying after
 	// RabbitMQ or Postgres failed, or a row could not be published.
 	// Defaults 100ms and 5s.
@@ -76,6 +82,9 @@ func (c *RelayConfig) Validate() error {
 	if c.Workers == 0 {
 		c.Workers = 4
 	}
+	if c.VacuumAfter == 0 {
+		c.VacuumAfter = 5000
+	}
 	def(&c.PollInterval, time.Second)
 	def(&c.ConfirmTimeout, 10*time.Second)
 	def(&c.MinBackoff, 100*time.Millisecond)
@@ -97,9 +106,10 @@ func (c *RelayConfig) Validate() error {
 // once. Delivery is at least once: a crash between the confirms and the
 // commit publishes that batch again.
 type Relay struct {
-	cfg    RelayConfig
-	broker *broker
-	sched  *scheduler
+	cfg     RelayConfig
+	broker  *broker
+	sched   *scheduler
+	deleted atomic.Int64 // rows deleted since the last vacuum
 }
 
 // NewRelay returns a relay for cfg.
@@ -121,7 +131,7 @@ func (r *Relay) Connected() bool { return r.broker.connected() }
 // nil. RabbitMQ or Postgres being down is not an error: it retries.
 func (r *Relay) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	loops := []func(context.Context){r.listen, r.poll, r.observe}
+	loops := []func(context.Context){r.listen, r.poll, r.observe, r.vacuum}
 	for range r.cfg.Workers {
 		loops = append(loops, r.work)
 	}
@@ -208,6 +218,58 @@ func (r *Relay) observe(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// vacuum vacuums the outbox whenever this replica deleted VacuumAfter rows
+// since the last time. Replicas take turns through a session advisory lock,
+// so two never queue up VACUUMs of the same table.
+func (r *Relay) vacuum(ctx context.Context) {
+	if r.cfg.VacuumAfter < 0 {
+		return
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n := r.deleted.Load()
+		if n < int64(r.cfg.VacuumAfter) {
+			continue
+		}
+		start := time.Now()
+		done, err := r.vacuumOnce(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			r.cfg.Logger.Warn("outbox vacuum failed; autovacuum remains", "error", err.Error())
+		case done:
+			r.deleted.Add(-n)
+			r.cfg.Metrics.Vacuums.Inc()
+			r.cfg.Metrics.VacuumTime.Observe(time.Since(start).Seconds())
+		}
+	}
+}
+
+func (r *Relay) vacuumOnce(ctx context.Context) (bool, error) {
+	conn, err := r.cfg.Pool.Acquire(ctx)
+	if err != nil {
+		return false, fmt.Errorf("acquire connection: %w", err)
+	}
+	defer conn.Release()
+	var locked bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, -1)`, lockClass).Scan(&locked); err != nil {
+		return false, fmt.Errorf("vacuum lock: %w", err)
+	}
+	if !locked {
+		return false, nil // another replica is vacuuming
+	}
+	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, -1)`, lockClass) }()
+	if _, err := conn.Exec(ctx, `VACUUM outbox`); err != nil {
+		return false, fmt.Errorf("vacuum outbox: %w", err)
+	}
+	return true, nil
 }
 
 // work relays the partitions the scheduler hands it, one round at a time,
@@ -357,6 +419,7 @@ func (r *Relay) round(ctx context.Context, ch *amqp.Channel, returns <-chan amqp
 		if err := conn.SendBatch(ctx, done).Close(); err != nil {
 			return roundResult{}, fmt.Errorf("delete published rows: %w", err)
 		}
+		r.deleted.Add(int64(sent))
 	}
 	r.cfg.Metrics.published(p, batch[:sent], time.Since(start))
 	res := roundResult{full: len(batch) == r.cfg.BatchSize}

@@ -43,11 +43,13 @@ export SHOP_ENV=${SHOP_ENV:-dev}
 ./bin/shop migrate
 
 # `shop run` (api + relay + every consumer in one process) once it exists; until then the
-# processes that exist, side by side: the relay in the background, the API in front.
+# processes that exist, side by side: the relay and the consumers in the background (each
+# with its own metrics port), the API in front.
 help=$(./bin/shop help 2>&1 || true)
 if grep -qE '^[[:space:]]*(shop[[:space:]]+)?run([[:space:]]|$)' <<<"$help"; then
   exec ./bin/shop run
 fi
-./bin/shop relay & relay=$!
-trap 'kill -TERM $relay 2>/dev/null; wait $relay' EXIT INT TERM
+METRICS_ADDR=${RELAY_METRICS_ADDR:-127.0.0.1:9090} ./bin/shop relay & relay=$!
+METRICS_ADDR=${CONSUMER_METRICS_ADDR:-127.0.0.1:9091} ./bin/shop consume orders inventory emails & consumers=$!
+trap 'kill -TERM $relay $consumers 2>/dev/null; wait $relay $consumers' EXIT INT TERM
 ./bin/shop api

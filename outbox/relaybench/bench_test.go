@@ -172,6 +172,24 @@ func benchLoad(b *testing.B, c contender, cfg config, res *result, paced bool) {
 	}
 
 	rec := newRecorder(expect)
+	// The backlog every 5 s shows whether the relay keeps up (it stays
+	// level) or falls behind (it grows).
+	var samples []int64
+	sampling, stopSampling := context.WithCancel(ctx)
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(5 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-sampling.Done():
+				return
+			case <-tick.C:
+				samples = append(samples, max(0, rec.count()-(s.count()-1)))
+			}
+		}
+	}()
 	cpu0 := snapCPU()
 	b.ResetTimer()
 	t0 := time.Now()
@@ -179,6 +197,8 @@ func benchLoad(b *testing.B, c contender, cfg config, res *result, paced bool) {
 		b.Errorf("writer: %v", err)
 	}
 	end := time.Now()
+	stopSampling()
+	<-sampled
 	b.StopTimer()
 	cpu := snapCPU().since(cpu0)
 	elapsed := end.Sub(t0).Seconds()
@@ -215,8 +235,8 @@ func benchLoad(b *testing.B, c contender, cfg config, res *result, paced bool) {
 	if !caughtUp {
 		note = fmt.Sprintf("; %d events still missing %s after the writers stopped", missing, cfg.grace)
 	}
-	b.Logf("%s: %s %.1fs, %d writers: committed %d (%.0f/s), received %d (%.0f/s), backlog %d; commit→arrival p50 %s%s, p99 %s%s (duplicates %d)%s [%s]",
-		c.name, what, elapsed, cfg.writers, committed, lr.committed, received, lr.received, backlog,
+	b.Logf("%s: %s %.1fs, %d writers: committed %d (%.0f/s), received %d (%.0f/s), backlog %d (every 5 s: %v); commit→arrival p50 %s%s, p99 %s%s (duplicates %d)%s [%s]",
+		c.name, what, elapsed, cfg.writers, committed, lr.committed, received, lr.received, backlog, samples,
 		atLeast(lr.p50Lower), fmtMS(lr.p50), atLeast(lr.p99Lower), fmtMS(lr.p99), s.dups.Load(), note, cpu)
 	res.set(func(r *result) {
 		if paced {

@@ -25,6 +25,7 @@
 //	RELAYBENCH_WRITERS        writer goroutines, one event per transaction (8)
 //	RELAYBENCH_GRACE          after a load or paced phase, how long to wait
 //	                          for the stragglers before computing latencies (30s)
+//	RELAYBENCH_VACUUM_AFTER   our relay's VacuumAfter (default 5000; -1 off)
 //	RELAYBENCH_BATCH, RELAYBENCH_WORKERS
 //	                          override our relay's BatchSize and Workers
 //	                          (default: RelayConfig's defaults)

@@ -34,6 +34,7 @@ type config struct {
 	grace        time.Duration
 	batchSize    int
 	workers      int
+	vacuumAfter  int
 }
 
 func loadConfig(b *testing.B) config {
@@ -48,6 +49,7 @@ func loadConfig(b *testing.B) config {
 		grace:        envDuration(b, "RELAYBENCH_GRACE", 30*time.Second),
 		batchSize:    envInt(b, "RELAYBENCH_BATCH", 0),
 		workers:      envInt(b, "RELAYBENCH_WORKERS", 0),
+		vacuumAfter:  envInt(b, "RELAYBENCH_VACUUM_AFTER", 0),
 	}
 	if c.backlog < 1 || c.writers < 1 || c.rate <= 0 || c.load <= 0 || c.paced <= 0 {
 		b.Fatalf("relaybench: backlog, writers, rate and durations must be positive: %+v", c)

@@ -100,11 +100,12 @@ func (o *ours) start(ctx context.Context) (func(), error) {
 		}
 		pools = append(pools, pool)
 		relay, err := outbox.NewRelay(outbox.RelayConfig{
-			Pool:      pool,
-			AMQPURL:   o.amqpURL,
-			Logger:    logger,
-			BatchSize: o.cfg.batchSize,
-			Workers:   o.cfg.workers,
+			Pool:        pool,
+			AMQPURL:     o.amqpURL,
+			Logger:      logger,
+			BatchSize:   o.cfg.batchSize,
+			Workers:     o.cfg.workers,
+			VacuumAfter: o.cfg.vacuumAfter,
 		})
 		if err != nil {
 			stop()
