@@ -314,3 +314,53 @@ func TestRelayWakesOnNotificationsWithoutPolling(t *testing.T) {
 	// With polling an hour away, only the notifications can bring these.
 	testenv.CheckOrder(t, s.WaitFor(t, committed(t, pool), 10*time.Second))
 }
+
+// TestRelayVacuumsTheOutbox checks that the relay vacuums the outbox itself
+// once it deleted VacuumAfter rows, and not before.
+func TestRelayVacuumsTheOutbox(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		vacuumAfter int
+		wantVacuums bool
+	}{
+		{"after 200 deleted rows", 200, true},
+		{"never when turned off", -1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
+			pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 8})
+			testenv.Must(t, err, "pool")
+			t.Cleanup(pool.Close)
+			// Autovacuum off for the table, so that any vacuum is the relay's.
+			_, err = pool.Exec(context.Background(), `ALTER TABLE outbox SET (autovacuum_enabled = false)`)
+			testenv.Must(t, err, "disable autovacuum")
+			s := testenv.NewSink(t, amqpURL)
+			metrics := outbox.NewMetrics(nil)
+			startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) { c.VacuumAfter = tt.vacuumAfter; c.Metrics = metrics })
+			recordCommits(t, pool)
+			products := addProducts(t, pool, 10)
+			testenv.Must(t, restock(pool, products, 500, 4), "commands")
+			s.WaitFor(t, committed(t, pool), time.Minute)
+
+			vacuums := func() int {
+				return testenv.Count(t, pool, `SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox'`)
+			}
+			if !tt.wantVacuums {
+				time.Sleep(1500 * time.Millisecond) // more than the relay's check interval
+				if n := vacuums(); n != 0 || testutil.ToFloat64(metrics.Vacuums) != 0 {
+					t.Fatalf("%d vacuums of the outbox (metric %v), want none", n, testutil.ToFloat64(metrics.Vacuums))
+				}
+				return
+			}
+			testenv.Eventually(t, 10*time.Second, func() error {
+				if n := vacuums(); n == 0 || testutil.ToFloat64(metrics.Vacuums) == 0 {
+					return fmt.Errorf("%d vacuums of the outbox (metric %v), want some", n, testutil.ToFloat64(metrics.Vacuums))
+				}
+				return nil
+			})
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/domain/order"
@@ -386,4 +388,63 @@ func TestConsumersKilledMidStreamConverge(t *testing.T) {
 	t.Logf("%d consumer processes SIGKILLed", kills)
 	s.waitQuiet(t, 90*time.Second, groups...)
 	s.checkConverged(t, initial, groups...)
+}
+
+// TestDeadListAndReplayCommands: a malformed message ends in the dead queue
+// of a consumer process, which goes on; `shop dead list` shows it with its
+// reason, `shop dead replay` moves it back (it fails again: still malformed).
+func TestDeadListAndReplayCommands(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t)
+	startProcess(t, s.env, "consume", "inventory")
+	conn, err := amqp.Dial(s.env["AMQP_URL"])
+	testenv.Must(t, err, "dial")
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	testenv.Must(t, err, "channel")
+	testenv.Must(t, outbox.Declare(ch), "declare")
+	err = ch.PublishWithContext(context.Background(), "", "shop.inventory", true, false, amqp.Publishing{
+		MessageId: "poison-1", Type: "order.placed", Body: []byte("not an envelope")})
+	testenv.Must(t, err, "publish")
+
+	list := func() string {
+		out, stderr, code := shop(t, s.env, "dead", "list", "inventory")
+		if code != 0 {
+			t.Fatalf("shop dead list: exit %d: %s", code, stderr)
+		}
+		return out
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if out := list(); !strings.Contains(out, "poison-1\torder.placed") || !strings.Contains(out, "decode envelope") {
+			return fmt.Errorf("shop dead list printed %q", out)
+		}
+		return nil
+	})
+	// The process goes on: a real order is still served.
+	buyer := s.register(t, "after-poison@shop.test")
+	p := s.product(t, "AFTER", 3)
+	startProcess(t, s.env, "relay")
+	startProcess(t, s.env, "consume", "orders")
+	id := s.mustPlace(t, buyer, order.Item{ProductID: p, Quantity: 1})
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if st := s.status(t, id); st != "confirmed" {
+			return fmt.Errorf("order after the poison is %s", st)
+		}
+		return nil
+	})
+
+	out, stderr, code := shop(t, s.env, "dead", "replay", "inventory")
+	if code != 0 || !strings.Contains(out, "replayed 1 message") {
+		t.Fatalf("shop dead replay: exit %d, %q, %s", code, out, stderr)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		out := list()
+		if !strings.Contains(out, "poison-1") || !strings.Contains(out, "1 dead message(s)") {
+			return fmt.Errorf("after replay, shop dead list printed %q; want the message dead again, once", out)
+		}
+		return nil
+	})
+	if _, _, code := shop(t, s.env, "dead", "list", "nosuchgroup"); code != 2 {
+		t.Errorf("shop dead list nosuchgroup: exit %d, want 2", code)
+	}
 }

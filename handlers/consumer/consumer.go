@@ -251,6 +251,12 @@ func (topology) ExchangeDeclare(ch *amqp.Channel, _ string, _ wamqp.Config) erro
 	return outbox.Declare(ch)
 }
 
+// ErrUnavailable is what a handler wraps when a dependency other than
+// Postgres is down (an SMTP server): like Postgres being down, the delivery
+// waits and tries again, without counting retries, instead of going to the
+// dead queue.
+var ErrUnavailable = errors.New("dependency unavailable")
+
 var (
 	// errPermanent marks failures that retrying cannot fix.
 	errPermanent = errors.New("permanent failure")
@@ -315,8 +321,10 @@ func (g *Group) Apply(ctx context.Context, env outbox.Envelope) (bool, error) {
 }
 
 // apply runs the handler and the inbox claim in one transaction. While
-// Postgres is unreachable it waits, without counting retries: no message
-// could be applied, and sending them all to the dead queue would not help.
+// Postgres (or another dependency, ErrUnavailable) is unreachable it waits
+// between attempts, outside any transaction, without counting retries: no
+// message could be applied, and sending them all to the dead queue would not
+// help.
 func (g *Group) apply(ctx context.Context, log *slog.Logger, h Handler, env outbox.Envelope) (bool, error) {
 	// A transaction under way finishes even when the process is stopping.
 	work := context.WithoutCancel(ctx)
@@ -333,11 +341,11 @@ func (g *Group) apply(ctx context.Context, log *slog.Logger, h Handler, env outb
 			applied = true
 			return h(ctx, tx, env)
 		})
-		if !errors.Is(err, store.ErrUnavailable) {
+		if !errors.Is(err, store.ErrUnavailable) && !errors.Is(err, ErrUnavailable) {
 			return applied && err == nil, err
 		}
 		wait := g.backoff(attempt)
-		log.Warn("postgres unavailable; waiting", "error", err.Error(), "retry_in", wait)
+		log.Warn("dependency unavailable; waiting", "error", err.Error(), "retry_in", wait)
 		sleep(ctx, wait)
 	}
 }

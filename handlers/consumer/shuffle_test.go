@@ -209,7 +209,7 @@ func deliver(t *testing.T, dbURL string, pick func([]delivery) (now, later []del
 }
 
 // takeOutbox removes and returns every outbox row, in commit order.
-func takeOutbox(t *testing.T, pool *pgxpool.Pool) []outbox.Envelope {
+func takeOutbox(t testing.TB, pool *pgxpool.Pool) []outbox.Envelope {
 	t.Helper()
 	rows, err := pool.Query(context.Background(), `DELETE FROM outbox WHERE id IN (SELECT id FROM outbox) RETURNING id, payload::text`)
 	testenv.Must(t, err, "take outbox")

@@ -19,6 +19,7 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
+	"github.com/wneessen/go-mail"
 
 	"github.com/shopdev/shop/domain"
 	"github.com/shopdev/shop/domain/order"
@@ -97,11 +98,14 @@ func (h handlers) send(ctx context.Context, tx *store.Tx, e outbox.Envelope, ema
 	err := h.mailer.Send(ctx, Message{
 		ID: fmt.Sprintf("%s.%s@shop", e.ID, email.Kind), To: email.Recipient, Subject: email.Subject, Body: email.Body,
 	})
-	if errors.Is(err, errBadRecipient) {
-		return fmt.Errorf("%w: %w", domain.ErrInvalid, err)
-	}
-	if err != nil {
-		return fmt.Errorf("send %s email: %w", email.Kind, err)
+	var sendErr *mail.SendError
+	switch {
+	case errors.Is(err, errBadRecipient), errors.As(err, &sendErr) && !sendErr.IsTemp():
+		// The server refused it for good (5xx): the dead queue.
+		return fmt.Errorf("send %s email: %w: %w", email.Kind, domain.ErrInvalid, err)
+	case err != nil:
+		// Unreachable or a temporary (4xx) refusal: wait and try again.
+		return fmt.Errorf("send %s email: %w: %w", email.Kind, consumer.ErrUnavailable, err)
 	}
 	tx.Emails.Add(email)
 	return nil

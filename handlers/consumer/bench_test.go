@@ -1,0 +1,212 @@
+package consumer_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/shopdev/shop/app"
+	"github.com/shopdev/shop/domain/order"
+	"github.com/shopdev/shop/domain/user"
+	"github.com/shopdev/shop/handlers/consumer"
+	"github.com/shopdev/shop/handlers/emails"
+	"github.com/shopdev/shop/handlers/inventory"
+	"github.com/shopdev/shop/handlers/orders"
+	"github.com/shopdev/shop/internal/testenv"
+	"github.com/shopdev/shop/outbox"
+	"github.com/shopdev/shop/store"
+)
+
+// BenchmarkGroups measures how many events per second each consumer group
+// applies with 1 and 2 replicas: a backlog of CONSUMERBENCH_EVENTS (default
+// 5,000) events of the group is put in its queue (untimed), then the
+// replicas start, each with its own pool and CONSUMER_CONCURRENCY (4)
+// deliveries at once, and the clock runs until the inbox holds every event.
+//
+//	go test -run '^$' -bench Groups -benchtime 1x ./handlers/consumer/
+func BenchmarkGroups(b *testing.B) {
+	n := 5000
+	if v, err := strconv.Atoi(os.Getenv("CONSUMERBENCH_EVENTS")); err == nil && v > 0 {
+		n = v
+	}
+	for _, name := range []string{"inventory", "orders", "emails"} {
+		for _, replicas := range []int{1, 2} {
+			b.Run(fmt.Sprintf("%s/%d-replicas", name, replicas), func(b *testing.B) {
+				for range b.N {
+					benchGroup(b, name, replicas, n)
+				}
+			})
+		}
+	}
+}
+
+func benchGroup(b *testing.B, name string, replicas, n int) {
+	b.StopTimer()
+	dbURL, amqpURL := testenv.DatabaseURL(b), testenv.AMQPURL(b)
+	g := groupNamed(name)
+	events := eventsFor(b, dbURL, name, n)
+
+	conn, err := amqp.Dial(amqpURL)
+	testenv.Must(b, err, "dial")
+	defer conn.Close()
+	ch, err := conn.Channel()
+	testenv.Must(b, err, "channel")
+	testenv.Must(b, outbox.Declare(ch), "declare")
+	testenv.Must(b, ch.Confirm(false), "confirm mode")
+	confirms := make([]*amqp.DeferredConfirmation, len(events))
+	for i, e := range events {
+		body, err := json.Marshal(e)
+		testenv.Must(b, err, "encode")
+		confirms[i], err = ch.PublishWithDeferredConfirmWithContext(context.Background(), "", g.Queue(), true, false, amqp.Publishing{
+			ContentType: "application/json", DeliveryMode: amqp.Persistent, MessageId: e.ID.String(), Type: e.Type, Body: body,
+		})
+		testenv.Must(b, err, "publish")
+	}
+	for _, c := range confirms {
+		if !c.Wait() {
+			b.Fatal("backlog not confirmed")
+		}
+	}
+	if len(events) != n {
+		b.Fatalf("%d events prepared, want %d", len(events), n)
+	}
+
+	check, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 1})
+	testenv.Must(b, err, "pool")
+	defer check.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, replicas)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b.StartTimer()
+	start := time.Now()
+	for range replicas {
+		pool, err := store.Open(ctx, store.Config{DatabaseURL: dbURL, MaxConns: 6})
+		testenv.Must(b, err, "pool")
+		defer pool.Close()
+		c, err := consumer.New(consumer.Config{Group: g, Handlers: handlersOf(name, quiet), AMQPURL: amqpURL,
+			UnitOfWork: store.NewUnitOfWork(pool, nil), Logger: quiet})
+		testenv.Must(b, err, "group")
+		go func() { _ = c.Run(ctx); done <- struct{}{} }()
+	}
+	for {
+		if testenv.Count(b, check, `SELECT count(*) FROM inbox WHERE consumer = $1`, name) >= n {
+			break
+		}
+		if time.Since(start) > 5*time.Minute {
+			b.Fatalf("%s: not done within 5 minutes", name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	took := time.Since(start)
+	b.StopTimer()
+	cancel()
+	for range replicas {
+		<-done
+	}
+	b.ReportMetric(float64(n)/took.Seconds(), "events/s")
+	b.ReportMetric(0, "ns/op")
+	b.Logf("%s, %d replica(s): %d events in %s = %.0f events/s", name, replicas, n, took.Round(time.Millisecond), float64(n)/took.Seconds())
+}
+
+func groupNamed(name string) outbox.Group {
+	for _, g := range outbox.Groups() {
+		if g.Name == name {
+			return g
+		}
+	}
+	panic("no group " + name)
+}
+
+func handlersOf(name string, log *slog.Logger) map[string]consumer.Handler {
+	switch name {
+	case "inventory":
+		return inventory.Handlers(time.Now)
+	case "orders":
+		return orders.Handlers(time.Now)
+	default:
+		return emails.Handlers(emails.LogMailer{Log: log})
+	}
+}
+
+// eventsFor writes what n events of the group need into the database and
+// returns the events: n order.placed for inventory (one line of one of 50
+// products with ample stock), n stock.reserved for orders (inventory applied
+// in-process first), n user.registered for emails.
+func eventsFor(b *testing.B, dbURL, name string, n int) []outbox.Envelope {
+	b.Helper()
+	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 4})
+	testenv.Must(b, err, "pool")
+	defer pool.Close()
+	uow := store.NewUnitOfWork(pool, nil)
+	ctx, now := context.Background(), time.Now()
+	if name == "emails" {
+		for i := range n {
+			testenv.Must(b, uow.Do(ctx, func(ctx context.Context, tx *store.Tx) error {
+				_, err := app.Register(ctx, tx, app.RegisterUser{Email: fmt.Sprintf("b%d@shop.test", i), Name: "B",
+					PasswordHash: "x", Role: user.RoleCustomer}, now)
+				return err
+			}), "register")
+		}
+		return takeOf(b, pool, "user.registered")
+	}
+	var buyer uuid.UUID
+	testenv.Must(b, uow.Do(ctx, func(ctx context.Context, tx *store.Tx) error {
+		u, err := app.Register(ctx, tx, app.RegisterUser{Email: "buyer@shop.test", Name: "B", PasswordHash: "x", Role: user.RoleCustomer}, now)
+		if err == nil {
+			buyer = u.ID()
+		}
+		return err
+	}), "register")
+	products := make([]uuid.UUID, 50)
+	for i := range products {
+		testenv.Must(b, uow.Do(ctx, func(ctx context.Context, tx *store.Tx) error {
+			p, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: fmt.Sprintf("B-%d", i), Name: "B", PriceCents: 100, Stock: 1_000_000}, now)
+			if err == nil {
+				products[i] = p.ID()
+			}
+			return err
+		}), "add product")
+	}
+	for i := range n {
+		testenv.Must(b, uow.Do(ctx, func(ctx context.Context, tx *store.Tx) error {
+			_, err := app.PlaceOrder(ctx, tx, app.Actor{UserID: buyer, Role: user.RoleCustomer},
+				[]order.Item{{ProductID: products[i%len(products)], Quantity: 1}}, now)
+			return err
+		}), "place order")
+	}
+	placed := takeOf(b, pool, "order.placed")
+	if name == "inventory" {
+		return placed
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	inv, err := consumer.New(consumer.Config{Group: groupNamed("inventory"), Handlers: inventory.Handlers(time.Now),
+		AMQPURL: "amqp://unused/", UnitOfWork: uow, Logger: quiet})
+	testenv.Must(b, err, "inventory")
+	for _, e := range placed {
+		_, err := inv.Apply(ctx, e)
+		testenv.Must(b, err, "reserve")
+	}
+	return takeOf(b, pool, "stock.reserved")
+}
+
+// takeOf empties the outbox and returns its events of one type.
+func takeOf(b *testing.B, pool *pgxpool.Pool, typ string) []outbox.Envelope {
+	b.Helper()
+	var out []outbox.Envelope
+	for _, e := range takeOutbox(b, pool) {
+		if e.Type == typ {
+			out = append(out, e)
+		}
+	}
+	return out
+}
