@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,8 +31,10 @@ import (
 // BenchmarkGroups measures how many events per second each consumer group
 // applies with 1 and 2 replicas: a backlog of CONSUMERBENCH_EVENTS (default
 // 5,000) events of the group is put in its queue (untimed), then the
-// replicas start, each with its own pool and CONSUMER_CONCURRENCY (4)
-// deliveries at once, and the clock runs until the inbox holds every event.
+// replicas start, each with its own pool and CONSUMERBENCH_CONCURRENCY
+// (default 4, as CONSUMER_CONCURRENCY) deliveries at once, and the clock
+// runs until the inbox holds every event. CONSUMERBENCH_GROUPS picks groups
+// (default "inventory,orders,emails").
 //
 //	go test -run '^$' -bench Groups -benchtime 1x ./handlers/consumer/
 func BenchmarkGroups(b *testing.B) {
@@ -39,18 +42,26 @@ func BenchmarkGroups(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("CONSUMERBENCH_EVENTS")); err == nil && v > 0 {
 		n = v
 	}
-	for _, name := range []string{"inventory", "orders", "emails"} {
+	concurrency := 4
+	if v, err := strconv.Atoi(os.Getenv("CONSUMERBENCH_CONCURRENCY")); err == nil && v > 0 {
+		concurrency = v
+	}
+	names := []string{"inventory", "orders", "emails"}
+	if v := os.Getenv("CONSUMERBENCH_GROUPS"); v != "" {
+		names = strings.Split(v, ",")
+	}
+	for _, name := range names {
 		for _, replicas := range []int{1, 2} {
 			b.Run(fmt.Sprintf("%s/%d-replicas", name, replicas), func(b *testing.B) {
 				for range b.N {
-					benchGroup(b, name, replicas, n)
+					benchGroup(b, name, replicas, n, concurrency)
 				}
 			})
 		}
 	}
 }
 
-func benchGroup(b *testing.B, name string, replicas, n int) {
+func benchGroup(b *testing.B, name string, replicas, n, concurrency int) {
 	b.StopTimer()
 	dbURL, amqpURL := testenv.DatabaseURL(b), testenv.AMQPURL(b)
 	g := groupNamed(name)
@@ -90,11 +101,11 @@ func benchGroup(b *testing.B, name string, replicas, n int) {
 	b.StartTimer()
 	start := time.Now()
 	for range replicas {
-		pool, err := store.Open(ctx, store.Config{DatabaseURL: dbURL, MaxConns: 6})
+		pool, err := store.Open(ctx, store.Config{DatabaseURL: dbURL, MaxConns: int32(concurrency) + 2})
 		testenv.Must(b, err, "pool")
 		defer pool.Close()
 		c, err := consumer.New(consumer.Config{Group: g, Handlers: handlersOf(name, quiet), AMQPURL: amqpURL,
-			UnitOfWork: store.NewUnitOfWork(pool, nil), Logger: quiet})
+			UnitOfWork: store.NewUnitOfWork(pool, nil), Logger: quiet, Concurrency: concurrency})
 		testenv.Must(b, err, "group")
 		go func() { _ = c.Run(ctx); done <- struct{}{} }()
 	}
@@ -115,7 +126,8 @@ func benchGroup(b *testing.B, name string, replicas, n int) {
 	}
 	b.ReportMetric(float64(n)/took.Seconds(), "events/s")
 	b.ReportMetric(0, "ns/op")
-	b.Logf("%s, %d replica(s): %d events in %s = %.0f events/s", name, replicas, n, took.Round(time.Millisecond), float64(n)/took.Seconds())
+	b.Logf("%s, %d replica(s) × concurrency %d: %d events in %s = %.0f events/s",
+		name, replicas, concurrency, n, took.Round(time.Millisecond), float64(n)/took.Seconds())
 }
 
 func groupNamed(name string) outbox.Group {
