@@ -84,7 +84,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	} else {
 		c.RelayBatchSize = n
 	}
-	if n, err := strconv.Atoi(get("RELAY_WORKERS", "4")); err != nil || n < 1 || n > 16 {
+	if n, err := strconv.Atoi(get("RELAY_WORKERS", "8")); err != nil || n < 1 || n > 16 {
 		errs = append(errs, fmt.Errorf("RELAY_WORKERS must be an integer from 1 to 16"))
 	} else {
 		c.RelayWorkers = n
