@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"net/http"
 	"os/exec"
 	"slices"
 	"strings"
@@ -446,5 +448,42 @@ func TestDeadListAndReplayCommands(t *testing.T) {
 	})
 	if _, _, code := shop(t, s.env, "dead", "list", "nosuchgroup"); code != 2 {
 		t.Errorf("shop dead list nosuchgroup: exit %d, want 2", code)
+	}
+}
+
+// TestConsumeServesOpsAndStopsOnSIGTERM: a consumer process is ready once
+// Postgres and RabbitMQ answer, counts what it applies in /metrics, and
+// exits 0 on SIGTERM.
+func TestConsumeServesOpsAndStopsOnSIGTERM(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t)
+	env := maps.Clone(s.env)
+	env["LOG_LEVEL"] = "info" // startServing reads the "listening" line
+	consumer, addr := startServing(t, env, "consume", "emails")
+	testenv.Eventually(t, 30*time.Second, func() error {
+		res, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz = %d", res.StatusCode)
+		}
+		return nil
+	})
+	startProcess(t, s.env, "relay")
+	s.register(t, "ops@shop.test")
+	s.waitQuiet(t, 30*time.Second, "emails")
+	res, err := http.Get("http://" + addr + "/metrics")
+	testenv.Must(t, err, "GET /metrics")
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if want := `shop_consumer_messages_total{group="emails",outcome="applied",type="user.registered"} 1`; !strings.Contains(string(body), want) {
+		t.Errorf("/metrics lacks %s", want)
+	}
+	stop(t, consumer)
+
+	if _, stderr, code := shop(t, s.env, "consume", "nosuchgroup"); code != 2 || !strings.Contains(stderr, "unknown consumer group") {
+		t.Errorf("consume nosuchgroup: exit %d, %s", code, stderr)
 	}
 }

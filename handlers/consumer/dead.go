@@ -48,8 +48,8 @@ func ListDead(ctx context.Context, url string, g outbox.Group, limit int) ([]Dea
 	return out, nil
 }
 
-// ReplayDead moves up to limit (0: all) messages from the group's dead
-// queue back to its queue, with their id, type and body and without the
+// ReplayDead moves up to limit (0: all) of the messages in the group's dead
+// queue when it starts back to its queue, with their id, type and body and without the
 // failure headers. Each is removed from the dead queue only after RabbitMQ
 // confirmed the copy: a crash in between leaves a message in both, which the
 // inbox makes harmless.
@@ -63,8 +63,17 @@ func ReplayDead(ctx context.Context, url string, g outbox.Group, limit int) (int
 	if err := ch.Confirm(false); err != nil {
 		return 0, fmt.Errorf("confirm mode: %w", err)
 	}
+	// Only the messages dead now: a replayed message that fails again
+	// comes back to the dead queue, and must not be replayed in a loop.
+	q, err := ch.QueueDeclarePassive(g.DeadQueue(), true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+	if err != nil {
+		return 0, fmt.Errorf("inspect %s: %w", g.DeadQueue(), err)
+	}
+	if limit == 0 || limit > q.Messages {
+		limit = q.Messages
+	}
 	n := 0
-	for limit == 0 || n < limit {
+	for n < limit {
 		d, ok, err := ch.Get(g.DeadQueue(), false)
 		if err != nil {
 			return n, fmt.Errorf("read %s: %w", g.DeadQueue(), err)
