@@ -1,0 +1,110 @@
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/shopdev/shop/domain"
+	"github.com/shopdev/shop/domain/order"
+	"github.com/shopdev/shop/domain/product"
+)
+
+// Event is what the projector needs of an event: the envelope's fields.
+type Event struct {
+	Type             string
+	AggregateID      uuid.UUID
+	AggregateVersion int64
+	OccurredAt       time.Time
+	Data             json.RawMessage
+}
+
+// Types lists the event types the projections apply.
+func Types() []string {
+	return []string{product.EventCreated, product.EventUpdated, product.EventStockChanged,
+		order.EventPlaced, order.EventConfirmed, order.EventRejected, order.EventCancelled}
+}
+
+// Apply applies e to the read models. It reports whether anything changed:
+// false for a duplicate or an event older than what the models hold. Data
+// that does not fit the event's type is domain.ErrInvalid.
+func (s *Store) Apply(ctx context.Context, e Event) (bool, error) {
+	switch e.Type {
+	case product.EventCreated:
+		d, err := decode[product.Created](e)
+		if err != nil {
+			return false, err
+		}
+		a, err := s.productCatalog(ctx, e, d.SKU, d.Name, d.PriceCents)
+		if err != nil {
+			return false, err
+		}
+		b, err := s.productStock(ctx, e, d.StockAvailable)
+		return a || b, err
+	case product.EventUpdated:
+		d, err := decode[product.Updated](e)
+		if err != nil {
+			return false, err
+		}
+		return s.productCatalog(ctx, e, d.SKU, d.Name, d.PriceCents)
+	case product.EventStockChanged:
+		d, err := decode[product.StockChanged](e)
+		if err != nil {
+			return false, err
+		}
+		return s.productStock(ctx, e, d.StockAvailable)
+	case order.EventPlaced:
+		d, err := decode[order.Placed](e)
+		if err != nil {
+			return false, err
+		}
+		items, err := json.Marshal(d.Lines)
+		if err != nil {
+			return false, fmt.Errorf("encode items: %w", err)
+		}
+		a, err := s.write(ctx, s.orderKey(e.AggregateID), s.userOrdersKey(d.UserID), groupDetails, e.AggregateVersion,
+			float64(e.OccurredAt.UnixMilli()), e.AggregateID.String(),
+			"id", e.AggregateID.String(), "user_id", d.UserID.String(), "items", string(items),
+			"total_cents", itoa(d.TotalCents), "created_at", formatTime(e.OccurredAt))
+		if err != nil {
+			return false, err
+		}
+		b, err := s.orderStatus(ctx, e, d.Status)
+		return a || b, err
+	case order.EventConfirmed, order.EventRejected, order.EventCancelled:
+		d, err := decode[order.StatusChanged](e)
+		if err != nil {
+			return false, err
+		}
+		return s.orderStatus(ctx, e, d.Status)
+	default:
+		return false, fmt.Errorf("%w: projections do not apply %q", domain.ErrInvalid, e.Type)
+	}
+}
+
+func (s *Store) productCatalog(ctx context.Context, e Event, sku, name string, price int64) (bool, error) {
+	return s.write(ctx, s.productKey(e.AggregateID), s.productsKey(), groupCatalog, e.AggregateVersion,
+		0, e.AggregateID.String(), // the list is ordered by id: UUIDv7, so by creation
+		"id", e.AggregateID.String(), "sku", sku, "name", name, "price_cents", itoa(price))
+}
+
+func (s *Store) productStock(ctx context.Context, e Event, available int64) (bool, error) {
+	return s.write(ctx, s.productKey(e.AggregateID), "", groupStock, e.AggregateVersion, 0, "",
+		"stock_available", itoa(available))
+}
+
+func (s *Store) orderStatus(ctx context.Context, e Event, status order.Status) (bool, error) {
+	return s.write(ctx, s.orderKey(e.AggregateID), "", groupStatus, e.AggregateVersion, 0, "",
+		"status", string(status), "updated_at", formatTime(e.OccurredAt))
+}
+
+func decode[T any](e Event) (T, error) {
+	var v T
+	if err := json.Unmarshal(e.Data, &v); err != nil {
+		return v, fmt.Errorf("%w: decode %s data: %v", domain.ErrInvalid, e.Type, err)
+	}
+	return v, nil
+}

@@ -1,0 +1,123 @@
+// Package projections owns the Redis read models the query endpoints serve:
+// a product by id, the product list, an order by id and a user's orders. It
+// applies events to them and reads them back.
+//
+// Events may arrive twice and in any order (replicas, redeliveries), and
+// some carry only part of a model (stock.changed only the stock, order.
+// confirmed only the status). So each model is a Redis hash whose fields are
+// split into groups, each group with the aggregate version that last wrote
+// it: a product's catalogue (sku, name, price) and its stock; an order's
+// details (user, items, total) and its status. A Lua script applies an
+// event's group only if the event is newer than what the group holds, in one
+// atomic step, so two replicas racing cannot go backwards, and duplicates
+// and shuffled events converge to the latest state. The model's version is
+// the highest of its groups'.
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+)
+
+// Config configures a Store.
+type Config struct {
+	// Client is the Redis client. Required.
+	Client redis.UniversalClient
+	// Prefix starts every key, so that several systems (or tests) share a
+	// Redis. Default "shop:".
+	Prefix string
+}
+
+// Validate fills defaults and checks the configuration.
+func (c *Config) Validate() error {
+	if c.Client == nil {
+		return errors.New("projections: redis client is required")
+	}
+	if c.Prefix == "" {
+		c.Prefix = "shop:"
+	}
+	return nil
+}
+
+// Store reads and writes the read models.
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// New returns a Store for cfg.
+func New(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Store{rdb: cfg.Client, prefix: cfg.Prefix}, nil
+}
+
+// Field groups and their version fields.
+const (
+	groupCatalog = "catalog"
+	groupStock   = "stock"
+	groupDetails = "details"
+	groupStatus  = "status"
+)
+
+func (s *Store) productKey(id uuid.UUID) string { return s.prefix + "product:" + id.String() }
+func (s *Store) productsKey() string            { return s.prefix + "products" }
+func (s *Store) orderKey(id uuid.UUID) string   { return s.prefix + "order:" + id.String() }
+func (s *Store) userOrdersKey(id uuid.UUID) string {
+	return s.prefix + "user-orders:" + id.String()
+}
+
+// ChangesChannel is the Pub/Sub channel on which every applied change is
+// announced as "<model key> <version>", for readers waiting for a version.
+func (s *Store) ChangesChannel() string { return s.prefix + "changes" }
+
+// applyScript writes one field group of a model hash if the event's version
+// is newer than the group's, adds the model to an index (a sorted set) when
+// one is given, raises the model's version, and announces the change.
+//
+//	KEYS[1] model hash, KEYS[2] index (or "" for none)
+//	ARGV[1] group, ARGV[2] version, ARGV[3] index score, ARGV[4] index
+//	member, ARGV[5] changes channel, ARGV[6..] field, value pairs
+//
+// It returns 1 when it wrote, 0 when the group already held that version
+// or a newer one.
+var applyScript = redis.NewScript(`
+local v = tonumber(ARGV[2])
+local gv = tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. '_v') or '0')
+if v <= gv then return 0 end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], ARGV[1] .. '_v', v)
+local top = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if v > top then
+  redis.call('HSET', KEYS[1], 'version', v)
+  top = v
+end
+if KEYS[2] ~= '' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4]) end
+redis.call('PUBLISH', ARGV[5], KEYS[1] .. ' ' .. top)
+return 1
+`)
+
+// write applies one field group; it reports whether the group changed.
+func (s *Store) write(ctx context.Context, key, index, group string, version int64, score float64, member string, fields ...string) (bool, error) {
+	args := make([]any, 0, 5+len(fields))
+	args = append(args, group, version, score, member, s.ChangesChannel())
+	for _, f := range fields {
+		args = append(args, f)
+	}
+	n, err := applyScript.Run(ctx, s.rdb, []string{key, index}, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("apply %s of %s: %w", group, key, err)
+	}
+	return n == 1, nil
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }

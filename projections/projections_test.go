@@ -1,0 +1,274 @@
+package projections_test
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shopdev/shop/domain"
+	"github.com/shopdev/shop/domain/order"
+	"github.com/shopdev/shop/domain/product"
+	"github.com/shopdev/shop/projections"
+)
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// newStore returns a Store on the real Redis under a key prefix of the
+// test's own; its keys are deleted when the test ends.
+func newStore(t *testing.T) *projections.Store {
+	t.Helper()
+	addr := os.Getenv("TEST_REDIS_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:6379"
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	prefix := "shop_test_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12] + ":"
+	t.Cleanup(func() {
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+		_ = rdb.Close()
+	})
+	s, err := projections.New(projections.Config{Client: rdb, Prefix: prefix})
+	if err != nil {
+		t.Fatalf("new store: %v", err)
+	}
+	return s
+}
+
+func asEvents(t *testing.T, events ...domain.Event) []projections.Event {
+	t.Helper()
+	out := make([]projections.Event, len(events))
+	for i, e := range events {
+		data, err := json.Marshal(e.Data)
+		if err != nil {
+			t.Fatalf("encode: %v", err)
+		}
+		out[i] = projections.Event{Type: e.Type, AggregateID: e.AggregateID, AggregateVersion: e.AggregateVersion,
+			OccurredAt: e.OccurredAt, Data: data}
+	}
+	return out
+}
+
+// history returns the events of a product's and an order's lives: the
+// product is created, renamed, restocked, reserved from; the order is
+// placed, confirmed and cancelled.
+func history(t *testing.T) (productID, orderID, userID uuid.UUID, events []projections.Event) {
+	t.Helper()
+	p, err := product.Create(uuid.Must(uuid.NewV7()), "MUG-1", "Mug", 1200, 10, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, price := "Big mug", int64(1500)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(p.Update(&name, nil, t0.Add(time.Second)))
+	must(p.Restock(5, t0.Add(2*time.Second)))
+	must(p.Update(nil, &price, t0.Add(3*time.Second)))
+	userID = uuid.Must(uuid.NewV7())
+	o, err := order.Place(uuid.Must(uuid.NewV7()), userID, []order.Line{{ProductID: p.ID(), SKU: "MUG-1", Name: "Big mug",
+		Quantity: 2, UnitPriceCents: 1500}}, t0.Add(4*time.Second))
+	must(err)
+	must(p.Reserve(o.ID(), 2, t0.Add(5*time.Second)))
+	must(o.Confirm(t0.Add(6 * time.Second)))
+	must(o.Cancel(t0.Add(7 * time.Second)))
+	must(p.Release(o.ID(), 2, t0.Add(8*time.Second)))
+	return p.ID(), o.ID(), userID, append(asEvents(t, p.Events()...), asEvents(t, o.Events()...)...)
+}
+
+func TestEventsInOrderBuildTheModels(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	pid, oid, uid, events := history(t)
+	for _, e := range events {
+		changed, err := s.Apply(ctx, e)
+		if err != nil || !changed {
+			t.Fatalf("Apply(%s v%d) = %v, %v; want true, nil", e.Type, e.AggregateVersion, changed, err)
+		}
+	}
+	p, found, err := s.Product(ctx, pid)
+	want := projections.Product{ID: pid, SKU: "MUG-1", Name: "Big mug", PriceCents: 1500, StockAvailable: 15, Version: 6}
+	if err != nil || !found || p != want {
+		t.Fatalf("Product = %+v, %v, %v; want %+v", p, found, err, want)
+	}
+	o, found, err := s.Order(ctx, oid)
+	if err != nil || !found || o.Status != order.StatusCancelled || o.Version != 3 || o.TotalCents != 3000 ||
+		o.UserID != uid || len(o.Items) != 1 || o.Items[0].Quantity != 2 || !o.UpdatedAt.Equal(t0.Add(7*time.Second)) {
+		t.Fatalf("Order = %+v, %v, %v", o, found, err)
+	}
+	for _, e := range events { // every one again: nothing changes
+		if changed, err := s.Apply(ctx, e); err != nil || changed {
+			t.Fatalf("re-Apply(%s v%d) = %v, %v; want false, nil", e.Type, e.AggregateVersion, changed, err)
+		}
+	}
+}
+
+func TestDuplicatesAndShuffledEventsConverge(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pid, oid, uid, events := history(t)
+	ordered := newStore(t)
+	for _, e := range events {
+		if _, err := ordered.Apply(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantP, _, _ := ordered.Product(ctx, pid)
+	wantO, _, _ := ordered.Order(ctx, oid)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	for run := range 30 {
+		s := newStore(t)
+		deliveries := append(append([]projections.Event{}, events...), events...)
+		rng.Shuffle(len(deliveries), func(i, j int) { deliveries[i], deliveries[j] = deliveries[j], deliveries[i] })
+		// Half of the runs race four appliers, as replicas would.
+		appliers := 1 + 3*(run%2)
+		var wg sync.WaitGroup
+		for a := range appliers {
+			wg.Go(func() {
+				for i := a; i < len(deliveries); i += appliers {
+					if _, err := s.Apply(ctx, deliveries[i]); err != nil {
+						t.Errorf("Apply: %v", err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		p, _, _ := s.Product(ctx, pid)
+		o, _, _ := s.Order(ctx, oid)
+		if p != wantP || !reflect.DeepEqual(o, wantO) {
+			t.Fatalf("run %d: product %+v, order %+v; want %+v, %+v", run, p, o, wantP, wantO)
+		}
+		list, _, err := s.UserOrders(ctx, uid, uuid.Nil, 10)
+		if err != nil || len(list) != 1 || list[0].ID != oid {
+			t.Fatalf("run %d: UserOrders = %+v, %v", run, list, err)
+		}
+	}
+}
+
+func TestPartialModelsAreNotFound(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	pid, oid, _, events := history(t)
+	late := map[string]bool{product.EventCreated: true, order.EventPlaced: true}
+	for _, e := range events {
+		if !late[e.Type] {
+			if _, err := s.Apply(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// product.updated carries the whole catalogue entry, so the product is
+	// complete without its product.created.
+	if p, found, err := s.Product(ctx, pid); !found || err != nil || p.Name != "Big mug" || p.StockAvailable != 15 {
+		t.Errorf("product without product.created: %+v, found %v, %v; want the latest state", p, found, err)
+	}
+	if _, found, err := s.Order(ctx, oid); found || err != nil {
+		t.Errorf("order without order.placed: found %v, %v; want not found", found, err)
+	}
+	for _, e := range events {
+		if late[e.Type] {
+			if _, err := s.Apply(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	o, found, err := s.Order(ctx, oid)
+	if err != nil || !found || o.Status != order.StatusCancelled || o.Version != 3 || len(o.Items) != 1 {
+		t.Errorf("order after its late order.placed = %+v, %v, %v; want cancelled v3 with its item", o, found, err)
+	}
+	p, found, err := s.Product(ctx, pid)
+	if err != nil || !found || p.Name != "Big mug" || p.PriceCents != 1500 || p.StockAvailable != 15 || p.Version != 6 {
+		t.Errorf("product after its late product.created = %+v, %v, %v; want the latest of every field", p, found, err)
+	}
+}
+
+func TestPaging(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	user := uuid.Must(uuid.NewV7())
+	var products, orders []uuid.UUID
+	for i := range 7 {
+		p, err := product.Create(uuid.Must(uuid.NewV7()), "SKU-"+string(rune('A'+i)), "Item", 100, 1, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := order.Place(uuid.Must(uuid.NewV7()), user, []order.Line{{ProductID: p.ID(), SKU: "S", Name: "I", Quantity: 1, UnitPriceCents: 100}}, t0.Add(time.Duration(i)*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range asEvents(t, append(p.Events(), o.Events()...)...) {
+			if _, err := s.Apply(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		products, orders = append(products, p.ID()), append(orders, o.ID())
+	}
+	var gotProducts []uuid.UUID
+	for cursor, pages := uuid.Nil, 0; ; pages++ {
+		page, next, err := s.Products(ctx, cursor, 3)
+		if err != nil || pages > 3 {
+			t.Fatalf("Products: %v after %d pages", err, pages)
+		}
+		for _, p := range page {
+			gotProducts = append(gotProducts, p.ID)
+		}
+		if next == uuid.Nil {
+			break
+		}
+		cursor = next
+	}
+	if !reflect.DeepEqual(gotProducts, products) {
+		t.Errorf("products paged = %v, want %v (creation order)", gotProducts, products)
+	}
+	var gotOrders []uuid.UUID
+	for cursor, pages := uuid.Nil, 0; ; pages++ {
+		page, next, err := s.UserOrders(ctx, user, cursor, 2)
+		if err != nil || pages > 4 {
+			t.Fatalf("UserOrders: %v after %d pages", err, pages)
+		}
+		for _, o := range page {
+			gotOrders = append(gotOrders, o.ID)
+		}
+		if next == uuid.Nil {
+			break
+		}
+		cursor = next
+	}
+	for i, j := 0, len(orders)-1; i < j; i, j = i+1, j-1 {
+		orders[i], orders[j] = orders[j], orders[i]
+	}
+	if !reflect.DeepEqual(gotOrders, orders) {
+		t.Errorf("orders paged = %v, want %v (newest first)", gotOrders, orders)
+	}
+}
+
+func TestBadEventsAreInvalid(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	for _, e := range []projections.Event{
+		{Type: "user.registered", AggregateID: uuid.New(), AggregateVersion: 1, Data: json.RawMessage(`{}`)},
+		{Type: product.EventCreated, AggregateID: uuid.New(), AggregateVersion: 1, Data: json.RawMessage(`{"price_cents":"x"}`)},
+	} {
+		if _, err := s.Apply(context.Background(), e); err == nil || !strings.Contains(err.Error(), "invalid") {
+			t.Errorf("Apply(%s) error = %v, want invalid", e.Type, err)
+		}
+	}
+}
