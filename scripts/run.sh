@@ -50,6 +50,6 @@ if grep -qE '^[[:space:]]*(shop[[:space:]]+)?run([[:space:]]|$)' <<<"$help"; the
   exec ./bin/shop run
 fi
 METRICS_ADDR=${RELAY_METRICS_ADDR:-127.0.0.1:9090} ./bin/shop relay & relay=$!
-METRICS_ADDR=${CONSUMER_METRICS_ADDR:-127.0.0.1:9091} ./bin/shop consume orders inventory emails & consumers=$!
+METRICS_ADDR=${CONSUMER_METRICS_ADDR:-127.0.0.1:9091} ./bin/shop consume orders inventory emails projections & consumers=$!
 trap 'kill -TERM $relay $consumers 2>/dev/null; wait $relay $consumers' EXIT INT TERM
 ./bin/shop api

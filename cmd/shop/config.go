@@ -15,6 +15,7 @@ type config struct {
 	Env          string // SHOP_ENV: "prod" (default) or "dev"
 	DatabaseURL  string
 	RedisURL     string
+	RedisPrefix  string
 	AMQPURL      string
 	HTTPAddr     string
 	MetricsAddr  string
@@ -51,6 +52,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		Env:          get("SHOP_ENV", "prod"),
 		DatabaseURL:  get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/shop?sslmode=disable"),
 		RedisURL:     get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+		RedisPrefix:  get("REDIS_PREFIX", "shop:"),
 		AMQPURL:      get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
 		HTTPAddr:     get("HTTP_ADDR", ":8080"),
 		MetricsAddr:  get("METRICS_ADDR", ":9090"),

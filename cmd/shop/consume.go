@@ -11,24 +11,28 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shopdev/shop/domain"
 	"github.com/shopdev/shop/handlers/consumer"
 	"github.com/shopdev/shop/handlers/emails"
 	"github.com/shopdev/shop/handlers/inventory"
 	"github.com/shopdev/shop/handlers/orders"
 	"github.com/shopdev/shop/outbox"
+	"github.com/shopdev/shop/projections"
 	"github.com/shopdev/shop/store"
 )
 
-// consumerGroups are the groups `shop consume` runs (projections is issue 5's).
-var consumerGroups = []string{"orders", "inventory", "emails"}
+// consumerGroups are the groups `shop consume` runs.
+var consumerGroups = []string{"orders", "inventory", "emails", "projections"}
 
 func consumeCmd(ctx context.Context, cfg config, log *slog.Logger, names []string) error {
 	if len(names) == 0 {
-		return fmt.Errorf("%w: shop consume GROUP... (groups: orders, inventory, emails)", errUsage)
+		return fmt.Errorf("%w: shop consume GROUP... (groups: orders, inventory, emails, projections)", errUsage)
 	}
 	for _, n := range names {
 		if !slices.Contains(consumerGroups, n) {
-			return fmt.Errorf("%w: unknown consumer group %q (groups: orders, inventory, emails)", errUsage, n)
+			return fmt.Errorf("%w: unknown consumer group %q (groups: orders, inventory, emails, projections)", errUsage, n)
 		}
 	}
 	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL,
@@ -42,15 +46,24 @@ func consumeCmd(ctx context.Context, cfg config, log *slog.Logger, names []strin
 	reg := newRegistry()
 	metrics := consumer.NewMetrics(reg)
 	var groups []*consumer.Group
+	var rdb *redis.Client
 	for _, name := range slices.Compact(slices.Sorted(slices.Values(names))) {
-		handlers, err := groupHandlers(cfg, log, name)
-		if err != nil {
+		gc := consumer.Config{
+			Group: topologyGroup(name), AMQPURL: cfg.AMQPURL, UnitOfWork: uow,
+			Logger: log, Metrics: metrics, Concurrency: cfg.ConsumerConcurrency, MaxRetries: cfg.ConsumerMaxRetries,
+		}
+		if name == "projections" {
+			if rdb, err = openRedis(cfg); err != nil {
+				return err
+			}
+			defer rdb.Close()
+			if gc.Project, err = projector(rdb, cfg.RedisPrefix); err != nil {
+				return err
+			}
+		} else if gc.Handlers, err = groupHandlers(cfg, log, name); err != nil {
 			return err
 		}
-		g, err := consumer.New(consumer.Config{
-			Group: topologyGroup(name), Handlers: handlers, AMQPURL: cfg.AMQPURL, UnitOfWork: uow,
-			Logger: log, Metrics: metrics, Concurrency: cfg.ConsumerConcurrency, MaxRetries: cfg.ConsumerMaxRetries,
-		})
+		g, err := consumer.New(gc)
 		if err != nil {
 			return err
 		}
@@ -59,6 +72,11 @@ func consumeCmd(ctx context.Context, cfg config, log *slog.Logger, names []strin
 	ready := func(ctx context.Context) error {
 		if err := pool.Ping(ctx); err != nil {
 			return fmt.Errorf("postgres: %w", err)
+		}
+		if rdb != nil {
+			if err := rdb.Ping(ctx).Err(); err != nil {
+				return fmt.Errorf("redis: %w", err)
+			}
 		}
 		for _, g := range groups {
 			if !g.Connected() {
@@ -78,6 +96,35 @@ func consumeCmd(ctx context.Context, cfg config, log *slog.Logger, names []strin
 		wg.Wait()
 		return nil
 	})
+}
+
+func openRedis(cfg config) (*redis.Client, error) {
+	opts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	return redis.NewClient(opts), nil
+}
+
+// projector applies events to the Redis read models. Redis being
+// unreachable is waited out (consumer.ErrUnavailable); data the projections
+// reject goes to the dead queue.
+func projector(rdb *redis.Client, prefix string) (func(context.Context, outbox.Envelope) (bool, error), error) {
+	store, err := projections.New(projections.Config{Client: rdb, Prefix: prefix})
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, e outbox.Envelope) (bool, error) {
+		changed, err := store.Apply(ctx, projections.Event{Type: e.Type, AggregateID: e.AggregateID,
+			AggregateVersion: e.AggregateVersion, OccurredAt: e.OccurredAt, Data: e.Data})
+		var replied redis.Error
+		switch {
+		case err == nil, errors.Is(err, domain.ErrInvalid), errors.As(err, &replied):
+			return changed, err
+		default:
+			return false, fmt.Errorf("%w: redis: %w", consumer.ErrUnavailable, err)
+		}
+	}, nil
 }
 
 func groupHandlers(cfg config, log *slog.Logger, name string) (map[string]consumer.Handler, error) {

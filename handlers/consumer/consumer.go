@@ -50,12 +50,18 @@ type Config struct {
 	// Group is the group: its name (queue shop.<name>) and routing keys.
 	// Required.
 	Group outbox.Group
-	// Handlers maps every routing key of the group to its handler.
-	// Required: a key without a handler is a configuration error.
+	// Handlers maps every routing key of the group to its handler, run in
+	// the inbox transaction. A key without a handler is a configuration
+	// error. Either Handlers (with UnitOfWork) or Project is required.
 	Handlers map[string]Handler
+	// Project applies an event outside Postgres, for groups that are
+	// idempotent by themselves (the Redis projections guard by aggregate
+	// version): no inbox row, no transaction. It reports whether anything
+	// changed.
+	Project func(ctx context.Context, e outbox.Envelope) (bool, error)
 	// AMQPURL is the RabbitMQ URL. Required.
 	AMQPURL string
-	// UnitOfWork runs the transactions. Required.
+	// UnitOfWork runs the transactions of Handlers.
 	UnitOfWork *store.UnitOfWork
 	// Logger receives the group's logs. Required.
 	Logger *slog.Logger
@@ -82,13 +88,15 @@ func (c *Config) Validate() error {
 		return errors.New("consumer: group is required")
 	case c.AMQPURL == "":
 		return errors.New("consumer: amqp url is required")
-	case c.UnitOfWork == nil:
-		return errors.New("consumer: unit of work is required")
+	case (c.Project == nil) == (c.Handlers == nil):
+		return errors.New("consumer: either handlers or a projector is required")
+	case c.Handlers != nil && c.UnitOfWork == nil:
+		return errors.New("consumer: handlers need a unit of work")
 	case c.Logger == nil:
 		return errors.New("consumer: logger is required")
 	}
 	for _, key := range c.Group.Keys {
-		if c.Handlers[key] == nil {
+		if c.Project == nil && c.Handlers[key] == nil {
 			return fmt.Errorf("consumer %s: no handler for %s", c.Group.Name, key)
 		}
 	}
@@ -287,7 +295,7 @@ func (g *Group) handle(msg *message.Message) error {
 func (g *Group) Apply(ctx context.Context, env outbox.Envelope) (bool, error) {
 	group := g.cfg.Group.Name
 	h := g.cfg.Handlers[env.Type]
-	if h == nil {
+	if !slices.Contains(g.cfg.Group.Keys, env.Type) || (g.cfg.Project == nil && h == nil) {
 		return false, fmt.Errorf("%w: group %s has no handler for %q", errPermanent, group, env.Type)
 	}
 	log := g.cfg.Logger.With("group", group, "event_id", env.ID.String(), "event_type", env.Type,
@@ -333,14 +341,19 @@ func (g *Group) apply(ctx context.Context, log *slog.Logger, h Handler, env outb
 			return false, fmt.Errorf("%w: %w", errStopping, ctx.Err())
 		}
 		var applied bool
-		err := g.cfg.UnitOfWork.Do(work, func(ctx context.Context, tx *store.Tx) error {
-			first, err := tx.Inbox.Claim(ctx, g.cfg.Group.Name, env.ID)
-			if err != nil || !first {
-				return err
-			}
-			applied = true
-			return h(ctx, tx, env)
-		})
+		var err error
+		if g.cfg.Project != nil {
+			applied, err = g.cfg.Project(work, env)
+		} else {
+			err = g.cfg.UnitOfWork.Do(work, func(ctx context.Context, tx *store.Tx) error {
+				first, err := tx.Inbox.Claim(ctx, g.cfg.Group.Name, env.ID)
+				if err != nil || !first {
+					return err
+				}
+				applied = true
+				return h(ctx, tx, env)
+			})
+		}
 		if !errors.Is(err, store.ErrUnavailable) && !errors.Is(err, ErrUnavailable) {
 			return applied && err == nil, err
 		}
