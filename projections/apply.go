@@ -66,7 +66,7 @@ func (s *Store) Apply(ctx context.Context, e Event) (bool, error) {
 			return false, fmt.Errorf("encode items: %w", err)
 		}
 		a, err := s.write(ctx, s.orderKey(e.AggregateID), s.userOrdersKey(d.UserID), groupDetails, e.AggregateVersion,
-			float64(e.OccurredAt.UnixMilli()), e.AggregateID.String(),
+			0, e.AggregateID.String(), // listed by id, newest first: UUIDv7 ids follow creation
 			"id", e.AggregateID.String(), "user_id", d.UserID.String(), "items", string(items),
 			"total_cents", itoa(d.TotalCents), "created_at", formatTime(e.OccurredAt))
 		if err != nil {
@@ -107,4 +107,35 @@ func decode[T any](e Event) (T, error) {
 		return v, fmt.Errorf("%w: decode %s data: %v", domain.ErrInvalid, e.Type, err)
 	}
 	return v, nil
+}
+
+// PutProduct writes a product as Postgres has it (cache-aside, rebuild):
+// every field group at the product's version, so that events older than it
+// are ignored and newer ones still apply.
+func (s *Store) PutProduct(ctx context.Context, p Product) error {
+	e := Event{AggregateID: p.ID, AggregateVersion: p.Version}
+	if _, err := s.productCatalog(ctx, e, p.SKU, p.Name, p.PriceCents); err != nil {
+		return err
+	}
+	_, err := s.productStock(ctx, e, p.StockAvailable)
+	return err
+}
+
+// PutOrder writes an order as Postgres has it (cache-aside, rebuild); see
+// PutProduct. Its created_at is taken from its UUIDv7 id.
+func (s *Store) PutOrder(ctx context.Context, o Order) error {
+	items, err := json.Marshal(o.Items)
+	if err != nil {
+		return fmt.Errorf("encode items: %w", err)
+	}
+	sec, nsec := o.ID.Time().UnixTime()
+	created := time.Unix(sec, nsec)
+	if _, err := s.write(ctx, s.orderKey(o.ID), s.userOrdersKey(o.UserID), groupDetails, o.Version,
+		0, o.ID.String(),
+		"id", o.ID.String(), "user_id", o.UserID.String(), "items", string(items),
+		"total_cents", itoa(o.TotalCents), "created_at", formatTime(created)); err != nil {
+		return err
+	}
+	_, err = s.orderStatus(ctx, Event{AggregateID: o.ID, AggregateVersion: o.Version, OccurredAt: o.UpdatedAt}, o.Status)
+	return err
 }

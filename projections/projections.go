@@ -78,6 +78,9 @@ func (s *Store) userOrdersKey(id uuid.UUID) string {
 // announced as "<model key> <version>", for readers waiting for a version.
 func (s *Store) ChangesChannel() string { return s.prefix + "changes" }
 
+// Indexes are sorted sets whose members all have score 0, read by lex
+// range: the members are UUIDv7 ids, so lex order is creation order.
+//
 // applyScript writes one field group of a model hash if the event's version
 // is newer than the group's, adds the model to an index (a sorted set) when
 // one is given, raises the model's version, and announces the change.

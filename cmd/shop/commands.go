@@ -12,11 +12,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/auth"
 	"github.com/shopdev/shop/domain/user"
 	shophttp "github.com/shopdev/shop/handlers/http"
 	"github.com/shopdev/shop/outbox"
+	"github.com/shopdev/shop/projections"
 	"github.com/shopdev/shop/store"
 )
 
@@ -49,12 +52,26 @@ func apiCmd(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	defer pool.Close()
 	notifier := outbox.NewNotifier(pool, log)
-	handler, err := shophttp.New(shophttp.Config{Pool: pool, Auth: a, Logger: log, Notifier: notifier})
+	opts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("REDIS_URL: %w", err)
+	}
+	// Short timeouts and no retries: a slow Redis must not slow the API,
+	// which falls back to Postgres.
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.MaxRetries = 250*time.Millisecond, 250*time.Millisecond, 250*time.Millisecond, -1
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	models, err := projections.New(projections.Config{Client: rdb, Prefix: cfg.RedisPrefix})
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	handler, err := shophttp.New(shophttp.Config{Pool: pool, Auth: a, Logger: log, Notifier: notifier,
+		Redis: models, Watcher: models.Watch(ctx)})
+	if err != nil {
+		return err
+	}
 	go func() { _ = notifier.Run(ctx) }()
 	return serve(ctx, log, cfg.HTTPAddr, handler)
 }

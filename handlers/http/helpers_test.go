@@ -65,15 +65,25 @@ func (b *lockedBuffer) String() string {
 // newAPI starts the API on a fresh, migrated database for t.
 func newAPI(t *testing.T) *api {
 	t.Helper()
+	return newAPIWith(t, nil)
+}
+
+// newAPIWith starts the API like newAPI, with tune changing its Config.
+func newAPIWith(t *testing.T, tune func(*shophttp.Config)) *api {
+	t.Helper()
 	a, err := auth.New(auth.Config{Secret: testSecret, PasswordCost: bcrypt.MinCost})
 	testenv.Must(t, err, "auth")
 	pool := testenv.Pool(t)
 	logs := &lockedBuffer{}
-	e, err := shophttp.New(shophttp.Config{
+	cfg := shophttp.Config{
 		Pool:   pool,
 		Auth:   a,
 		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	})
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	e, err := shophttp.New(cfg)
 	testenv.Must(t, err, "http server")
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)

@@ -21,9 +21,13 @@ func (s *Server) routes(e *echo.Echo, metrics stdhttp.Handler) {
 	v1 := e.Group("/v1")
 	v1.POST("/users", s.registerUser)
 	v1.POST("/tokens", s.issueToken)
+	v1.GET("/products", s.listProducts)
+	v1.GET("/products/:id", s.getProduct)
 	v1.POST("/products", s.createProduct, signedIn, admin)
 	v1.PATCH("/products/:id", s.updateProduct, signedIn, admin)
 	v1.POST("/products/:id/restock", s.restockProduct, signedIn, admin)
+	v1.GET("/orders", s.listOrders, signedIn)
+	v1.GET("/orders/:id", s.getOrder, signedIn)
 	v1.POST("/orders", s.placeOrder, signedIn, customer)
 	v1.POST("/orders/:id/cancel", s.cancelOrder, signedIn)
 }

@@ -1,7 +1,9 @@
 // Package http owns the HTTP API: the Echo server, its routes, request
-// decoding and validation, authentication, Idempotency-Key handling, and the
-// one error handler that turns every error into problem+json. Handlers are
-// thin: decode, call a command of package app in a unit of work, encode.
+// decoding and validation, authentication, Idempotency-Key handling, the
+// query endpoints over the Redis read models (with Postgres as fallback),
+// and the one error handler that turns every error into problem+json.
+// Handlers are thin: decode, call a command of package app in a unit of work
+// or a read, encode.
 package http
 
 import (
@@ -20,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shopdev/shop/auth"
+	"github.com/shopdev/shop/projections"
 	"github.com/shopdev/shop/store"
 )
 
@@ -43,6 +46,16 @@ type Config struct {
 	BodyLimit string
 	// ReadyTimeout bounds the dependency checks of /readyz. Default 2s.
 	ReadyTimeout time.Duration
+	// Redis holds the read models the GET endpoints serve; nil serves them
+	// from Postgres.
+	Redis *projections.Store
+	// Watcher lets ?min_version wait for a model; nil does not wait.
+	Watcher *projections.Watcher
+	// MinVersionWait bounds a ?min_version wait. Default 2s.
+	MinVersionWait time.Duration
+	// RedisTimeout bounds each Redis read, so the API never hangs on it.
+	// Default 250ms.
+	RedisTimeout time.Duration
 }
 
 // Validate fills defaults and checks the configuration.
@@ -67,13 +80,20 @@ func (c *Config) Validate() error {
 	if c.ReadyTimeout == 0 {
 		c.ReadyTimeout = 2 * time.Second
 	}
+	if c.MinVersionWait == 0 {
+		c.MinVersionWait = 2 * time.Second
+	}
+	if c.RedisTimeout == 0 {
+		c.RedisTimeout = 250 * time.Millisecond
+	}
 	return nil
 }
 
 // Server holds the handlers' dependencies.
 type Server struct {
-	cfg Config
-	uow *store.UnitOfWork
+	cfg   Config
+	uow   *store.UnitOfWork
+	reads *reads
 }
 
 // New returns the API as an http.Handler built on Echo.
@@ -81,7 +101,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, uow: store.NewUnitOfWork(cfg.Pool, cfg.Notifier)}
+	s := &Server{cfg: cfg, uow: store.NewUnitOfWork(cfg.Pool, cfg.Notifier), reads: newReads(cfg)}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError

@@ -1,0 +1,207 @@
+package http_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shopdev/shop/domain/order"
+	shophttp "github.com/shopdev/shop/handlers/http"
+	"github.com/shopdev/shop/internal/testenv"
+	"github.com/shopdev/shop/projections"
+)
+
+// withRedis serves the read models from Redis at addr under a key prefix of
+// the test's own (deleted when it ends), with ?min_version waiting up to
+// wait.
+func withRedis(t *testing.T, addr string, wait time.Duration) (func(*shophttp.Config), *projections.Store) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
+	prefix := "shop_test_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12] + ":"
+	t.Cleanup(func() {
+		iter := rdb.Scan(context.Background(), 0, prefix+"*", 1000).Iterator()
+		for iter.Next(context.Background()) {
+			rdb.Del(context.Background(), iter.Val())
+		}
+		_ = rdb.Close()
+	})
+	models, err := projections.New(projections.Config{Client: rdb, Prefix: prefix})
+	testenv.Must(t, err, "projections")
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	watcher := models.Watch(ctx)
+	return func(c *shophttp.Config) {
+		c.Redis, c.Watcher, c.MinVersionWait = models, watcher, wait
+	}, models
+}
+
+func source(r response) string { return r.header.Get(shophttp.HeaderReadSource) }
+
+func TestQueriesMissRedisThenServeIt(t *testing.T) {
+	t.Parallel()
+	tune, _ := withRedis(t, "127.0.0.1:6379", time.Second)
+	a := newAPIWith(t, tune)
+	_, admin := a.createAdmin(t)
+	ann, annToken := a.registerCustomer(t, "ann@example.com")
+	_, bobToken := a.registerCustomer(t, "bob@example.com")
+	p := a.createProduct(t, admin, "MUG-1", 1200, 10)
+	o := a.placeOrder(t, annToken, item(p.ID, 2))
+
+	tests := []struct{ name, path, token string }{
+		{"a product, to anyone", "/v1/products/" + p.ID, ""},
+		{"an order, to its owner", "/v1/orders/" + o.ID, annToken},
+	}
+	for _, tt := range tests {
+		first := a.do(t, "GET", tt.path, tt.token, nil, nil).expect(t, http.StatusOK)
+		second := a.do(t, "GET", tt.path, tt.token, nil, nil).expect(t, http.StatusOK)
+		if source(first) != "postgres" || source(second) != "redis" {
+			t.Errorf("%s: sources %q then %q; want postgres (a miss, written back) then redis", tt.name, source(first), source(second))
+		}
+		if string(first.raw) != string(second.raw) {
+			t.Errorf("%s: Postgres answered %s, Redis %s", tt.name, first.raw, second.raw)
+		}
+	}
+	var got orderJSON
+	a.do(t, "GET", "/v1/orders/"+o.ID, admin, nil, nil).expect(t, http.StatusOK).into(t, &got)
+	if got.ID != o.ID || got.UserID != ann.String() || got.Status != "pending" || got.TotalCents != 2400 || got.Version != 1 || len(got.Items) != 1 {
+		t.Errorf("order = %+v", got)
+	}
+
+	// Another user's order does not exist for them; no token is 401.
+	a.do(t, "GET", "/v1/orders/"+o.ID, bobToken, nil, nil).problem(t, http.StatusNotFound)
+	a.do(t, "GET", "/v1/orders/"+o.ID, "", nil, nil).unauthorized(t)
+
+	var list struct {
+		Items []orderJSON
+		Next  *string
+	}
+	a.do(t, "GET", "/v1/orders", annToken, nil, nil).expect(t, http.StatusOK).into(t, &list)
+	if len(list.Items) != 1 || list.Items[0].ID != o.ID || list.Next != nil {
+		t.Errorf("ann's orders = %+v", list)
+	}
+	a.do(t, "GET", "/v1/orders", bobToken, nil, nil).expect(t, http.StatusOK).into(t, &list)
+	if len(list.Items) != 0 {
+		t.Errorf("bob's orders = %+v, want none", list)
+	}
+	a.do(t, "GET", "/v1/orders?user_id="+ann.String(), admin, nil, nil).expect(t, http.StatusOK).into(t, &list)
+	if len(list.Items) != 1 {
+		t.Errorf("ann's orders as the admin sees them = %+v", list)
+	}
+	a.do(t, "GET", "/v1/orders?user_id="+ann.String(), bobToken, nil, nil).problem(t, http.StatusForbidden)
+}
+
+func TestProductListPagesInCreationOrder(t *testing.T) {
+	t.Parallel()
+	tune, _ := withRedis(t, "127.0.0.1:6379", time.Second)
+	a := newAPIWith(t, tune)
+	_, admin := a.createAdmin(t)
+	var want []string
+	for _, sku := range []string{"A-1", "B-2", "C-3", "D-4", "E-5"} {
+		want = append(want, a.createProduct(t, admin, sku, 100, 1).ID)
+	}
+	var got []string
+	path := "/v1/products?limit=2"
+	for pages := 0; pages < 5; pages++ {
+		var page struct {
+			Items []struct {
+				ID, SKU, Name  string
+				PriceCents     int64 `json:"price_cents"`
+				StockAvailable int64 `json:"stock_available"`
+				Version        int64
+			}
+			Next *string
+		}
+		a.do(t, "GET", path, "", nil, nil).expect(t, http.StatusOK).into(t, &page)
+		for _, p := range page.Items {
+			got = append(got, p.ID)
+		}
+		if page.Next == nil {
+			break
+		}
+		path = "/v1/products?limit=2&after=" + *page.Next
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("pages = %v, want %v", got, want)
+	}
+}
+
+func TestQueriesRejectBadInput(t *testing.T) {
+	t.Parallel()
+	tune, _ := withRedis(t, "127.0.0.1:6379", time.Second)
+	a := newAPIWith(t, tune)
+	_, token := a.registerCustomer(t, "ann@example.com")
+	a.do(t, "GET", "/v1/products/not-a-uuid", "", nil, nil).problem(t, http.StatusNotFound)
+	a.do(t, "GET", "/v1/products/"+uuid.NewString(), "", nil, nil).problem(t, http.StatusNotFound)
+	a.do(t, "GET", "/v1/orders/"+uuid.NewString(), token, nil, nil).problem(t, http.StatusNotFound)
+	a.do(t, "GET", "/v1/products/"+uuid.NewString()+"?min_version=abc", "", nil, nil).invalid(t, "min_version")
+	a.do(t, "GET", "/v1/products?limit=0", "", nil, nil).invalid(t, "limit")
+	a.do(t, "GET", "/v1/products?after=zzz&limit=500", "", nil, nil).invalid(t, "after", "limit")
+	a.do(t, "GET", "/v1/orders?before=zzz", token, nil, nil).invalid(t, "before")
+}
+
+func TestMinVersionWaitsForTheProjection(t *testing.T) {
+	t.Parallel()
+	tune, models := withRedis(t, "127.0.0.1:6379", 500*time.Millisecond)
+	a := newAPIWith(t, tune)
+	_, admin := a.createAdmin(t)
+	_, annToken := a.registerCustomer(t, "ann@example.com")
+	p := a.createProduct(t, admin, "MUG-1", 1200, 10)
+	o := a.placeOrder(t, annToken, item(p.ID, 2))
+
+	// The projector confirms the order a little later (as the consumers
+	// would): the read with min_version=2 waits for it, and answers it.
+	confirmed := make(chan error, 1)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		err := models.PutOrder(context.Background(), projections.Order{
+			ID: uuid.MustParse(o.ID), UserID: uuid.MustParse(o.UserID), Status: order.StatusConfirmed,
+			Items:      []order.Line{{ProductID: uuid.MustParse(p.ID), SKU: "MUG-1", Name: "Product MUG-1", Quantity: 2, UnitPriceCents: 1200}},
+			TotalCents: 2400, Version: 2, UpdatedAt: time.Now().UTC(),
+		})
+		confirmed <- err
+	}()
+	var got struct {
+		Status  string
+		Version int64
+	}
+	r := a.do(t, "GET", "/v1/orders/"+o.ID+"?min_version=2", annToken, nil, nil).expect(t, http.StatusOK)
+	testenv.Must(t, <-confirmed, "project the confirmation")
+	if err := json.Unmarshal(r.raw, &got); err != nil || got.Status != "confirmed" || got.Version != 2 || source(r) != "redis" {
+		t.Fatalf("min_version=2 answered %s from %s; want the confirmed order v2 from redis", r.raw, source(r))
+	}
+	if r.header.Get(shophttp.HeaderStale) != "" {
+		t.Errorf("a reached min_version is marked stale")
+	}
+
+	// A version that never comes: the latest view, marked stale, after the wait.
+	start := time.Now()
+	r = a.do(t, "GET", "/v1/orders/"+o.ID+"?min_version=9", annToken, nil, nil).expect(t, http.StatusOK)
+	if r.header.Get(shophttp.HeaderStale) != "true" || time.Since(start) > 5*time.Second {
+		t.Errorf("min_version=9: stale header %q; want true", r.header.Get(shophttp.HeaderStale))
+	}
+}
+
+func TestQueriesAnswerFromPostgresWhenRedisIsDown(t *testing.T) {
+	t.Parallel()
+	tune, _ := withRedis(t, "127.0.0.1:1", 200*time.Millisecond) // nothing listens there
+	a := newAPIWith(t, tune)
+	_, admin := a.createAdmin(t)
+	_, annToken := a.registerCustomer(t, "ann@example.com")
+	p := a.createProduct(t, admin, "MUG-1", 1200, 10)
+	o := a.placeOrder(t, annToken, item(p.ID, 1))
+	for i := range 6 { // past the breaker's threshold: it opens, answers stay right
+		for _, path := range []string{"/v1/products/" + p.ID, "/v1/orders/" + o.ID + "?min_version=1", "/v1/products", "/v1/orders"} {
+			r := a.do(t, "GET", path, annToken, nil, nil).expect(t, http.StatusOK)
+			if source(r) != "postgres" || r.header.Get(shophttp.HeaderRedis) != "unavailable" {
+				t.Fatalf("round %d %s: source %q, %s %q; want postgres and unavailable", i, path, source(r),
+					shophttp.HeaderRedis, r.header.Get(shophttp.HeaderRedis))
+			}
+		}
+	}
+}

@@ -1,0 +1,115 @@
+package projections
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/google/uuid"
+)
+
+// Watcher lets readers wait until a model reaches a version, without
+// polling: it holds one Pub/Sub subscription to the changes channel and
+// wakes the waiters of a key when a change of it is announced.
+type Watcher struct {
+	s       *Store
+	mu      sync.Mutex
+	waiters map[string][]waiter
+}
+
+type waiter struct {
+	min  int64
+	done chan struct{}
+}
+
+// Watch starts a Watcher; it runs until ctx ends. A lost subscription is
+// re-made by the client; a change missed meanwhile only makes a waiter wait
+// until its deadline.
+func (s *Store) Watch(ctx context.Context) *Watcher {
+	w := &Watcher{s: s, waiters: map[string][]waiter{}}
+	ps := s.rdb.Subscribe(ctx, s.ChangesChannel())
+	go func() {
+		defer ps.Close()
+		ch := ps.Channel()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case msg, ok := <-ch:
+				if !ok {
+					return
+				}
+				key, v, found := strings.Cut(msg.Payload, " ")
+				if version, err := strconv.ParseInt(v, 10, 64); found && err == nil {
+					w.announce(key, version)
+				}
+			}
+		}
+	}()
+	return w
+}
+
+func (w *Watcher) announce(key string, version int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	list := w.waiters[key][:0]
+	for _, x := range w.waiters[key] {
+		if version >= x.min {
+			close(x.done)
+		} else {
+			list = append(list, x)
+		}
+	}
+	if len(list) == 0 {
+		delete(w.waiters, key)
+	} else {
+		w.waiters[key] = list
+	}
+}
+
+// WaitProduct waits until the product's model has at least version min, or
+// ctx ends; it reports whether the version was reached.
+func (w *Watcher) WaitProduct(ctx context.Context, id uuid.UUID, min int64) (bool, error) {
+	return w.wait(ctx, w.s.productKey(id), min)
+}
+
+// WaitOrder waits until the order's model has at least version min, or ctx
+// ends; it reports whether the version was reached.
+func (w *Watcher) WaitOrder(ctx context.Context, id uuid.UUID, min int64) (bool, error) {
+	return w.wait(ctx, w.s.orderKey(id), min)
+}
+
+func (w *Watcher) wait(ctx context.Context, key string, min int64) (bool, error) {
+	x := waiter{min: min, done: make(chan struct{})}
+	w.mu.Lock()
+	w.waiters[key] = append(w.waiters[key], x)
+	w.mu.Unlock()
+	defer w.forget(key, x.done)
+	// Registered first, read second: a change between the two is not lost.
+	v, err := w.s.rdb.HGet(ctx, key, "version").Int64()
+	if err == nil && v >= min {
+		return true, nil
+	}
+	select {
+	case <-x.done:
+		return true, nil
+	case <-ctx.Done():
+		return false, nil
+	}
+}
+
+func (w *Watcher) forget(key string, done chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	list := w.waiters[key]
+	for i, x := range list {
+		if x.done == done {
+			w.waiters[key] = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(w.waiters[key]) == 0 {
+		delete(w.waiters, key)
+	}
+}
