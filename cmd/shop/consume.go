@@ -193,3 +193,28 @@ func deadCmd(ctx context.Context, cfg config, args []string, stdout io.Writer) e
 		return usage
 	}
 }
+
+// projectionsCmd runs `shop projections rebuild`.
+func projectionsCmd(ctx context.Context, cfg config, args []string, stdout io.Writer) error {
+	if len(args) != 1 || args[0] != "rebuild" {
+		return fmt.Errorf("%w: shop projections rebuild", errUsage)
+	}
+	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL, MaxConns: 2})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	rdb, err := openRedis(cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	models, err := projections.New(projections.Config{Client: rdb, Prefix: cfg.RedisPrefix})
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	products, orders, err := models.Rebuild(ctx, store.NewReads(pool))
+	fmt.Fprintf(stdout, "rebuilt %d products and %d orders in %s\n", products, orders, time.Since(start).Round(time.Millisecond))
+	return err
+}

@@ -560,3 +560,44 @@ func TestConsumeServesOpsAndStopsOnSIGTERM(t *testing.T) {
 		t.Errorf("consume nosuchgroup: exit %d, %s", code, stderr)
 	}
 }
+
+// TestRebuildUnderLiveTraffic wipes the read models (every key of the
+// system's prefix: the per-test FLUSHDB, since tests share one Redis) while
+// orders stream in, runs `shop projections rebuild`, and checks that Redis
+// converges to Postgres.
+func TestRebuildUnderLiveTraffic(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t)
+	startProcess(t, s.env, "relay")
+	startProcess(t, s.env, "consume", "orders", "inventory", "projections")
+	p := s.product(t, "REBUILD", 1_000_000)
+	buyer := s.register(t, "rebuild@shop.test")
+	stream := func(n int) {
+		for range n {
+			if _, err := s.place(buyer, order.Item{ProductID: p, Quantity: 1}); err != nil {
+				t.Errorf("place: %v", err)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	stream(50)
+	done := make(chan struct{})
+	go func() { defer close(done); stream(150) }()
+
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	keys, err := rdb.Keys(context.Background(), s.env["REDIS_PREFIX"]+"*").Result()
+	testenv.Must(t, err, "list keys")
+	if len(keys) == 0 {
+		t.Fatal("no read models to wipe: the projections did not run")
+	}
+	testenv.Must(t, rdb.Del(context.Background(), keys...).Err(), "wipe the read models")
+	out, stderr, code := shop(t, s.env, "projections", "rebuild")
+	if code != 0 || !strings.Contains(out, "rebuilt 1 products") {
+		t.Fatalf("shop projections rebuild: exit %d, %q, %s", code, out, stderr)
+	}
+	<-done
+	s.waitQuiet(t, 60*time.Second, "orders", "inventory")
+	s.waitRedisMatches(t, 30*time.Second)
+}

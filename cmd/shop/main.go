@@ -37,12 +37,19 @@ commands:
               pending rows and the age of the oldest, per partition
   user add --email E --password P [--name N] [--admin]
               create a user (how the first admin exists)
+  consume GROUP...
+              run consumer groups: orders, inventory, emails, projections
+  dead list|replay GROUP [N]
+              show or replay the messages in a group's dead queue
+  projections rebuild
+              rewrite every Redis read model from Postgres (safe while running)
   help        show this text
 
 configuration comes from the environment: DATABASE_URL, AMQP_URL, HTTP_ADDR,
 METRICS_ADDR, JWT_SECRET, JWT_TTL, SHOP_ENV, LOG_LEVEL, DB_MAX_CONNS,
 RELAY_BATCH_SIZE, RELAY_WORKERS, CONSUMER_CONCURRENCY, CONSUMER_MAX_RETRIES,
-SMTP_ADDR, SMTP_FROM, SMTP_USERNAME, SMTP_PASSWORD (see README.md)
+SMTP_ADDR, SMTP_FROM, SMTP_USERNAME, SMTP_PASSWORD, REDIS_URL, REDIS_PREFIX
+(see README.md)
 `
 
 // run is the whole program: it parses args, reads configuration through
@@ -78,6 +85,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return consumeCmd(ctx, cfg, log, rest)
 	case "dead":
 		return deadCmd(ctx, cfg, rest, stdout)
+	case "projections":
+		return projectionsCmd(ctx, cfg, rest, stdout)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
