@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shopdev/shop/app"
@@ -42,38 +43,53 @@ func newAuth(cfg config, log *slog.Logger) (*auth.Auth, error) {
 }
 
 func apiCmd(ctx context.Context, cfg config, log *slog.Logger) error {
+	p, err := apiProcess(ctx, cfg, log, newRegistry())
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	return p.run(ctx)
+}
+
+// apiProcess wires the HTTP API; its metrics go to reg, served on /metrics.
+func apiProcess(ctx context.Context, cfg config, log *slog.Logger, reg *prometheus.Registry) (*process, error) {
 	a, err := newAuth(cfg, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL, MaxConns: cfg.DBMaxConns})
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	notifier := outbox.NewNotifier(pool, log)
 	opts, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
-		return fmt.Errorf("REDIS_URL: %w", err)
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
 	// Short timeouts and no retries: a slow Redis must not slow the API,
 	// which falls back to Postgres.
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.MaxRetries = 250*time.Millisecond, 250*time.Millisecond, 250*time.Millisecond, -1
+	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL, MaxConns: cfg.DBMaxConns})
+	if err != nil {
+		return nil, err
+	}
 	rdb := redis.NewClient(opts)
-	defer rdb.Close()
+	release := func() { _ = rdb.Close(); pool.Close() }
 	models, err := projections.New(projections.Config{Client: rdb, Prefix: cfg.RedisPrefix})
 	if err != nil {
-		return err
+		release()
+		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	handler, err := shophttp.New(shophttp.Config{Pool: pool, Auth: a, Logger: log, Notifier: notifier,
-		Redis: models, Watcher: models.Watch(ctx)})
-	if err != nil {
-		return err
-	}
-	go func() { _ = notifier.Run(ctx) }()
-	return serve(ctx, log, cfg.HTTPAddr, handler)
+	notifier := outbox.NewNotifier(pool, log)
+	return &process{
+		run: func(ctx context.Context) error {
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			handler, err := shophttp.New(shophttp.Config{Pool: pool, Auth: a, Logger: log, Notifier: notifier,
+				Registry: reg, Redis: models, Watcher: models.Watch(ctx)})
+			if err != nil {
+				return err
+			}
+			go func() { _ = notifier.Run(ctx) }()
+			return serve(ctx, log, cfg.HTTPAddr, handler)
+		},
+		close: release,
+	}, nil
 }
 
 // serve runs an HTTP server on addr until ctx is cancelled, then drains

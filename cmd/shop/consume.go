@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shopdev/shop/domain"
@@ -35,37 +36,53 @@ func consumeCmd(ctx context.Context, cfg config, log *slog.Logger, names []strin
 			return fmt.Errorf("%w: unknown consumer group %q (groups: orders, inventory, emails, projections)", errUsage, n)
 		}
 	}
-	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL,
-		MaxConns: int32(len(names)*cfg.ConsumerConcurrency + 2)})
+	reg := newRegistry()
+	p, err := consumeProcess(ctx, cfg, log, reg, names)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	defer p.close()
+	return runWithOps(ctx, log, cfg.MetricsAddr, reg, p.ready, p.run)
+}
+
+// consumeProcess wires the named consumer groups on one Postgres pool; their
+// metrics go to reg.
+func consumeProcess(ctx context.Context, cfg config, log *slog.Logger, reg *prometheus.Registry, names []string) (*process, error) {
+	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL,
+		MaxConns: int32(len(names)*cfg.ConsumerConcurrency + 2)})
+	if err != nil {
+		return nil, err
+	}
+	var rdb *redis.Client
+	release := func() {
+		if rdb != nil {
+			_ = rdb.Close()
+		}
+		pool.Close()
+	}
 	notifier := outbox.NewNotifier(pool, log)
 	uow := store.NewUnitOfWork(pool, notifier)
-	reg := newRegistry()
 	metrics := consumer.NewMetrics(reg)
 	var groups []*consumer.Group
-	var rdb *redis.Client
 	for _, name := range slices.Compact(slices.Sorted(slices.Values(names))) {
 		gc := consumer.Config{
 			Group: topologyGroup(name), AMQPURL: cfg.AMQPURL, UnitOfWork: uow,
 			Logger: log, Metrics: metrics, Concurrency: cfg.ConsumerConcurrency, MaxRetries: cfg.ConsumerMaxRetries,
 		}
 		if name == "projections" {
-			if rdb, err = openRedis(cfg); err != nil {
-				return err
+			if rdb, err = openRedis(cfg); err == nil {
+				gc.Project, err = projector(rdb, cfg.RedisPrefix)
 			}
-			defer rdb.Close()
-			if gc.Project, err = projector(rdb, cfg.RedisPrefix); err != nil {
-				return err
-			}
-		} else if gc.Handlers, err = groupHandlers(cfg, log, name); err != nil {
-			return err
+		} else {
+			gc.Handlers, err = groupHandlers(cfg, log, name)
 		}
-		g, err := consumer.New(gc)
+		var g *consumer.Group
+		if err == nil {
+			g, err = consumer.New(gc)
+		}
 		if err != nil {
-			return err
+			release()
+			return nil, err
 		}
 		groups = append(groups, g)
 	}
@@ -85,7 +102,7 @@ func consumeCmd(ctx context.Context, cfg config, log *slog.Logger, names []strin
 		}
 		return nil
 	}
-	return runWithOps(ctx, log, cfg.MetricsAddr, reg, ready, func(ctx context.Context) error {
+	run := func(ctx context.Context) error {
 		var wg sync.WaitGroup
 		nctx, stopNotifier := context.WithCancel(context.WithoutCancel(ctx))
 		defer stopNotifier()
@@ -95,7 +112,8 @@ func consumeCmd(ctx context.Context, cfg config, log *slog.Logger, names []strin
 		}
 		wg.Wait()
 		return nil
-	})
+	}
+	return &process{run: run, ready: ready, close: release}, nil
 }
 
 func openRedis(cfg config) (*redis.Client, error) {

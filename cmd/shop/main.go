@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -30,6 +31,8 @@ var errUsage = errors.New("usage")
 const usage = `usage: shop COMMAND [ARGS]
 
 commands:
+  run         migrate, then the API, the relay and every consumer group in one
+              process (SHOP_ENV defaults to dev): the one-command default
   migrate     create the database if missing and apply migrations
   api         serve the HTTP API on HTTP_ADDR
   relay       forward the outbox to RabbitMQ (any number of replicas)
@@ -59,6 +62,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("%w: no command given", errUsage)
 	}
+	if args[0] == "run" && strings.TrimSpace(getenv("SHOP_ENV")) == "" {
+		// The one-command default runs in dev; it says so below.
+		getenv = withEnv(getenv, "SHOP_ENV", "dev")
+	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {
 		return err
@@ -67,12 +74,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	if args[0] == "run" && cfg.Env == "dev" {
+		log.Warn("shop run: SHOP_ENV=dev (development defaults; set SHOP_ENV=prod and JWT_SECRET for production)")
+	}
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	case "migrate":
 		return migrateCmd(ctx, cfg, log)
+	case "run":
+		return runCmd(ctx, cfg, log)
 	case "api":
 		return apiCmd(ctx, cfg, log)
 	case "relay":
@@ -90,5 +102,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	}
+}
+
+// withEnv returns getenv with key set to value.
+func withEnv(getenv func(string) string, key, value string) func(string) string {
+	return func(k string) string {
+		if k == key {
+			return value
+		}
+		return getenv(k)
 	}
 }

@@ -19,29 +19,42 @@ import (
 )
 
 func relayCmd(ctx context.Context, cfg config, log *slog.Logger) error {
-	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL, MaxConns: int32(cfg.RelayWorkers) + 4})
+	reg := newRegistry()
+	p, err := relayProcess(ctx, cfg, log, reg)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	reg := newRegistry()
+	defer p.close()
+	return runWithOps(ctx, log, cfg.MetricsAddr, reg, p.ready, p.run)
+}
+
+// relayProcess wires an outbox relay; its metrics go to reg.
+func relayProcess(ctx context.Context, cfg config, log *slog.Logger, reg *prometheus.Registry) (*process, error) {
+	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL, MaxConns: int32(cfg.RelayWorkers) + 4})
+	if err != nil {
+		return nil, err
+	}
 	relay, err := outbox.NewRelay(outbox.RelayConfig{
 		Pool: pool, AMQPURL: cfg.AMQPURL, Logger: log, Metrics: outbox.NewMetrics(reg),
 		BatchSize: cfg.RelayBatchSize, Workers: cfg.RelayWorkers,
 	})
 	if err != nil {
-		return err
+		pool.Close()
+		return nil, err
 	}
-	ready := func(ctx context.Context) error {
-		if err := pool.Ping(ctx); err != nil {
-			return fmt.Errorf("postgres: %w", err)
-		}
-		if !relay.Connected() {
-			return errors.New("rabbitmq: not connected")
-		}
-		return nil
-	}
-	return runWithOps(ctx, log, cfg.MetricsAddr, reg, ready, relay.Run)
+	return &process{
+		run: relay.Run,
+		ready: func(ctx context.Context) error {
+			if err := pool.Ping(ctx); err != nil {
+				return fmt.Errorf("postgres: %w", err)
+			}
+			if !relay.Connected() {
+				return errors.New("rabbitmq: not connected")
+			}
+			return nil
+		},
+		close: pool.Close,
+	}, nil
 }
 
 func outboxCmd(ctx context.Context, cfg config, args []string, stdout io.Writer) error {
@@ -75,6 +88,14 @@ func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
+}
+
+// process is a long-running part of shop, wired and not yet started: its
+// run loop, its readiness, and what to release once it ended.
+type process struct {
+	run   func(ctx context.Context) error
+	ready func(ctx context.Context) error
+	close func()
 }
 
 // runWithOps runs a long-lived process with its operations server on addr:
