@@ -40,16 +40,6 @@ fi
 
 export SHOP_ENV=${SHOP_ENV:-dev}
 [ -x bin/shop ] || go build -o bin/shop ./cmd/shop
-./bin/shop migrate
-
-# `shop run` (api + relay + every consumer in one process) once it exists; until then the
-# processes that exist, side by side: the relay and the consumers in the background (each
-# with its own metrics port), the API in front.
-help=$(./bin/shop help 2>&1 || true)
-if grep -qE '^[[:space:]]*(shop[[:space:]]+)?run([[:space:]]|$)' <<<"$help"; then
-  exec ./bin/shop run
-fi
-METRICS_ADDR=${RELAY_METRICS_ADDR:-127.0.0.1:9090} ./bin/shop relay & relay=$!
-METRICS_ADDR=${CONSUMER_METRICS_ADDR:-127.0.0.1:9091} ./bin/shop consume orders inventory emails projections & consumers=$!
-trap 'kill -TERM $relay $consumers 2>/dev/null; wait $relay $consumers' EXIT INT TERM
-./bin/shop api
+# Migrations, the API (HTTP_ADDR, default :8080), the relay and every consumer group in one
+# process; Ctrl-C stops it gracefully.
+exec ./bin/shop run
