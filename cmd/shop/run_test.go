@@ -7,7 +7,9 @@ import (
 	"maps"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/shopdev/shop/internal/testenv"
 )
@@ -71,4 +73,93 @@ func TestRunServesTheWholeSystem(t *testing.T) {
 		}
 	}
 	stop(t, run)
+}
+
+// TestBurstOfOrdersEndsWithRedisEqualToPostgres: 500 orders from 20 users
+// through `shop run`'s API at once, some beyond stock, some cancelled; once
+// the system is quiet, every order and product in Redis equals Postgres.
+func TestBurstOfOrdersEndsWithRedisEqualToPostgres(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t)
+	env := maps.Clone(s.env)
+	env["LOG_LEVEL"], env["HTTP_ADDR"] = "info", "127.0.0.1:0"
+	_, addr := startServing(t, env, "run")
+	base := "http://" + addr
+
+	if out, stderr, code := shop(t, env, "user", "add", "--email", "admin@burst.test", "--password", "admin password", "--admin"); code != 0 {
+		t.Fatalf("user add: %s %s", out, stderr)
+	}
+	admin := postJSON(t, base+"/v1/tokens", "", `{"email":"admin@burst.test","password":"admin password"}`, http.StatusOK)["token"].(string)
+	var products []string
+	for i, stock := range []int{10_000, 10_000, 10_000, 10_000, 40} { // the last runs out
+		products = append(products, postJSON(t, base+"/v1/products", admin,
+			fmt.Sprintf(`{"sku":"BURST-%d","name":"Burst %d","price_cents":%d,"stock":%d}`, i, i, 100+i, stock), http.StatusCreated)["id"].(string))
+	}
+	tokens := make([]string, 20)
+	for i := range tokens {
+		email := fmt.Sprintf("buyer%d@burst.test", i)
+		postJSON(t, base+"/v1/users", "", fmt.Sprintf(`{"email":%q,"name":"Buyer","password":"buyer password"}`, email), http.StatusCreated)
+		tokens[i] = postJSON(t, base+"/v1/tokens", "", fmt.Sprintf(`{"email":%q,"password":"buyer password"}`, email), http.StatusOK)["token"].(string)
+	}
+	var wg sync.WaitGroup
+	for u, token := range tokens {
+		wg.Go(func() {
+			for i := range 25 {
+				body := fmt.Sprintf(`{"items":[{"product_id":%q,"quantity":%d},{"product_id":%q,"quantity":1}]}`,
+					products[(u+i)%4], 1+i%3, products[4])
+				if i%2 == 0 {
+					body = fmt.Sprintf(`{"items":[{"product_id":%q,"quantity":%d}]}`, products[(u+i)%4], 1+i%3)
+				}
+				res, err := post(base+"/v1/orders", token, body)
+				if err != nil || res.status != http.StatusAccepted {
+					t.Errorf("place order: %v %d %s", err, res.status, res.body)
+					return
+				}
+				if i%10 == 9 { // cancel some right away: they race the reservation
+					if res, err := post(base+"/v1/orders/"+res.id+"/cancel", token, ""); err != nil ||
+						(res.status != http.StatusAccepted && res.status != http.StatusConflict) {
+						t.Errorf("cancel: %v %d %s", err, res.status, res.body)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	if n := s.count(t, `SELECT count(*) FROM orders`); n != 500 {
+		t.Fatalf("%d orders, want 500", n)
+	}
+	s.waitQuiet(t, 90*time.Second, "orders", "inventory", "emails")
+	s.waitRedisMatches(t, 60*time.Second)
+	t.Logf("statuses: %d confirmed, %d rejected, %d cancelled",
+		s.count(t, `SELECT count(*) FROM orders WHERE status = 'confirmed'`),
+		s.count(t, `SELECT count(*) FROM orders WHERE status = 'rejected'`),
+		s.count(t, `SELECT count(*) FROM orders WHERE status = 'cancelled'`))
+}
+
+type posted struct {
+	status int
+	id     string
+	body   string
+}
+
+// post sends a POST from any goroutine and returns status, id and body.
+func post(url, token, body string) (posted, error) {
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return posted{}, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return posted{}, err
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	var v struct{ ID string }
+	_ = json.Unmarshal(raw, &v)
+	return posted{status: res.StatusCode, id: v.ID, body: string(raw)}, nil
 }

@@ -3,7 +3,11 @@ package http_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -204,4 +208,73 @@ func TestQueriesAnswerFromPostgresWhenRedisIsDown(t *testing.T) {
 			}
 		}
 	}
+}
+
+// startRedis runs a redis-server of the test's own on a free port and
+// returns its address and a stop function; it is stopped when t ends.
+func startRedis(t *testing.T, port int) (addr string, stop func()) {
+	t.Helper()
+	if port == 0 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		testenv.Must(t, err, "find a free port")
+		port = ln.Addr().(*net.TCPAddr).Port
+		_ = ln.Close()
+	}
+	addr = fmt.Sprintf("127.0.0.1:%d", port)
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	testenv.Must(t, cmd.Start(), "start redis-server")
+	stopped := false
+	stop = func() {
+		if !stopped {
+			stopped = true
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}
+	t.Cleanup(stop)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err
+	})
+	return addr, stop
+}
+
+// TestRedisStoppedAndStartedAgain stops a real Redis under the API: reads
+// go on from Postgres, saying so; once Redis is back, they return to it.
+func TestRedisStoppedAndStartedAgain(t *testing.T) {
+	t.Parallel()
+	addr, stop := startRedis(t, 0)
+	tune, _ := withRedis(t, addr, 200*time.Millisecond)
+	a := newAPIWith(t, tune)
+	_, admin := a.createAdmin(t)
+	p := a.createProduct(t, admin, "MUG-1", 1200, 10)
+	path := "/v1/products/" + p.ID
+	a.do(t, "GET", path, "", nil, nil).expect(t, http.StatusOK) // fills Redis
+	if r := a.do(t, "GET", path, "", nil, nil).expect(t, http.StatusOK); source(r) != "redis" {
+		t.Fatalf("source %q with Redis up, want redis", source(r))
+	}
+
+	stop()
+	for range 5 {
+		start := time.Now()
+		r := a.do(t, "GET", path, "", nil, nil).expect(t, http.StatusOK)
+		if source(r) != "postgres" || r.header.Get(shophttp.HeaderRedis) != "unavailable" {
+			t.Fatalf("Redis down: source %q, %s %q", source(r), shophttp.HeaderRedis, r.header.Get(shophttp.HeaderRedis))
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("a read took %s with Redis down: the API must not hang on it", took)
+		}
+	}
+
+	port, _ := strconv.Atoi(addr[strings.LastIndex(addr, ":")+1:])
+	startRedis(t, port) // back, empty
+	testenv.Eventually(t, 15*time.Second, func() error {
+		if r := a.do(t, "GET", path, "", nil, nil).expect(t, http.StatusOK); source(r) != "redis" {
+			return fmt.Errorf("source %q after Redis came back", source(r))
+		}
+		return nil
+	})
 }
