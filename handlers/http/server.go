@@ -135,6 +135,9 @@ func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Error(err)
 		}
 		req, res := c.Request(), c.Response()
+		if !s.cfg.Logger.Enabled(req.Context(), slog.LevelDebug) {
+			return nil // the attributes below cost more than the rest of a cached read
+		}
 		s.cfg.Logger.LogAttrs(req.Context(), slog.LevelDebug, "request",
 			slog.String("method", req.Method), slog.String("route", c.Path()),
 			slog.Int("status", res.Status), slog.Duration("duration", time.Since(start)),
