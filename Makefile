@@ -4,7 +4,7 @@ BIN         := bin/shop
 # staticcheck from PATH, else from $(go env GOPATH)/bin (where `go install` puts it).
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo "$$($(GO) env GOPATH)/bin/staticcheck")
 
-.PHONY: build test lint fmt-check vet staticcheck migrate run bench
+.PHONY: build test lint fmt-check vet staticcheck migrate run bench bench-reads
 
 build:
 	$(GO) build -o $(BIN) ./cmd/shop
@@ -36,3 +36,6 @@ run: build
 
 bench:
 	bash scripts/bench-orders.sh
+
+bench-reads:
+	bash scripts/bench-reads.sh
