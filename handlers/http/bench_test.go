@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/shopdev/shop/app"
@@ -19,6 +21,7 @@ import (
 	"github.com/shopdev/shop/domain/user"
 	shophttp "github.com/shopdev/shop/handlers/http"
 	"github.com/shopdev/shop/internal/testenv"
+	"github.com/shopdev/shop/projections"
 	"github.com/shopdev/shop/store"
 )
 
@@ -70,6 +73,51 @@ func BenchmarkPlaceOrder(b *testing.B) {
 			h.ServeHTTP(rec, req)
 			if rec.Code != http.StatusAccepted {
 				b.Fatalf("POST /v1/orders = %d: %s", rec.Code, rec.Body)
+			}
+		}
+	})
+}
+
+// BenchmarkGetProduct measures GET /v1/products/{id} through the Echo
+// handler (no network) with the model in a real Redis: the hot read path.
+//
+//	go test -run '^$' -bench GetProduct -benchmem -cpu 2 ./handlers/http/
+func BenchmarkGetProduct(b *testing.B) {
+	pool := testenv.Pool(b)
+	a, err := auth.New(auth.Config{Secret: []byte(strings.Repeat("b", 32)), PasswordCost: bcrypt.MinCost})
+	testenv.Must(b, err, "auth")
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	prefix := fmt.Sprintf("shop_bench_%d:", time.Now().UnixNano())
+	defer func() {
+		iter := rdb.Scan(context.Background(), 0, prefix+"*", 1000).Iterator()
+		for iter.Next(context.Background()) {
+			rdb.Del(context.Background(), iter.Val())
+		}
+	}()
+	models, err := projections.New(projections.Config{Client: rdb, Prefix: prefix})
+	testenv.Must(b, err, "projections")
+	h, err := shophttp.New(shophttp.Config{Pool: pool, Auth: a, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Redis: models})
+	testenv.Must(b, err, "api")
+	ids := make([]string, 100)
+	for i := range ids {
+		id := uuid.Must(uuid.NewV7())
+		testenv.Must(b, models.PutProduct(context.Background(), projections.Product{ID: id, SKU: fmt.Sprintf("B-%d", i),
+			Name: "Bench", PriceCents: 100, StockAvailable: 5, Version: 1}), "put product")
+		ids[i] = id.String()
+	}
+	var n atomic.Int64
+	b.SetParallelism(32)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := httptest.NewRequest(http.MethodGet, "/v1/products/"+ids[n.Add(1)%int64(len(ids))], nil)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK || rec.Header().Get(shophttp.HeaderReadSource) != "redis" {
+				b.Errorf("status %d from %q: %s", rec.Code, rec.Header().Get(shophttp.HeaderReadSource), rec.Body)
+				return
 			}
 		}
 	})
