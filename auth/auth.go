@@ -3,6 +3,8 @@
 package auth
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
@@ -94,6 +96,21 @@ func (a *Auth) CheckPassword(u *user.User, password string) bool {
 		return false
 	}
 	return bcrypt.CompareHashAndPassword([]byte(u.PasswordHash()), []byte(password)) == nil
+}
+
+// RequestDigest returns a keyed digest (HMAC-SHA256 under a key derived from
+// the secret) of a request's parts, for Idempotency-Key comparison. A plain
+// hash would keep, for every registration, a fast hash of the body and so of
+// the password in it, open to offline guessing; this one is worthless
+// without the secret.
+func (a *Auth) RequestDigest(parts ...[]byte) []byte {
+	key := hmac.New(sha256.New, a.cfg.Secret)
+	key.Write([]byte("shop idempotency request digest"))
+	h := hmac.New(sha256.New, key.Sum(nil))
+	for _, p := range parts {
+		h.Write(p)
+	}
+	return h.Sum(nil)
 }
 
 // Claims is who a token speaks for.

@@ -117,7 +117,10 @@ func (s *Store) page(ctx context.Context, ids []string, limit int, key func(uuid
 	next := uuid.Nil
 	if len(ids) > limit {
 		ids = ids[:limit]
-		next = uuid.MustParse(ids[limit-1])
+		var err error
+		if next, err = uuid.Parse(ids[limit-1]); err != nil {
+			return nil, uuid.Nil, fmt.Errorf("index member %q: %w", ids[limit-1], err)
+		}
 	}
 	cmds := make([]*redis.MapStringStringCmd, len(ids))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {

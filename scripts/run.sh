@@ -13,7 +13,7 @@ missing=()
 for s in "${services[@]}"; do answers "$s" || missing+=("$s"); done
 
 if ((${#missing[@]})); then
-  if docker info >/dev/null 2>&1; then
+  if docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
     echo "starting with docker compose: ${missing[*]}"
     # --wait uses the healthchecks: a published port answers as soon as the container starts,
     # before the service inside is ready.
@@ -29,7 +29,7 @@ if ((${#missing[@]})); then
       [redis]="redis-server --daemonize yes"
       [rabbitmq]="rabbitmq-server -detached"
     )
-    echo "not answering, and no Docker engine to start them with:" >&2
+    echo "not answering, and no Docker engine with compose to start them with:" >&2
     for s in "${missing[@]}"; do
       echo "  $s (127.0.0.1:${port[$s]}): start it with 'docker compose up -d $s'," \
         "or on Debian: ${native[$s]}" >&2

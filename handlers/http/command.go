@@ -3,11 +3,9 @@ package http
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
-	stdhttp "net/http"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -51,7 +49,7 @@ func (s *Server) command(c echo.Context, body []byte, fn func(ctx context.Contex
 	if a := actorOf(c); a.UserID != uuid.Nil {
 		scope = a.UserID.String()
 	}
-	hash := requestHash(c.Request(), body)
+	hash := s.cfg.Auth.RequestDigest([]byte(c.Request().Method+" "+c.Request().URL.Path+"\n"), body)
 	ctx := outbox.WithMetadata(c.Request().Context(), s.metadata(c))
 
 	var res store.Response
@@ -116,25 +114,21 @@ func (s *Server) storedReply(ctx context.Context, scope, key string) (res store.
 	return res, found, err
 }
 
-// requestHash identifies a request for Idempotency-Key comparison.
-func requestHash(r *stdhttp.Request, body []byte) []byte {
-	h := sha256.New()
-	fmt.Fprintf(h, "%s %s\n", r.Method, r.URL.Path)
-	h.Write(body)
-	return h.Sum(nil)
-}
-
-// metadata is the correlation of the events this request causes: the
-// caller's X-Correlation-Id if it sent one, else the request id.
+// metadata is the correlation of the events this request causes.
 func (s *Server) metadata(c echo.Context) outbox.Metadata {
-	requestID := c.Response().Header().Get(echo.HeaderXRequestID)
-	md := outbox.Metadata{
-		CorrelationID: c.Request().Header.Get(headerCorrelationID),
-		CausationID:   requestID,
+	return outbox.Metadata{
+		CorrelationID: correlationID(c),
+		CausationID:   c.Response().Header().Get(echo.HeaderXRequestID),
 		TraceParent:   c.Request().Header.Get("Traceparent"),
 	}
-	if md.CorrelationID == "" || len(md.CorrelationID) > 128 {
-		md.CorrelationID = requestID
+}
+
+// correlationID is the caller's X-Correlation-Id if it sent a usable one,
+// else the request id: it goes into the events the request causes and into
+// its log lines.
+func correlationID(c echo.Context) string {
+	if id := c.Request().Header.Get(headerCorrelationID); id != "" && len(id) <= 128 {
+		return id
 	}
-	return md
+	return c.Response().Header().Get(echo.HeaderXRequestID)
 }

@@ -82,7 +82,8 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if p.Status >= 500 {
 		s.cfg.Logger.LogAttrs(req.Context(), slog.LevelError, "request failed",
 			slog.String("method", req.Method), slog.String("route", c.Path()), slog.Int("status", p.Status),
-			slog.String("request_id", p.RequestID), slog.String("error", err.Error()))
+			slog.String("request_id", p.RequestID), slog.String("correlation_id", correlationID(c)),
+			slog.String("error", err.Error()))
 	}
 	p.Title = stdhttp.StatusText(p.Status)
 	if req.Method == stdhttp.MethodHead {

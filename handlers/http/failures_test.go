@@ -78,15 +78,20 @@ func TestUnexpectedErrorsAre500WithoutInternals(t *testing.T) {
 
 	for _, path := range []string{"/test/error", "/test/crash"} {
 		t.Run(path, func(t *testing.T) {
-			r := a.do(t, "GET", path, "", nil, nil)
+			correlation := "corr-" + strings.TrimPrefix(path, "/test/")
+			r := a.do(t, "GET", path, "", nil, headers{"X-Correlation-Id": correlation})
 			p := r.problem(t, http.StatusInternalServerError)
 			for _, secret := range []string{"secret_table", "store.go", "goroutine", "nil map"} {
 				if strings.Contains(string(r.raw), secret) {
 					t.Errorf("500 body leaks %q: %s", secret, r.raw)
 				}
 			}
-			if line := a.logLine(p.RequestID); line == "(none)" {
-				t.Errorf("the 500 with request id %s was not logged", p.RequestID)
+			line := a.logLine(p.RequestID)
+			if line == "(none)" {
+				t.Fatalf("the 500 with request id %s was not logged", p.RequestID)
+			}
+			if !strings.Contains(line, `"correlation_id":"`+correlation+`"`) {
+				t.Errorf("the log line does not carry the caller's correlation id %q: %s", correlation, line)
 			}
 		})
 	}

@@ -113,7 +113,8 @@ type headers map[string]string
 
 // send makes one request without failing the test, so that it can be used
 // from any goroutine. body is sent as is when it is a string or []byte,
-// else encoded as JSON; nil sends no body.
+// chunked (no Content-Length) when it is an io.Reader, else encoded as JSON;
+// nil sends no body.
 func (a *api) send(method, path, token string, body any, hdr headers) (response, error) {
 	var reader io.Reader
 	switch b := body.(type) {
@@ -122,6 +123,8 @@ func (a *api) send(method, path, token string, body any, hdr headers) (response,
 		reader = strings.NewReader(b)
 	case []byte:
 		reader = bytes.NewReader(b)
+	case io.Reader:
+		reader = io.MultiReader(b) // a reader of unknown length: sent chunked
 	default:
 		raw, err := json.Marshal(b)
 		if err != nil {

@@ -2,6 +2,8 @@ package http_test
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -314,4 +316,28 @@ func TestIdempotencyKeyFormat(t *testing.T) {
 			t.Errorf("a 255-character key did not replay: %s vs %s", first.raw, again.raw)
 		}
 	})
+}
+
+// A stored registration must not let anyone who reads idempotency_keys
+// guess the password offline: its request digest is keyed by the server's
+// secret, not a plain hash of the body.
+func TestIdempotencyKeyStoresNoPlainHashOfTheBody(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	body := `{"email":"vera@example.com","name":"Vera","password":"guessable password"}`
+	a.do(t, "POST", "/v1/users", "", body, headers{"Idempotency-Key": "register-vera"}).expect(t, http.StatusCreated)
+
+	var digest, stored []byte
+	err := a.pool.QueryRow(context.Background(), `SELECT request_hash, body FROM idempotency_keys WHERE key = 'register-vera'`).Scan(&digest, &stored)
+	testenv.Must(t, err, "read the stored reply")
+	for _, plain := range [][]byte{[]byte(body), []byte("POST /v1/users\n" + body)} {
+		if sum := sha256.Sum256(plain); bytes.Equal(digest, sum[:]) {
+			t.Fatalf("request_hash is the plain sha256 of %q", plain)
+		}
+	}
+	if strings.Contains(string(stored), "guessable password") {
+		t.Errorf("the stored reply holds the password: %s", stored)
+	}
+	// The digest still identifies the request: the same body replays.
+	a.do(t, "POST", "/v1/users", "", body, headers{"Idempotency-Key": "register-vera"}).expect(t, http.StatusCreated)
 }

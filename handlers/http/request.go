@@ -19,8 +19,10 @@ import (
 func readBody(c echo.Context) ([]byte, error) {
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
+		// net/http's MaxBytesReader caps a body with a Content-Length,
+		// Echo's BodyLimit a chunked one.
 		var tooLarge *stdhttp.MaxBytesError
-		if errors.As(err, &tooLarge) {
+		if errors.As(err, &tooLarge) || errors.Is(err, echo.ErrStatusRequestEntityTooLarge) {
 			return nil, echo.ErrStatusRequestEntityTooLarge
 		}
 		return nil, problemError{status: stdhttp.StatusBadRequest, detail: "could not read the request body"}

@@ -141,7 +141,8 @@ func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 		s.cfg.Logger.LogAttrs(req.Context(), slog.LevelDebug, "request",
 			slog.String("method", req.Method), slog.String("route", c.Path()),
 			slog.Int("status", res.Status), slog.Duration("duration", time.Since(start)),
-			slog.String("request_id", res.Header().Get(echo.HeaderXRequestID)))
+			slog.String("request_id", res.Header().Get(echo.HeaderXRequestID)),
+			slog.String("correlation_id", correlationID(c)))
 		return nil
 	}
 }

@@ -51,7 +51,8 @@ func (s *Server) registerUser(c echo.Context) error {
 		if err != nil {
 			return reply{}, err
 		}
-		return reply{status: stdhttp.StatusCreated, location: "/v1/users/" + u.ID().String(), body: newUserResponse(u)}, nil
+		// No Location: no route reads a user back.
+		return reply{status: stdhttp.StatusCreated, body: newUserResponse(u)}, nil
 	})
 }
 
