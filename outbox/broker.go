@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -18,8 +19,12 @@ type broker struct {
 	log     *slog.Logger
 	backoff backoff
 
-	mu   sync.Mutex
-	conn *amqp.Connection
+	mu   sync.Mutex       // serializes connecting: one dial at a time
+	conn *amqp.Connection // guarded by mu
+
+	// live is conn once its topology is declared, for connected(), which
+	// must never wait behind a dial that holds mu (up to its timeout).
+	live atomic.Pointer[amqp.Connection]
 }
 
 // channel returns a new channel in confirm mode, connecting first if needed.
@@ -59,6 +64,7 @@ func (b *broker) tryChannel() (*amqp.Channel, error) {
 			return nil, fmt.Errorf("declare topology: %w", err)
 		}
 		b.conn = conn
+		b.live.Store(conn)
 		b.log.Info("connected to rabbitmq; topology declared")
 	}
 	ch, err := b.conn.Channel()
@@ -72,11 +78,11 @@ func (b *broker) tryChannel() (*amqp.Channel, error) {
 	return ch, nil
 }
 
-// connected reports whether the connection is open.
+// connected reports whether the connection is open. It does not block,
+// even while another goroutine is dialling.
 func (b *broker) connected() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.conn != nil && !b.conn.IsClosed()
+	conn := b.live.Load()
+	return conn != nil && !conn.IsClosed()
 }
 
 func (b *broker) close() error {

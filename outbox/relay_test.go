@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -362,5 +363,56 @@ func TestRelayVacuumsTheOutbox(t *testing.T) {
 				return nil
 			})
 		})
+	}
+}
+
+// TestConnectedDoesNotWaitForADial checks that Connected (what /readyz asks)
+// answers at once while the relay is stuck dialling a broker that accepted
+// the TCP connection and never speaks AMQP: the dial holds the broker's
+// lock for up to its 30 s handshake timeout.
+func TestConnectedDoesNotWaitForADial(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	testenv.Must(t, err, "listen")
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // held open and silent
+		}
+	}()
+	relay := startRelay(t, testenv.DatabaseURL(t), "amqp://guest:guest@"+ln.Addr().String()+"/", nil)
+	// Runs before the relay's cleanup: closing the sockets ends the dial.
+	t.Cleanup(func() {
+		_ = ln.Close()
+		for {
+			select {
+			case c := <-accepted:
+				_ = c.Close()
+			default:
+				return
+			}
+		}
+	})
+
+	var c net.Conn
+	select {
+	case c = <-accepted: // the relay is dialling now, and waits for the handshake
+	case <-time.After(30 * time.Second):
+		t.Fatal("the relay did not dial within 30 s")
+	}
+	accepted <- c // for the cleanup
+	answer := make(chan bool, 1)
+	go func() { answer <- relay.Connected() }()
+	select {
+	case ok := <-answer:
+		if ok {
+			t.Fatal("Connected() = true while the broker has not even answered")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Connected() blocked behind a dial in progress")
 	}
 }
