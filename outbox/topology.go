@@ -25,6 +25,31 @@ func (g Group) Queue() string { return "shop." + g.Name }
 // DeadQueue is where the group's failed messages end.
 func (g Group) DeadQueue() string { return "shop." + g.Name + ".dead" }
 
+// DeliveryLimit is how many times a group's queue redelivers a message
+// before RabbitMQ dead-letters it to the group's dead queue.
+const DeliveryLimit = 20
+
+// QueueArgs are the arguments the group's queue is declared with. Anyone
+// declaring shop.<group> must pass exactly these: RabbitMQ refuses a
+// redeclaration with other arguments (PRECONDITION_FAILED). A message
+// redelivered more than DeliveryLimit times is dead-lettered (at most once)
+// through the default exchange to shop.<group>.dead: quorum queues on
+// RabbitMQ 3.13 and later have a default delivery limit and would drop it
+// without a dead-letter exchange.
+func (g Group) QueueArgs() amqp.Table {
+	return amqp.Table{
+		amqp.QueueTypeArg:           amqp.QueueTypeQuorum,
+		"x-dead-letter-exchange":    "",
+		"x-dead-letter-routing-key": g.DeadQueue(),
+		"x-delivery-limit":          DeliveryLimit,
+	}
+}
+
+// DeadQueueArgs are the arguments the group's dead queue is declared with.
+func (g Group) DeadQueueArgs() amqp.Table {
+	return amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}
+}
+
 // Groups is the topology of DESIGN.md: who consumes which events.
 func Groups() []Group {
 	return []Group{
@@ -49,18 +74,21 @@ func Routed(key string) bool {
 	return false
 }
 
-// Declare declares the exchange, every group's queue with its bindings, and
-// every dead queue. It is idempotent, and runs before anything is published
+// Declare declares the exchange, every group's queue (QueueArgs) with its
+// bindings, and every dead queue. It is idempotent, and runs before anything is published
 // so that no event goes into an exchange with no queue bound.
 func Declare(ch *amqp.Channel) error {
 	if err := ch.ExchangeDeclare(Exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
 		return fmt.Errorf("declare exchange %s: %w", Exchange, err)
 	}
-	quorum := amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}
 	for _, g := range Groups() {
-		for _, q := range []string{g.Queue(), g.DeadQueue()} {
-			if _, err := ch.QueueDeclare(q, true, false, false, false, quorum); err != nil {
-				return fmt.Errorf("declare queue %s: %w", q, err)
+		queues := []struct {
+			name string
+			args amqp.Table
+		}{{g.DeadQueue(), g.DeadQueueArgs()}, {g.Queue(), g.QueueArgs()}}
+		for _, q := range queues {
+			if _, err := ch.QueueDeclare(q.name, true, false, false, false, q.args); err != nil {
+				return fmt.Errorf("declare queue %s: %w", q.name, err)
 			}
 		}
 		for _, key := range g.Keys {
