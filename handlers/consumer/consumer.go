@@ -13,10 +13,16 @@
 // the library's per-process memory.
 //
 // Failures: Postgres being unreachable is waited out (nothing can be
-// applied anyway); other errors are retried with backoff MaxRetries times;
-// a message that still fails, cannot be decoded or carries headers it
-// should not goes to shop.<group>.dead with the reason in its headers and is
-// acknowledged. Nothing is ever requeued in a loop.
+// applied anyway); a handler's dependency being unavailable (ErrUnavailable)
+// is waited out for UnavailableFor; other errors are retried with backoff
+// MaxRetries times; a message that still fails, cannot be decoded or carries
+// headers it should not goes to shop.<group>.dead with the reason in its
+// headers and is acknowledged. Nothing is ever requeued in a loop.
+//
+// Logging: each failure is handled once. Apply returns errors with context
+// and logs none; how a delivery ended is logged once, by the outermost
+// middleware (settle), with the event's ids: event_id, event_type,
+// correlation_id and causation_id are on every line about an event.
 package consumer
 
 import (
@@ -25,6 +31,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -79,6 +86,14 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the delay between retries, and
 	// between reconnection attempts. Defaults 50ms and 2s.
 	MinBackoff, MaxBackoff time.Duration
+	// UnavailableFor bounds how long one delivery waits while a handler
+	// reports its dependency unavailable (ErrUnavailable: an SMTP server
+	// unreachable or answering 4xx): past it, the delivery goes to the dead
+	// queue with the reason, so that one message cannot hold a handler slot
+	// forever. Postgres being unreachable (store.ErrUnavailable), and
+	// Project's ErrUnavailable (Redis, which every event of the group
+	// needs), are waited out without bound. Default 5 minutes.
+	UnavailableFor time.Duration
 }
 
 // Validate fills defaults and checks the configuration.
@@ -115,8 +130,11 @@ func (c *Config) Validate() error {
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = 2 * time.Second
 	}
-	if c.Concurrency < 1 || c.Prefetch < 1 || c.MaxRetries < 0 || c.MinBackoff > c.MaxBackoff {
-		return errors.New("consumer: concurrency and prefetch must be positive, retries not negative, min backoff <= max backoff")
+	if c.UnavailableFor == 0 {
+		c.UnavailableFor = 5 * time.Minute
+	}
+	if c.Concurrency < 1 || c.Prefetch < 1 || c.MaxRetries < 0 || c.MinBackoff > c.MaxBackoff || c.UnavailableFor < 0 {
+		return errors.New("consumer: concurrency and prefetch must be positive, retries and unavailable-for not negative, min backoff <= max backoff")
 	}
 	if c.Metrics == nil {
 		c.Metrics = NewMetrics(nil)
@@ -184,24 +202,19 @@ func (g *Group) runOnce(ctx context.Context, connected func()) error {
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
-	poison, err := middleware.PoisonQueueWithFilter(pub, g.cfg.Group.DeadQueue(), func(err error) bool {
-		if errors.Is(err, errStopping) {
-			return false // a delivery cut short by shutdown is requeued instead
-		}
-		g.cfg.Metrics.Dead.WithLabelValues(g.cfg.Group.Name).Inc()
-		g.cfg.Logger.Error("message to the dead queue", "group", g.cfg.Group.Name, "reason", err.Error())
-		return true
-	})
+	// A delivery cut short by shutdown is requeued instead.
+	poison, err := middleware.PoisonQueueWithFilter(pub, g.cfg.Group.DeadQueue(), func(err error) bool { return !stopping(err) })
 	if err != nil {
 		return fmt.Errorf("dead-queue middleware: %w", err)
 	}
 	router.AddMiddleware(
+		g.settle,
 		poison,
 		middleware.Retry{
 			MaxRetries: g.cfg.MaxRetries, InitialInterval: g.cfg.MinBackoff, MaxInterval: g.cfg.MaxBackoff,
 			Multiplier: 2, RandomizationFactor: 0.3, ResetContextOnRetry: true,
 			ShouldRetry: func(p middleware.RetryParams) bool {
-				return !errors.Is(p.Err, errPermanent) && !errors.Is(p.Err, errStopping)
+				return !errors.Is(p.Err, errPermanent) && !stopping(p.Err)
 			},
 		}.Middleware,
 		middleware.Recoverer,
@@ -261,8 +274,8 @@ func (topology) ExchangeDeclare(ch *amqp.Channel, _ string, _ wamqp.Config) erro
 
 // ErrUnavailable is what a handler wraps when a dependency other than
 // Postgres is down (an SMTP server): like Postgres being down, the delivery
-// waits and tries again, without counting retries, instead of going to the
-// dead queue.
+// waits and tries again, without counting retries, but for UnavailableFor
+// at most; then it goes to the dead queue.
 var ErrUnavailable = errors.New("dependency unavailable")
 
 var (
@@ -272,10 +285,77 @@ var (
 	errStopping = errors.New("consumer stopping")
 )
 
+// stopping reports whether err is a delivery cut short by shutdown: the
+// handler's (errStopping) or Retry's, which gives up with the message
+// context's error when it ends between attempts.
+func stopping(err error) bool {
+	return errors.Is(err, errStopping) || errors.Is(err, context.Canceled)
+}
+
+// settle logs and counts how a delivery that failed ended, once: in the
+// dead queue (the poison middleware inside it published it there and set
+// the reason), requeued because the process is stopping, or requeued
+// because the dead queue did not confirm it.
+func (g *Group) settle(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		reason := msg.Metadata.Get(MetaReason)
+		switch {
+		case err == nil && reason == "":
+			return out, nil
+		case err == nil:
+			g.cfg.Metrics.Dead.WithLabelValues(g.cfg.Group.Name).Inc()
+			attempts, _ := strconv.Atoi(msg.Metadata.Get(MetaAttempts))
+			g.deliveryLogger(msg).Error("message to the dead queue", "attempts", attempts, "reason", reason)
+			return out, nil
+		case stopping(err):
+			// The router nacks it without logging (a context.Canceled).
+			g.deliveryLogger(msg).Debug("delivery interrupted by shutdown; requeued")
+			return nil, err
+		default:
+			// Nacked here so that the router, seeing no error, does not log
+			// it a second time; it is delivered again later.
+			g.deliveryLogger(msg).Error("dead queue did not take the message; requeued", "reason", reason, "error", err.Error())
+			msg.Nack()
+			return nil, nil
+		}
+	}
+}
+
+// deliveryLogger returns the group's logger with the ids of the delivery's
+// event, or, for a body that is not an envelope, its message id and type.
+func (g *Group) deliveryLogger(msg *message.Message) *slog.Logger {
+	if env, err := decode(msg.Payload); err == nil {
+		return g.cfg.Logger.With(g.eventAttrs(env)...)
+	}
+	return g.cfg.Logger.With("group", g.cfg.Group.Name, "message_id", msg.UUID, "event_type", msg.Metadata.Get(metaType))
+}
+
+// eventAttrs are the attributes of every log line about env.
+func (g *Group) eventAttrs(env outbox.Envelope) []any {
+	return []any{"group", g.cfg.Group.Name, "event_id", env.ID.String(), "event_type", env.Type,
+		"correlation_id", env.CorrelationID, "causation_id", env.CausationID}
+}
+
+type logAttrsKey struct{}
+
+// Logger returns base with the attributes of the event that ctx is applying
+// (group, event_id, event_type, correlation_id, causation_id), for a
+// handler's own log lines; outside a delivery, base itself.
+func Logger(ctx context.Context, base *slog.Logger) *slog.Logger {
+	if attrs, ok := ctx.Value(logAttrsKey{}).([]any); ok {
+		return base.With(attrs...)
+	}
+	return base
+}
+
 // handle applies one delivery. Its error goes through Retry and then to the
 // dead queue.
 func (g *Group) handle(msg *message.Message) error {
-	msg.Metadata.Set(MetaFailedAt, time.Now().UTC().Format(time.RFC3339Nano)) // kept only if it ends dead
+	// Both kept only if it ends dead.
+	msg.Metadata.Set(MetaFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	attempts, _ := strconv.Atoi(msg.Metadata.Get(MetaAttempts))
+	msg.Metadata.Set(MetaAttempts, strconv.Itoa(attempts+1))
 	if bad := msg.Metadata.Get(metaUnexpected); bad != "" {
 		return fmt.Errorf("%w: unexpected header %q", errPermanent, bad)
 	}
@@ -290,16 +370,19 @@ func (g *Group) handle(msg *message.Message) error {
 // Apply applies one event as a delivery of it would: the group's handler
 // for its type and the inbox row, in one transaction. It reports whether
 // the event was applied now (false: applied before, a duplicate). Errors
-// that retrying cannot fix (no handler, invalid data, unknown aggregate)
-// are permanent. Tests and tools use it to feed events without RabbitMQ.
+// that retrying cannot fix (no handler, invalid data, unknown aggregate, a
+// dependency unavailable for longer than UnavailableFor) are permanent.
+// Errors are returned with context, not logged: the caller decides. Tests
+// and tools use it to feed events without RabbitMQ.
 func (g *Group) Apply(ctx context.Context, env outbox.Envelope) (bool, error) {
 	group := g.cfg.Group.Name
 	h := g.cfg.Handlers[env.Type]
 	if !slices.Contains(g.cfg.Group.Keys, env.Type) || (g.cfg.Project == nil && h == nil) {
 		return false, fmt.Errorf("%w: group %s has no handler for %q", errPermanent, group, env.Type)
 	}
-	log := g.cfg.Logger.With("group", group, "event_id", env.ID.String(), "event_type", env.Type,
-		"correlation_id", env.CorrelationID, "causation_id", env.CausationID)
+	attrs := g.eventAttrs(env)
+	log := g.cfg.Logger.With(attrs...)
+	ctx = context.WithValue(ctx, logAttrsKey{}, attrs)
 	ctx = outbox.WithMetadata(ctx, outbox.Metadata{
 		CorrelationID: env.CorrelationID, CausationID: env.ID.String(), TraceParent: env.Trace["traceparent"],
 	})
@@ -317,14 +400,15 @@ func (g *Group) Apply(ctx context.Context, env outbox.Envelope) (bool, error) {
 		return false, nil
 	case errors.Is(err, errStopping):
 		return false, err
-	case errors.Is(err, errPermanent), errors.Is(err, domain.ErrInvalid), errors.Is(err, domain.ErrNotFound):
+	case errors.Is(err, errPermanent):
 		g.handled(env.Type, "failed")
-		log.Error("event cannot be applied", "error", err.Error())
-		return false, fmt.Errorf("%w: %w", errPermanent, err)
+		return false, fmt.Errorf("apply %s: %w", env.Type, err)
+	case errors.Is(err, domain.ErrInvalid), errors.Is(err, domain.ErrNotFound):
+		g.handled(env.Type, "failed")
+		return false, fmt.Errorf("%w: apply %s: %w", errPermanent, env.Type, err)
 	default:
 		g.handled(env.Type, "failed")
-		log.Warn("event failed", "error", err.Error())
-		return false, err
+		return false, fmt.Errorf("apply %s: %w", env.Type, err)
 	}
 }
 
@@ -332,10 +416,13 @@ func (g *Group) Apply(ctx context.Context, env outbox.Envelope) (bool, error) {
 // Postgres (or another dependency, ErrUnavailable) is unreachable it waits
 // between attempts, outside any transaction, without counting retries: no
 // message could be applied, and sending them all to the dead queue would not
-// help.
+// help. A handler's ErrUnavailable is waited out for UnavailableFor at most
+// (one recipient's server refusing it must not hold a slot forever); then
+// the error is permanent.
 func (g *Group) apply(ctx context.Context, log *slog.Logger, h Handler, env outbox.Envelope) (bool, error) {
 	// A transaction under way finishes even when the process is stopping.
 	work := context.WithoutCancel(ctx)
+	var since time.Time // when a handler first reported its dependency unavailable
 	for attempt := 0; ; attempt++ {
 		if ctx.Err() != nil {
 			return false, fmt.Errorf("%w: %w", errStopping, ctx.Err())
@@ -354,10 +441,25 @@ func (g *Group) apply(ctx context.Context, log *slog.Logger, h Handler, env outb
 				return h(ctx, tx, env)
 			})
 		}
-		if !errors.Is(err, store.ErrUnavailable) && !errors.Is(err, ErrUnavailable) {
+		wait := g.backoff(attempt)
+		switch {
+		case errors.Is(err, store.ErrUnavailable), errors.Is(err, ErrUnavailable) && g.cfg.Project != nil:
+			// Postgres, or Redis for the projections: no event of the group
+			// can be applied, so it waits without bound.
+		case errors.Is(err, ErrUnavailable):
+			if since.IsZero() {
+				since = time.Now()
+			}
+			waited := time.Since(since)
+			if waited >= g.cfg.UnavailableFor {
+				return false, fmt.Errorf("%w: dependency unavailable for %s (limit %s): %w",
+					errPermanent, waited.Round(time.Millisecond), g.cfg.UnavailableFor, err)
+			}
+			wait = min(wait, g.cfg.UnavailableFor-waited) // one last attempt at the limit
+		default:
 			return applied && err == nil, err
 		}
-		wait := g.backoff(attempt)
+		g.handled(env.Type, "unavailable")
 		log.Warn("dependency unavailable; waiting", "error", err.Error(), "retry_in", wait)
 		sleep(ctx, wait)
 	}

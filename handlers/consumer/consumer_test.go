@@ -1,6 +1,7 @@
 package consumer_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/shopdev/shop/domain"
 	"github.com/shopdev/shop/handlers/consumer"
 	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/outbox"
@@ -304,5 +306,92 @@ func TestHandlesDeliveriesConcurrently(t *testing.T) {
 	})
 	if p := peak.Load(); p < 2 || p > concurrency {
 		t.Errorf("at most %d deliveries were handled at once, want 2..%d", p, concurrency)
+	}
+}
+
+// logBuffer collects a logger's JSON lines while the group writes them.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines returns the lines logged so far, decoded.
+func (b *logBuffer) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for _, raw := range bytes.Split(bytes.TrimSpace(b.buf.Bytes()), []byte("\n")) {
+		var line map[string]any
+		testenv.Must(t, json.Unmarshal(raw, &line), "decode log line "+string(raw))
+		out = append(out, line)
+	}
+	return out
+}
+
+func TestAFailureIsLoggedOnceWithTheEventsIDs(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name         string
+		err          error
+		wantAttempts float64
+	}{
+		{"data the domain rejects: dead at once", fmt.Errorf("reserve: %w", domain.ErrInvalid), 1},
+		{"a handler that always fails: dead after the retries", errors.New("this handler always fails"), 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			logs := &logBuffer{}
+			x := start(t, func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error { return tt.err }, func(c *consumer.Config) {
+				c.MaxRetries = 2
+				c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			})
+			env := envelope(t)
+			env.CorrelationID, env.CausationID = uuid.NewString(), uuid.NewString() // distinct from the event id
+			x.publishEnvelope(t, env)
+			x.waitDead(t, 1)
+
+			var dead map[string]any
+			testenv.Eventually(t, 10*time.Second, func() error { // logged once the dead queue confirmed it
+				for _, line := range logs.lines(t) {
+					if line["msg"] == "message to the dead queue" {
+						dead = line
+						return nil
+					}
+				}
+				return errors.New("no dead-queue line logged")
+			})
+			for key, want := range map[string]any{
+				"level": "ERROR", "group": group.Name, "event_id": env.ID.String(), "event_type": env.Type,
+				"correlation_id": env.CorrelationID, "causation_id": env.CausationID, "attempts": tt.wantAttempts,
+			} {
+				if dead[key] != want {
+					t.Errorf("dead-queue line: %s = %v, want %v", key, dead[key], want)
+				}
+			}
+			if reason, _ := dead["reason"].(string); !strings.Contains(reason, tt.err.Error()) {
+				t.Errorf("dead-queue line: reason %q does not name the failure %q", reason, tt.err)
+			}
+			// Handled once: no other warning or error about the event, and
+			// every line about it carries its correlation and causation ids.
+			for _, line := range logs.lines(t) {
+				if line["event_id"] != env.ID.String() {
+					continue
+				}
+				if line["correlation_id"] != env.CorrelationID || line["causation_id"] != env.CausationID {
+					t.Errorf("a line about the event lacks its ids: %v", line)
+				}
+				if level := line["level"]; (level == "WARN" || level == "ERROR") && line["msg"] != "message to the dead queue" {
+					t.Errorf("the failure is logged more than once: %v", line)
+				}
+			}
+		})
 	}
 }

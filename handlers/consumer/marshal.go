@@ -17,6 +17,8 @@ import (
 const (
 	MetaReason   = middleware.ReasonForPoisonedKey // "reason_poisoned"
 	MetaFailedAt = "failed_at"
+	// MetaAttempts is how many times the handler ran for the delivery.
+	MetaAttempts = "attempts"
 	// MetaReplayedAt marks a message an operator replayed from a dead queue.
 	MetaReplayedAt = "replayed_at"
 )

@@ -5,7 +5,8 @@ import "github.com/prometheus/client_golang/prometheus"
 // Metrics are a consumer process's Prometheus metrics.
 type Metrics struct {
 	// Handled counts attempts to apply an event by group, event type and
-	// outcome: applied, duplicate, failed.
+	// outcome: applied, duplicate, failed, unavailable (a dependency was
+	// down: the delivery waits and tries again).
 	Handled *prometheus.CounterVec
 	// Dead counts messages sent to the group's dead queue.
 	Dead *prometheus.CounterVec
@@ -18,7 +19,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Handled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shop_consumer_messages_total",
-			Help: "Attempts to apply an event, by group, event type and outcome (applied, duplicate, failed).",
+			Help: "Attempts to apply an event, by group, event type and outcome (applied, duplicate, failed, unavailable).",
 		}, []string{"group", "type", "outcome"}),
 		Dead: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shop_consumer_dead_total",

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/wneessen/go-mail"
+
+	"github.com/shopdev/shop/handlers/consumer"
 )
 
 // Message is one email to send.
@@ -31,9 +33,9 @@ type Mailer interface {
 // default when no SMTP server is configured.
 type LogMailer struct{ Log *slog.Logger }
 
-// Send logs m.
-func (l LogMailer) Send(_ context.Context, m Message) error {
-	l.Log.Info("email", "message_id", m.ID, "to", m.To, "subject", m.Subject)
+// Send logs m, with the ids of the event being applied when ctx has them.
+func (l LogMailer) Send(ctx context.Context, m Message) error {
+	consumer.Logger(ctx, l.Log).Info("email", "message_id", m.ID, "to", m.To, "subject", m.Subject)
 	return nil
 }
 
