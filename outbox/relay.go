@@ -303,8 +303,16 @@ func (r *Relay) work(ctx context.Context) {
 		}
 		// A round in flight finishes after ctx ends (SIGTERM), within the
 		// confirm timeout, so a graceful stop publishes nothing twice.
+		// A partition whose last round failed or left a row unpublished
+		// retries its first row alone: the rows behind a refused row, which
+		// that round published already, are published again only once it
+		// went through, not on every retry.
+		limit := r.cfg.BatchSize
+		if r.sched.strikes(p) > 0 {
+			limit = 1
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ConfirmTimeout+5*time.Second)
-		res, err := r.round(rctx, ch, returns, p)
+		res, err := r.round(rctx, ch, returns, p, limit)
 		cancel()
 		switch {
 		case err == nil && res.stuck == nil:
@@ -358,10 +366,11 @@ FROM outbox WHERE partition = $1 AND current_setting('shop.claimed') = 'true' OR
 )
 
 // round claims partition p for one transaction, publishes its oldest rows
-// and deletes those RabbitMQ confirmed, in order up to the first that it
-// did not (nacked or unroutable). It costs two round trips to Postgres:
-// BEGIN, claim and read; then DELETE and COMMIT.
-func (r *Relay) round(ctx context.Context, ch *amqp.Channel, returns <-chan amqp.Return, p int) (roundResult, error) {
+// (at most limit) and deletes those RabbitMQ confirmed, in order up to the
+// first that it did not (nacked or unroutable): that row and every row
+// behind it stay, although the rows behind it were published. It costs two
+// round trips to Postgres: BEGIN, claim and read; then DELETE and COMMIT.
+func (r *Relay) round(ctx context.Context, ch *amqp.Channel, returns <-chan amqp.Return, p, limit int) (roundResult, error) {
 	conn, err := r.cfg.Pool.Acquire(ctx)
 	if err != nil {
 		return roundResult{}, fmt.Errorf("acquire connection: %w", err)
@@ -379,7 +388,7 @@ func (r *Relay) round(ctx context.Context, ch *amqp.Channel, returns <-chan amqp
 	// rows are published again, which at-least-once allows.
 	claim.Queue("SET LOCAL synchronous_commit = off")
 	claim.Queue(claimSQL, lockClass, p)
-	claim.Queue(readSQL, p, r.cfg.BatchSize).Query(func(rows pgx.Rows) (err error) {
+	claim.Queue(readSQL, p, limit).Query(func(rows pgx.Rows) (err error) {
 		batch, err = pgx.CollectRows(rows, func(cr pgx.CollectableRow) (row, error) {
 			var x row
 			var payload string
@@ -427,7 +436,7 @@ func (r *Relay) round(ctx context.Context, ch *amqp.Channel, returns <-chan amqp
 		r.deleted.Add(int64(sent))
 	}
 	r.cfg.Metrics.published(p, batch[:sent], time.Since(start))
-	res := roundResult{full: len(batch) == r.cfg.BatchSize}
+	res := roundResult{full: len(batch) == limit}
 	if sent < len(batch) {
 		res.stuck, res.reason = &batch[sent], reason
 		r.cfg.Metrics.Failures.WithLabelValues(reason).Inc()

@@ -79,6 +79,20 @@ func CloseConnections(t testing.TB, vhost string) int {
 	return closed
 }
 
+// SetPolicy applies a policy to vhost (rabbitmqctl set_policy --apply-to
+// queues): definition is its JSON, e.g. {"max-length":0}. It is cleared
+// with ClearPolicy, or goes with the vhost.
+func SetPolicy(t testing.TB, vhost, name, pattern, definition string) {
+	t.Helper()
+	rabbitmqctl(t, "set_policy", "-p", vhost, "--apply-to", "queues", name, pattern, definition)
+}
+
+// ClearPolicy removes a policy SetPolicy applied.
+func ClearPolicy(t testing.TB, vhost, name string) {
+	t.Helper()
+	rabbitmqctl(t, "clear_policy", "-p", vhost, name)
+}
+
 func rabbitmqctl(t testing.TB, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
