@@ -33,9 +33,12 @@ type config struct {
 	RelayWorkers   int
 	// ConsumerConcurrency is how many deliveries each consumer group of a
 	// `shop consume` process handles at once; ConsumerMaxRetries how many
-	// times a failing one is retried before the dead queue.
-	ConsumerConcurrency int
-	ConsumerMaxRetries  int
+	// times a failing one is retried before the dead queue;
+	// ConsumerUnavailableFor how long one waits for an unavailable SMTP
+	// server before the dead queue.
+	ConsumerConcurrency    int
+	ConsumerMaxRetries     int
+	ConsumerUnavailableFor time.Duration
 }
 
 // devJWTSecret signs tokens when SHOP_ENV=dev and no JWT_SECRET is set.
@@ -100,6 +103,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		errs = append(errs, fmt.Errorf("CONSUMER_MAX_RETRIES must be an integer from 0 to 100"))
 	} else {
 		c.ConsumerMaxRetries = n
+	}
+	if c.ConsumerUnavailableFor, err = time.ParseDuration(get("CONSUMER_UNAVAILABLE_FOR", "5m")); err != nil || c.ConsumerUnavailableFor <= 0 {
+		errs = append(errs, fmt.Errorf("CONSUMER_UNAVAILABLE_FOR must be a positive duration like 5m"))
 	}
 	return c, errors.Join(errs...)
 }

@@ -68,6 +68,7 @@ func consumeProcess(ctx context.Context, cfg config, log *slog.Logger, reg *prom
 		gc := consumer.Config{
 			Group: topologyGroup(name), AMQPURL: cfg.AMQPURL, UnitOfWork: uow,
 			Logger: log, Metrics: metrics, Concurrency: cfg.ConsumerConcurrency, MaxRetries: cfg.ConsumerMaxRetries,
+			UnavailableFor: cfg.ConsumerUnavailableFor,
 		}
 		if name == "projections" {
 			if rdb, err = openRedis(cfg); err == nil {
@@ -125,8 +126,9 @@ func openRedis(cfg config) (*redis.Client, error) {
 }
 
 // projector applies events to the Redis read models. Redis being
-// unreachable is waited out (consumer.ErrUnavailable); data the projections
-// reject goes to the dead queue.
+// unreachable is waited out without bound (consumer.ErrUnavailable from a
+// projector, unlike a handler's, is not limited by UnavailableFor); data the
+// projections reject goes to the dead queue.
 func projector(rdb *redis.Client, prefix string) (func(context.Context, outbox.Envelope) (bool, error), error) {
 	store, err := projections.New(projections.Config{Client: rdb, Prefix: prefix})
 	if err != nil {

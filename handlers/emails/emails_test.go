@@ -1,16 +1,21 @@
 package emails_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/shopdev/shop/app"
@@ -58,71 +63,119 @@ func TestSMTPConfigValidate(t *testing.T) {
 	}
 }
 
-// group runs the emails group with an SMTP mailer on its own database and
-// vhost, and returns what a test needs.
-func group(t *testing.T, smtpAddr string) (*pgxpool.Pool, *amqp.Channel, string, func() int) {
+// emailsGroup is the emails group running on a database and a vhost of its
+// own, with what a test looks at.
+type emailsGroup struct {
+	pool    *pgxpool.Pool
+	ch      *amqp.Channel
+	url     string
+	metrics *consumer.Metrics
+}
+
+// startGroup runs the emails group with mailer until the test ends; tune
+// may change its configuration.
+func startGroup(t *testing.T, mailer emails.Mailer, tune func(*consumer.Config)) *emailsGroup {
 	t.Helper()
-	pool := testenv.Pool(t)
-	amqpURL := testenv.AMQPURL(t)
-	mailer, err := emails.NewSMTPMailer(emails.SMTPConfig{Addr: smtpAddr, Timeout: 2 * time.Second})
-	testenv.Must(t, err, "mailer")
-	var g outbox.Group
-	for _, x := range outbox.Groups() {
-		if x.Name == "emails" {
-			g = x
-		}
+	g := &emailsGroup{pool: testenv.Pool(t), url: testenv.AMQPURL(t), metrics: consumer.NewMetrics(nil)}
+	cfg := consumer.Config{Group: emailsTopology(), Handlers: emails.Handlers(mailer), AMQPURL: g.url,
+		UnitOfWork: store.NewUnitOfWork(g.pool, nil), Metrics: g.metrics,
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}
+	if tune != nil {
+		tune(&cfg)
 	}
-	uow := store.NewUnitOfWork(pool, nil)
-	c, err := consumer.New(consumer.Config{Group: g, Handlers: emails.Handlers(mailer), AMQPURL: amqpURL, UnitOfWork: uow,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	c, err := consumer.New(cfg)
 	testenv.Must(t, err, "group")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = c.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	conn, err := amqp.Dial(amqpURL)
+	conn, err := amqp.Dial(g.url)
 	testenv.Must(t, err, "dial")
 	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel()
+	g.ch, err = conn.Channel()
 	testenv.Must(t, err, "channel")
-	testenv.Must(t, outbox.Declare(ch), "declare")
-	emailRows := func() int { return testenv.Count(t, pool, `SELECT count(*) FROM emails WHERE transport = 'smtp'`) }
-	return pool, ch, amqpURL, emailRows
+	testenv.Must(t, outbox.Declare(g.ch), "declare")
+	return g
+}
+
+// smtpGroup runs the emails group with an SMTP mailer sending to addr.
+func smtpGroup(t *testing.T, addr string, tune func(*consumer.Config)) *emailsGroup {
+	t.Helper()
+	mailer, err := emails.NewSMTPMailer(emails.SMTPConfig{Addr: addr, Timeout: 2 * time.Second})
+	testenv.Must(t, err, "mailer")
+	return startGroup(t, mailer, tune)
+}
+
+func emailsTopology() outbox.Group {
+	for _, g := range outbox.Groups() {
+		if g.Name == "emails" {
+			return g
+		}
+	}
+	panic("no emails group in the topology")
+}
+
+// rows counts the emails recorded.
+func (g *emailsGroup) rows(t *testing.T) int {
+	t.Helper()
+	return testenv.Count(t, g.pool, `SELECT count(*) FROM emails`)
+}
+
+// handled is how many user.registered deliveries ended with outcome.
+func (g *emailsGroup) handled(outcome string) int {
+	return int(promtest.ToFloat64(g.metrics.Handled.WithLabelValues("emails", user.EventRegistered, outcome)))
+}
+
+// dead returns the messages in shop.emails.dead.
+func (g *emailsGroup) dead(t *testing.T) []consumer.DeadMessage {
+	t.Helper()
+	dead, err := consumer.ListDead(context.Background(), g.url, emailsTopology(), 0)
+	testenv.Must(t, err, "list shop.emails.dead")
+	return dead
 }
 
 // registerAndDeliver registers a user and publishes its user.registered to
-// the emails queue, copies times.
-func registerAndDeliver(t *testing.T, pool *pgxpool.Pool, ch *amqp.Channel, email string, copies int) {
+// the emails queue, copies times; it returns the event. The registration
+// is a request of its own: the event's correlation and causation ids are
+// fresh, not its own id.
+func (g *emailsGroup) registerAndDeliver(t *testing.T, email string, copies int) outbox.Envelope {
 	t.Helper()
-	err := store.NewUnitOfWork(pool, nil).Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
+	request := outbox.WithMetadata(context.Background(), outbox.Metadata{CorrelationID: uuid.NewString(), CausationID: uuid.NewString()})
+	err := store.NewUnitOfWork(g.pool, nil).Do(request, func(ctx context.Context, tx *store.Tx) error {
 		_, err := app.Register(ctx, tx, app.RegisterUser{Email: email, Name: "Ann", PasswordHash: "x", Role: user.RoleCustomer}, time.Now())
 		return err
 	})
 	testenv.Must(t, err, "register")
 	var body []byte
-	err = pool.QueryRow(context.Background(), `SELECT payload::text::bytea FROM outbox WHERE routing_key = 'user.registered'`).Scan(&body)
+	err = g.pool.QueryRow(context.Background(), `SELECT payload::text::bytea FROM outbox
+		WHERE routing_key = 'user.registered' AND payload->'data'->>'email' = $1`, email).Scan(&body)
 	testenv.Must(t, err, "read the event")
 	var env outbox.Envelope
 	testenv.Must(t, json.Unmarshal(body, &env), "decode the event")
 	for range copies {
-		err = ch.PublishWithContext(context.Background(), "", "shop.emails", true, false, amqp.Publishing{
+		err = g.ch.PublishWithContext(context.Background(), "", "shop.emails", true, false, amqp.Publishing{
 			ContentType: "application/json", DeliveryMode: amqp.Persistent, MessageId: env.ID.String(), Type: env.Type, Body: body})
 		testenv.Must(t, err, "publish")
 	}
+	return env
 }
 
 func TestWelcomeEmailIsSentAndRecordedOnce(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NewSMTPServer(t)
-	pool, ch, _, rows := group(t, srv.Addr)
-	registerAndDeliver(t, pool, ch, "ann@example.com", 2) // the duplicate sends nothing
+	g := smtpGroup(t, srv.Addr, nil)
+	g.registerAndDeliver(t, "ann@example.com", 2) // the duplicate sends nothing
 	testenv.Eventually(t, 10*time.Second, func() error {
-		if n := rows(); n != 1 {
-			return fmt.Errorf("%d emails recorded, want 1", n)
+		if applied, duplicate := g.handled("applied"), g.handled("duplicate"); applied != 1 || duplicate != 1 {
+			return fmt.Errorf("%d deliveries applied and %d skipped as duplicates, want 1 and 1", applied, duplicate)
 		}
 		return nil
 	})
-	time.Sleep(200 * time.Millisecond) // room for a wrong second send
+	// Both deliveries are done: nothing can send again.
+	if n := g.rows(t); n != 1 {
+		t.Errorf("%d emails recorded, want 1", n)
+	}
 	mails := srv.Mails()
 	if len(mails) != 1 || mails[0].To[0] != "ann@example.com" || mails[0].Header.Get("Subject") != "Welcome to shop" {
 		t.Fatalf("server received %+v, want one welcome to ann@example.com", mails)
@@ -144,36 +197,127 @@ func TestSMTPOutcomes(t *testing.T) {
 			t.Parallel()
 			srv := testenv.NewSMTPServer(t)
 			srv.Reject(tt.code)
-			pool, ch, amqpURL, rows := group(t, srv.Addr)
-			registerAndDeliver(t, pool, ch, "bob@example.com", 1)
-			emailsGroup := outbox.Group{Name: "emails"}
+			g := smtpGroup(t, srv.Addr, nil)
+			g.registerAndDeliver(t, "bob@example.com", 1)
 			if tt.wantDead {
 				testenv.Eventually(t, 10*time.Second, func() error {
-					dead, err := consumer.ListDead(context.Background(), amqpURL, emailsGroup, 0)
-					if err != nil {
-						return err
-					}
-					if len(dead) != 1 || !strings.Contains(dead[0].Reason, "550") {
+					if dead := g.dead(t); len(dead) != 1 || !strings.Contains(dead[0].Reason, "550") {
 						return fmt.Errorf("dead messages %+v, want the welcome with the 550", dead)
 					}
 					return nil
 				})
-				if n := rows(); n != 0 {
+				if n := g.rows(t); n != 0 {
 					t.Errorf("%d emails recorded for a refused one", n)
 				}
 				return
 			}
-			time.Sleep(time.Second) // far more than the retries would take
-			if dead, err := consumer.ListDead(context.Background(), amqpURL, emailsGroup, 0); err != nil || len(dead) != 0 {
-				t.Fatalf("dead queue = %+v, %v: a temporary refusal must not end there", dead, err)
+			// More refused attempts than the retries a failure gets, so a
+			// refusal counted as a failure would be dead by now.
+			const refusals = 1 + 5 + 1 // the first attempt, MaxRetries, one more
+			testenv.Eventually(t, 10*time.Second, func() error {
+				if n := g.handled("unavailable"); n < refusals {
+					return fmt.Errorf("%d refused attempts, want %d", n, refusals)
+				}
+				return nil
+			})
+			if dead := g.dead(t); len(dead) != 0 {
+				t.Fatalf("dead queue = %+v: a temporary refusal must not end there", dead)
 			}
 			srv.Reject(0)
 			testenv.Eventually(t, 10*time.Second, func() error {
-				if n := rows(); n != 1 || len(srv.Mails()) != 1 {
+				if n := g.rows(t); n != 1 || len(srv.Mails()) != 1 {
 					return fmt.Errorf("%d recorded, %d received; want 1 and 1", n, len(srv.Mails()))
 				}
 				return nil
 			})
 		})
+	}
+}
+
+func TestARefusalLastingLongerThanUnavailableForGoesToTheDeadQueue(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NewSMTPServer(t)
+	srv.Reject(451)
+	g := smtpGroup(t, srv.Addr, func(c *consumer.Config) {
+		c.UnavailableFor = 300 * time.Millisecond
+		c.Concurrency, c.Prefetch = 1, 1 // one slot: the second message gets it only when the first lets go
+	})
+	first := g.registerAndDeliver(t, "carol@example.com", 1)
+	second := g.registerAndDeliver(t, "dave@example.com", 1)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if dead := g.dead(t); len(dead) != 2 {
+			return fmt.Errorf("%d dead messages, want both welcomes", len(dead))
+		}
+		return nil
+	})
+	for _, d := range g.dead(t) {
+		if d.ID != first.ID.String() && d.ID != second.ID.String() {
+			t.Errorf("unexpected dead message %s", d.ID)
+		}
+		for _, want := range []string{"unavailable for", "smtp send", "451"} {
+			if !strings.Contains(d.Reason, want) {
+				t.Errorf("dead message %s: reason %q does not say %q", d.ID, d.Reason, want)
+			}
+		}
+	}
+	if n := g.rows(t); n != 0 {
+		t.Errorf("%d emails recorded for refused ones", n)
+	}
+	// The server accepts again, and the group goes on with the next message.
+	srv.Reject(0)
+	g.registerAndDeliver(t, "erin@example.com", 1)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n, mails := g.rows(t), srv.Mails(); n != 1 || len(mails) != 1 || mails[0].To[0] != "erin@example.com" {
+			return fmt.Errorf("%d recorded, received %d; want erin's welcome, once", n, len(mails))
+		}
+		return nil
+	})
+}
+
+// logBuffer collects a logger's JSON lines while the group writes them.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// line returns the first line logged with message msg.
+func (b *logBuffer) line(msg string) (map[string]any, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, raw := range bytes.Split(b.buf.Bytes(), []byte("\n")) {
+		var line map[string]any
+		if json.Unmarshal(raw, &line) == nil && line["msg"] == msg {
+			return line, true
+		}
+	}
+	return nil, false
+}
+
+func TestALoggedEmailCarriesTheEventsIDs(t *testing.T) {
+	t.Parallel()
+	logs := &logBuffer{}
+	g := startGroup(t, emails.LogMailer{Log: slog.New(slog.NewJSONHandler(logs, nil))}, nil)
+	env := g.registerAndDeliver(t, "fay@example.com", 1)
+	var line map[string]any
+	testenv.Eventually(t, 10*time.Second, func() error {
+		var ok bool
+		if line, ok = logs.line("email"); !ok {
+			return errors.New("no email logged")
+		}
+		return nil
+	})
+	for key, want := range map[string]string{
+		"to": "fay@example.com", "event_id": env.ID.String(), "event_type": user.EventRegistered,
+		"correlation_id": env.CorrelationID, "causation_id": env.CausationID,
+	} {
+		if line[key] != want {
+			t.Errorf("email line: %s = %v, want %q", key, line[key], want)
+		}
 	}
 }
