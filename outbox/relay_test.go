@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/shopdev/shop/app"
@@ -181,7 +183,8 @@ func TestStuckRowDoesNotBlockOtherPartitions(t *testing.T) {
 		return tx.Append(poison, behind)
 	})
 	testenv.Must(t, err, "append poison")
-	metrics := outbox.NewMetrics(nil)
+	reg := prometheus.NewRegistry()
+	metrics := outbox.NewMetrics(reg)
 	startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) { c.Metrics = metrics })
 
 	products := addProducts(t, pool, 50)
@@ -209,6 +212,43 @@ func TestStuckRowDoesNotBlockOtherPartitions(t *testing.T) {
 	if p := status[blocked]; p.Pending != int64(waiting) || p.OldestAge <= 0 {
 		t.Fatalf("status of the blocked partition = %+v, want %d pending with an age", p, waiting)
 	}
+	// The gauges (refreshed every 5 s) show the same: the blocked partition
+	// pending with a positive age, every other one empty.
+	testenv.Eventually(t, 15*time.Second, func() error {
+		pending, age := gauges(t, reg, "shop_outbox_pending"), gauges(t, reg, "shop_outbox_oldest_age_seconds")
+		for p := range int16(outbox.Partitions) {
+			label := strconv.Itoa(int(p))
+			switch {
+			case p == blocked && (pending[label] != float64(waiting) || age[label] <= 0):
+				return fmt.Errorf("blocked partition %d: pending %v, oldest age %v; want %d and > 0", p, pending[label], age[label], waiting)
+			case p != blocked && (pending[label] != 0 || age[label] != 0):
+				return fmt.Errorf("partition %d: pending %v, oldest age %v; want 0", p, pending[label], age[label])
+			}
+		}
+		return nil
+	})
+}
+
+// gauges gathers reg and returns the values of the gauge family name by
+// partition label; a partition without a value is absent.
+func gauges(t *testing.T, reg *prometheus.Registry, name string) map[string]float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	testenv.Must(t, err, "gather metrics")
+	values := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "partition" {
+					values[l.GetValue()] = m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return values
 }
 
 func TestRelayRecoversFromLostConnections(t *testing.T) {
