@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -46,9 +48,10 @@ func kill(t *testing.T, cmd *exec.Cmd) {
 }
 
 // TestRelayKilledMidBatchLosesNothing streams commands while a real relay
-// process is SIGKILLed and restarted, again and again: every committed event
-// arrives, per aggregate in version order, and the only duplicates are
-// batches a killed relay had published but not yet deleted.
+// process is SIGKILLed and restarted, again and again, each time once it is
+// publishing: every committed event arrives, per aggregate in version order,
+// and the only duplicates are batches a killed relay had published but not
+// yet deleted.
 func TestRelayKilledMidBatchLosesNothing(t *testing.T) {
 	t.Parallel()
 	dbURL := freshDatabaseURL(t)
@@ -81,14 +84,21 @@ func TestRelayKilledMidBatchLosesNothing(t *testing.T) {
 		testenv.Must(t, err, "add product")
 	}
 
-	// Stream 2,000 commands from 4 writers while the relay is killed.
-	var wg sync.WaitGroup
+	// 4 writers stream commands until every kill is done.
+	stopWriting := make(chan struct{})
+	streaming := make(chan struct{}) // closed when every writer stopped
 	streamErr := make(chan error, 4)
+	var wg sync.WaitGroup
 	for w := range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := w; i < 2000; i += 4 {
+			for i := w; ; i += 4 {
+				select {
+				case <-stopWriting:
+					return
+				default:
+				}
 				err := uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
 					_, err := app.Restock(ctx, tx, products[i%len(products)], 1, time.Now())
 					return err
@@ -100,13 +110,44 @@ func TestRelayKilledMidBatchLosesNothing(t *testing.T) {
 			}
 		}()
 	}
+	go func() { wg.Wait(); close(streaming) }()
+	t.Cleanup(func() {
+		select {
+		case <-stopWriting:
+		default:
+			close(stopWriting)
+		}
+		<-streaming
+	})
+
+	// Each relay is killed once it has published (its own counter) and
+	// the sink got more events than at the previous kill, while the
+	// commands still stream: it is busy relaying a backlog that grows.
+	relayEnv := maps.Clone(env)
+	relayEnv["LOG_LEVEL"] = "info" // startServing reads the "listening" line
 	const kills = 6
-	for range kills {
-		relay := startProcess(t, env, "relay")
-		time.Sleep(400 * time.Millisecond) // let it get into its batches
+	arrived := len(sink.Arrivals())
+	for k := range kills {
+		relay, addr := startServing(t, relayEnv, "relay")
+		testenv.Eventually(t, 60*time.Second, func() error {
+			if n := publishedTotal(t, addr); n == 0 {
+				return fmt.Errorf("relay %d has published nothing yet", k+1)
+			}
+			if n := len(sink.Arrivals()); n <= arrived {
+				return fmt.Errorf("%d events at the sink, no more than at the previous kill", n)
+			}
+			return nil
+		})
+		select {
+		case <-streaming:
+			t.Fatalf("the commands stopped before kill %d", k+1)
+		default:
+		}
 		kill(t, relay)
+		arrived = len(sink.Arrivals())
 	}
-	wg.Wait()
+	close(stopWriting)
+	<-streaming
 	close(streamErr)
 	for err := range streamErr {
 		t.Fatalf("commands: %v", err)
@@ -121,12 +162,32 @@ func TestRelayKilledMidBatchLosesNothing(t *testing.T) {
 	for _, id := range ids {
 		want[id] = true
 	}
-	got := sink.WaitFor(t, want, 90*time.Second)
+	got := sink.WaitFor(t, want, 90*time.Second) // every committed event, at least once
 	dups := testenv.CheckOrder(t, got)
 	if bound := kills * 4 * 20; dups > bound { // kills × workers × batch size
 		t.Fatalf("%d duplicates; more than the %d rows the killed relays could have had in flight", dups, bound)
 	}
 	t.Logf("%d events, %d duplicates after %d kills", len(want), dups, kills)
+}
+
+// publishedTotal scrapes shop_relay_published_total from the /metrics of the
+// process serving on addr.
+func publishedTotal(t *testing.T, addr string) float64 {
+	t.Helper()
+	res, err := http.Get("http://" + addr + "/metrics")
+	testenv.Must(t, err, "GET /metrics")
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	testenv.Must(t, err, "read /metrics")
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(line, "shop_relay_published_total "); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			testenv.Must(t, err, "parse shop_relay_published_total")
+			return n
+		}
+	}
+	t.Fatal("/metrics lacks shop_relay_published_total")
+	return 0
 }
 
 // TestRelayServesOpsAndStopsOnSIGTERM checks the relay's health, readiness
