@@ -192,18 +192,27 @@ func (s *system) mustPlace(t *testing.T, customer uuid.UUID, items ...order.Item
 // moment; an order that was rejected first cannot be cancelled, which is
 // not an error here.
 func (s *system) cancel(customer, id uuid.UUID) error {
+	_, err := s.tryCancel(customer, id)
+	return err
+}
+
+// tryCancel is cancel that reports whether the order was cancelled (false:
+// it was rejected first). Safe to call from any goroutine.
+func (s *system) tryCancel(customer, id uuid.UUID) (bool, error) {
 	for {
 		err := s.uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
 			_, err := app.CancelOrder(ctx, tx, app.Actor{UserID: customer, Role: user.RoleCustomer}, id, time.Now())
 			return err
 		})
-		if errors.Is(err, store.ErrConcurrentUpdate) {
+		switch {
+		case errors.Is(err, store.ErrConcurrentUpdate):
 			continue
+		case errors.Is(err, order.ErrNotCancellable):
+			return false, nil
+		case err != nil:
+			return false, fmt.Errorf("cancel order %s: %w", id, err)
 		}
-		if errors.Is(err, order.ErrNotCancellable) {
-			return nil
-		}
-		return err
+		return true, nil
 	}
 }
 
@@ -249,8 +258,12 @@ func (s *system) waitQuiet(t *testing.T, timeout time.Duration, groups ...string
 
 // checkConverged asserts what must hold once the system is quiet: one inbox
 // row per (group, event) and no other for each of the groups, one email per
-// emailing event, and stock that adds up: what a product has plus what
-// reservations hold is what it started with.
+// emailing event; no order pending, and inventory agreeing with every order:
+// a confirmed order holds its reservation, a rejected one holds nothing, a
+// cancelled one holds nothing (its reservation released if it had been
+// reserved), and every reservation still holding stock is a confirmed
+// order's; and stock that adds up: what a product has plus what confirmed
+// orders hold is what it started with.
 func (s *system) checkConverged(t *testing.T, initial map[uuid.UUID]int64, groups ...string) {
 	t.Helper()
 	for _, g := range outbox.Groups() {
@@ -267,7 +280,51 @@ func (s *system) checkConverged(t *testing.T, initial map[uuid.UUID]int64, group
 			}
 		}
 	}
-	rows, err := s.pool.Query(context.Background(), `SELECT lines::text FROM reservations WHERE status = 'reserved'`)
+
+	type decision struct {
+		Order       uuid.UUID
+		Status      string // the order's
+		Reservation string // inventory's, "none" when it has no row
+		WasReserved bool   // inventory reserved stock for it at some point
+	}
+	rows, err := s.pool.Query(context.Background(), `SELECT o.id, o.status, coalesce(r.status, 'none'),
+		EXISTS (SELECT 1 FROM committed c WHERE c.routing_key = 'stock.reserved' AND c.payload->'data'->>'order_id' = o.id::text)
+		FROM orders o LEFT JOIN reservations r ON r.order_id = o.id`)
+	testenv.Must(t, err, "orders and reservations")
+	decisions, err := pgx.CollectRows(rows, pgx.RowToStructByPos[decision])
+	testenv.Must(t, err, "orders and reservations")
+	wrong := 0
+	for _, d := range decisions {
+		var want []string
+		switch {
+		case d.Status == "confirmed":
+			want = []string{"reserved"}
+		case d.Status == "rejected":
+			want = []string{"rejected"}
+		case d.Status == "cancelled" && d.WasReserved:
+			want = []string{"released"}
+		case d.Status == "cancelled":
+			want = []string{"cancelled", "rejected"} // cancelled before inventory saw it placed, or rejected first
+		default:
+			want = nil // pending: never right once quiet
+		}
+		if !slices.Contains(want, d.Reservation) {
+			if wrong++; wrong <= 5 {
+				t.Errorf("order %s is %s and its reservation %s (reserved at some point: %v); want the reservation one of %v",
+					d.Order, d.Status, d.Reservation, d.WasReserved, want)
+			}
+		}
+	}
+	if wrong > 5 {
+		t.Errorf("... and %d more orders that inventory disagrees with", wrong-5)
+	}
+	if n := s.count(t, `SELECT count(*) FROM reservations r LEFT JOIN orders o ON o.id = r.order_id
+		WHERE r.status = 'reserved' AND o.status IS DISTINCT FROM 'confirmed'`); n > 0 {
+		t.Errorf("%d reservations hold stock for an order that is not confirmed", n)
+	}
+
+	rows, err = s.pool.Query(context.Background(), `SELECT r.lines::text FROM reservations r JOIN orders o ON o.id = r.order_id
+		WHERE r.status = 'reserved' AND o.status = 'confirmed'`)
 	testenv.Must(t, err, "reservations")
 	held := map[uuid.UUID]int64{}
 	all, err := pgx.CollectRows(rows, pgx.RowTo[string])
@@ -284,7 +341,7 @@ func (s *system) checkConverged(t *testing.T, initial map[uuid.UUID]int64, group
 	}
 	for id, start := range initial {
 		if got := s.stock(t, id) + held[id]; got != start {
-			t.Errorf("product %s: stock %d + held %d = %d, want %d", id, s.stock(t, id), held[id], got, start)
+			t.Errorf("product %s: stock %d + held by confirmed orders %d = %d, want %d", id, s.stock(t, id), held[id], got, start)
 		}
 	}
 }
@@ -400,6 +457,85 @@ func TestInventoryReplicasNeverOversell(t *testing.T) {
 	s.checkConverged(t, map[uuid.UUID]int64{scarce: 50}, "orders", "inventory")
 }
 
+// TestCancelsRacingReservationsGiveStockBack cancels a third of the orders
+// as soon as they are placed: first while inventory is not running (every
+// cancel lands before inventory decides), then while it runs (cancels race
+// the reservations and the confirmations). Once quiet, every cancelled
+// order is cancelled and holds nothing, its buyer got one cancellation
+// email, and the stock adds up.
+func TestCancelsRacingReservationsGiveStockBack(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t)
+	startProcess(t, s.env, "relay")
+	startProcess(t, s.env, "consume", "orders", "emails")
+
+	initial := map[uuid.UUID]int64{}
+	products := []uuid.UUID{s.product(t, "RACE-SCARCE", 40), s.product(t, "RACE-PLENTY", 100_000)}
+	initial[products[0]], initial[products[1]] = 40, 100_000
+	buyers := make([]uuid.UUID, 6)
+	for i := range buyers {
+		buyers[i] = s.register(t, fmt.Sprintf("canceller%d@shop.test", i))
+	}
+	var mu sync.Mutex
+	var cancelled []uuid.UUID
+	// placeAndCancel places n orders at once and cancels every third right
+	// after it is placed.
+	placeAndCancel := func(n int) {
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				buyer := buyers[i%len(buyers)]
+				id, err := s.place(buyer, order.Item{ProductID: products[i%len(products)], Quantity: 1 + int64(i%3)})
+				if err != nil {
+					t.Errorf("place: %v", err)
+					return
+				}
+				if i%3 != 0 {
+					return
+				}
+				ok, err := s.tryCancel(buyer, id)
+				if err != nil {
+					t.Errorf("cancel: %v", err)
+				}
+				if ok {
+					mu.Lock()
+					cancelled = append(cancelled, id)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+	}
+	placeAndCancel(30)
+	if t.Failed() {
+		t.FailNow()
+	}
+	if len(cancelled) != 10 {
+		t.Fatalf("%d of 10 orders cancelled before inventory ran", len(cancelled))
+	}
+	startProcess(t, s.env, "consume", "inventory")
+	placeAndCancel(150)
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	all := []string{"orders", "inventory", "emails"}
+	s.waitQuiet(t, 90*time.Second, all...)
+	released := 0
+	for _, id := range cancelled {
+		if st := s.status(t, id); st != "cancelled" {
+			t.Errorf("cancelled order %s is %s", id, st)
+		}
+		if n := s.count(t, `SELECT count(*) FROM emails e JOIN committed c USING (event_id)
+			WHERE e.kind = 'order_cancelled' AND c.payload->'data'->>'order_id' = $1`, id.String()); n != 1 {
+			t.Errorf("cancelled order %s: %d cancellation emails, want 1", id, n)
+		}
+		released += s.count(t, `SELECT count(*) FROM reservations WHERE order_id = $1 AND status = 'released'`, id)
+	}
+	t.Logf("%d orders cancelled, %d of them after inventory had reserved their stock", len(cancelled), released)
+	s.checkConverged(t, initial, all...)
+}
+
 // TestConsumersKilledMidStreamConverge SIGKILLs consumer processes at
 // random while orders stream in, and restarts them: afterwards every order
 // has left pending, each group applied each event once, each email is
@@ -463,6 +599,18 @@ func TestConsumersKilledMidStreamConverge(t *testing.T) {
 	s.waitQuiet(t, 90*time.Second, groups[:3]...) // projections keep no inbox
 	s.checkConverged(t, initial, groups[:3]...)
 	s.waitRedisMatches(t, 60*time.Second)
+}
+
+// TestConsumeRefusesABadUnavailableFor: CONSUMER_UNAVAILABLE_FOR must be a
+// positive Go duration.
+func TestConsumeRefusesABadUnavailableFor(t *testing.T) {
+	t.Parallel()
+	for _, value := range []string{"soon", "0s", "-1m"} {
+		_, stderr, code := shop(t, map[string]string{"CONSUMER_UNAVAILABLE_FOR": value}, "consume", "emails")
+		if code != 1 || !strings.Contains(stderr, "CONSUMER_UNAVAILABLE_FOR must be a positive duration") {
+			t.Errorf("CONSUMER_UNAVAILABLE_FOR=%s: exit %d, stderr %q; want 1 and the variable named", value, code, stderr)
+		}
+	}
 }
 
 // TestDeadListAndReplayCommands: a malformed message ends in the dead queue
