@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -536,18 +537,30 @@ func TestCancelsRacingReservationsGiveStockBack(t *testing.T) {
 	s.checkConverged(t, initial, all...)
 }
 
-// TestConsumersKilledMidStreamConverge SIGKILLs consumer processes at
-// random while orders stream in, and restarts them: afterwards every order
+// TestConsumersKilledMidStreamConverge SIGKILLs the process of each consumer
+// group in turn, several rounds, each time once the process is busy (it has
+// handled deliveries since it started), while orders stream in and a share
+// of them is cancelled at once; each is restarted. Afterwards every order
 // has left pending, each group applied each event once, each email is
-// recorded once and the stock adds up.
+// recorded once, the stock adds up and Redis equals Postgres.
 func TestConsumersKilledMidStreamConverge(t *testing.T) {
 	t.Parallel()
 	s := newSystem(t)
 	startProcess(t, s.env, "relay")
+	env := maps.Clone(s.env)
+	env["LOG_LEVEL"] = "info" // startServing reads the "listening" line
+	type proc struct {
+		cmd  *exec.Cmd
+		addr string // of its /metrics
+	}
+	start := func(group string) proc {
+		cmd, addr := startServing(t, env, "consume", group)
+		return proc{cmd, addr}
+	}
 	groups := []string{"orders", "inventory", "emails", "projections"}
-	procs := map[string]*exec.Cmd{}
+	procs := map[string]proc{}
 	for _, g := range groups {
-		procs[g] = startProcess(t, s.env, "consume", g)
+		procs[g] = start(g)
 	}
 
 	initial := map[uuid.UUID]int64{}
@@ -560,19 +573,31 @@ func TestConsumersKilledMidStreamConverge(t *testing.T) {
 		products[i] = s.product(t, fmt.Sprintf("KILL-%d", i), stock)
 		initial[products[i]] = stock
 	}
-	buyers := make([]uuid.UUID, 8)
+	buyers := make([]uuid.UUID, 4)
 	for w := range buyers {
 		buyers[w] = s.register(t, fmt.Sprintf("killed%d@shop.test", w))
 	}
+	// The stream runs until the kills are done.
 	var wg sync.WaitGroup
+	stopStream := make(chan struct{})
+	t.Cleanup(func() { wg.Wait() })
+	var stopOnce sync.Once
+	stop := func() { stopOnce.Do(func() { close(stopStream) }) }
+	t.Cleanup(stop)
 	for w, buyer := range buyers {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(w), 1))
-			for i := range 60 {
-				time.Sleep(20 * time.Millisecond) // a stream, not a burst: kills land in the middle of it
+			pace := time.NewTicker(40 * time.Millisecond) // a stream, not a burst
+			defer pace.Stop()
+			for i := 0; ; i++ {
+				select {
+				case <-stopStream:
+					return
+				case <-pace.C:
+				}
 				id, err := s.place(buyer, order.Item{ProductID: products[rng.IntN(len(products))], Quantity: 1 + rng.Int64N(3)})
 				if err == nil && i%5 == 4 {
-					err = s.cancel(buyer, id)
+					err = s.cancel(buyer, id) // at once: it races inventory's decision
 				}
 				if err != nil {
 					t.Errorf("stream: %v", err)
@@ -581,24 +606,57 @@ func TestConsumersKilledMidStreamConverge(t *testing.T) {
 			}
 		})
 	}
-	streaming := make(chan struct{})
-	go func() { wg.Wait(); close(streaming) }()
-	rng := rand.New(rand.NewPCG(42, 42))
-	kills := 0
-	for done := false; !done || kills < 10; kills++ {
-		select {
-		case <-streaming:
-			done = true
-		case <-time.After(150 * time.Millisecond):
+	const rounds = 2
+	for range rounds {
+		for _, g := range groups {
+			p := procs[g]
+			testenv.Eventually(t, 60*time.Second, func() error {
+				n, err := handledBy(p.addr)
+				if err != nil {
+					return err
+				}
+				if n == 0 {
+					return fmt.Errorf("the %s process has handled nothing since it started", g)
+				}
+				return nil
+			})
+			kill(t, p.cmd)
+			procs[g] = start(g)
 		}
-		g := groups[rng.IntN(len(groups))]
-		kill(t, procs[g])
-		procs[g] = startProcess(t, s.env, "consume", g)
 	}
-	t.Logf("%d consumer processes SIGKILLed", kills)
+	stop()
+	wg.Wait()
+	t.Logf("each of %v SIGKILLed %d times while busy, during %d orders", groups, rounds, s.count(t, `SELECT count(*) FROM orders`))
 	s.waitQuiet(t, 90*time.Second, groups[:3]...) // projections keep no inbox
 	s.checkConverged(t, initial, groups[:3]...)
 	s.waitRedisMatches(t, 60*time.Second)
+}
+
+// handledBy returns how many deliveries the consumer process serving
+// /metrics on addr has handled since it started, whatever the outcome.
+func handledBy(addr string) (int, error) {
+	res, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, fmt.Errorf("GET /metrics: %w", err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		return 0, fmt.Errorf("read /metrics: %w", err)
+	}
+	total := 0.0
+	for line := range strings.Lines(string(body)) {
+		if !strings.HasPrefix(line, "shop_consumer_messages_total{") {
+			continue
+		}
+		fields := strings.Fields(line)
+		n, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metrics line %q: %w", line, err)
+		}
+		total += n
+	}
+	return int(total), nil
 }
 
 // TestConsumeRefusesABadUnavailableFor: CONSUMER_UNAVAILABLE_FOR must be a
