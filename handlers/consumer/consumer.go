@@ -243,7 +243,7 @@ func (g *Group) amqpConfig() wamqp.Config {
 		QueueBind: wamqp.QueueBindConfig{GenerateRoutingKey: func(string) string { return "" }},
 		Queue: wamqp.QueueConfig{
 			GenerateName: wamqp.GenerateQueueNameTopicName, Durable: true,
-			Arguments: amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum},
+			Arguments: g.cfg.Group.QueueArgs(), // what outbox.Declare declares
 		},
 		Publish: wamqp.PublishConfig{
 			GenerateRoutingKey: func(topic string) string { return topic },

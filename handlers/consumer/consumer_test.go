@@ -242,6 +242,53 @@ func TestTransientFailuresAreRetried(t *testing.T) {
 	}
 }
 
+// A message RabbitMQ dead-letters itself (redelivered past the queue's
+// delivery limit, e.g. by consumers that crash on it) is listed with the
+// broker's reason.
+func TestDeadListShowsWhyRabbitMQDeadLettered(t *testing.T) {
+	t.Parallel()
+	url := testenv.AMQPURL(t)
+	conn, err := amqp.Dial(url)
+	testenv.Must(t, err, "dial rabbitmq")
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	testenv.Must(t, err, "open channel")
+	testenv.Must(t, outbox.Declare(ch), "declare topology")
+	env := envelope(t)
+	body, err := json.Marshal(env)
+	testenv.Must(t, err, "encode envelope")
+	testenv.Must(t, ch.PublishWithContext(context.Background(), "", group.Queue(), true, false, amqp.Publishing{
+		MessageId: env.ID.String(), Type: env.Type, DeliveryMode: amqp.Persistent, Body: body}), "publish")
+
+	// Requeue it until the broker gives up on it.
+	testenv.Eventually(t, 20*time.Second, func() error {
+		d, ok, err := ch.Get(group.Queue(), false)
+		if err != nil {
+			return err
+		}
+		if ok {
+			testenv.Must(t, d.Nack(false, true), "requeue")
+			return errors.New("still in the queue")
+		}
+		dead, err := consumer.ListDead(context.Background(), url, group, 0)
+		if err != nil || len(dead) != 1 {
+			return fmt.Errorf("dead queue: %d messages, %v", len(dead), err)
+		}
+		return nil
+	})
+	dead, err := consumer.ListDead(context.Background(), url, group, 0)
+	testenv.Must(t, err, "list dead")
+	if len(dead) != 1 || dead[0].ID != env.ID.String() {
+		t.Fatalf("dead = %+v, want the one message %s", dead, env.ID)
+	}
+	if want := "dead-lettered by RabbitMQ from " + group.Queue() + ": delivery_limit"; dead[0].Reason != want {
+		t.Errorf("reason %q, want %q", dead[0].Reason, want)
+	}
+	if _, err := time.Parse(time.RFC3339, dead[0].FailedAt); err != nil {
+		t.Errorf("failed at %q: %v", dead[0].FailedAt, err)
+	}
+}
+
 func TestReplayMovesDeadMessagesBack(t *testing.T) {
 	t.Parallel()
 	var broken atomic.Bool

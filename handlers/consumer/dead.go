@@ -43,9 +43,29 @@ func ListDead(ctx context.Context, url string, g outbox.Group, limit int) ([]Dea
 		}
 		reason, _ := d.Headers[MetaReason].(string)
 		failedAt, _ := d.Headers[MetaFailedAt].(string)
+		if reason == "" {
+			reason, failedAt = brokerDeath(d.Headers)
+		}
 		out = append(out, DeadMessage{ID: d.MessageId, Type: d.Type, Reason: reason, FailedAt: failedAt, Body: d.Body})
 	}
 	return out, nil
+}
+
+// brokerDeath reads why and when RabbitMQ itself dead-lettered a message
+// (its x-death header: past the queue's delivery limit, say), for the
+// messages that did not come through the consumer's dead-queue path.
+func brokerDeath(headers amqp.Table) (reason, at string) {
+	deaths, _ := headers["x-death"].([]any)
+	if len(deaths) == 0 {
+		return "", ""
+	}
+	last, _ := deaths[0].(amqp.Table) // the most recent death comes first
+	why, _ := last["reason"].(string)
+	queue, _ := last["queue"].(string)
+	if when, ok := last["time"].(time.Time); ok {
+		at = when.UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("dead-lettered by RabbitMQ from %s: %s", queue, why), at
 }
 
 // ReplayDead moves up to limit (0: all) of the messages in the group's dead
