@@ -6,6 +6,8 @@
 #     orders/s
 #     (scripts/bench/confirmlatency, which listens to the projector's Pub/Sub announcements).
 # Usage: scripts/bench-reads.sh [seconds]   (needs wrk, psql, redis-cli, rabbitmqctl)
+#   PHASES="reads orders" (default both), RATE=300 (orders/s).
+# During the orders phase it also prints the CPU each program used, per order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
@@ -41,6 +43,21 @@ seq 1000 | xargs -P 8 -I{} curl -fs -X POST "$url/v1/products" -H "Authorization
 for _ in $(seq 100); do [ "$(redis-cli zcard "${prefix}products")" = 1000 ] && break; sleep 0.2; done
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r); $(date -u +%F); $(wc -l < "$tmp/products") products, $(redis-cli zcard "${prefix}products") in Redis"
 
+phases=${PHASES:-reads orders}
+
+# cpu_ticks: CPU ticks (user+system, of exited children too) per program name, summed
+# over its processes, for the programs of this benchmark.
+cpu_ticks() {
+  for f in /proc/[0-9]*/stat; do
+    line=$(cat "$f" 2>/dev/null) || continue
+    comm=${line#*(}; comm=${comm%%)*}; rest=${line##*) }
+    # fields after the name: 12 utime, 13 stime, 14 cutime, 15 cstime
+    echo "$comm $(echo "$rest" | awk '{print $12+$13+$14+$15}')"
+  done | awk '{c[$1]+=$2} END {for (k in c) print k, c[k]}' |
+    grep -E '^(shop|postgres|beam.smp|redis-server|confirmlatency|wrk) ' | sort
+}
+
+if [[ " $phases " == *" reads "* ]]; then
 echo "== wrk: GET /v1/products/{id} against shop run (Redis), 64 connections, ${secs}s"
 PRODUCTS_FILE="$tmp/products" wrk -t2 -c64 -d"${secs}s" --latency -s scripts/bench/products.lua "$url" \
   | grep -E "Requests/sec|Latency|50%|75%|90%|99%|requests in|Non-2xx|Socket errors"
@@ -50,7 +67,19 @@ echo "== wrk: the same against a bare net/http handler answering a small JSON"
 PRODUCTS_FILE="$tmp/products" wrk -t2 -c64 -d"${secs}s" --latency -s scripts/bench/products.lua http://127.0.0.1:18082 \
   | grep -E "Requests/sec|Latency|50%|75%|90%|99%|requests in|Non-2xx|Socket errors"
 kill $bare; wait $bare 2>/dev/null || true; bare=""
+fi
 
+if [[ " $phases " == *" orders "* ]]; then
 echo "== POST /v1/orders at ${RATE:-300}/s for ${secs}s: 202 → confirmed in Redis"
+orders_before=$(psql -qtA "$DATABASE_URL" -c "SELECT count(*) FROM orders")
+cpu_ticks > "$tmp/cpu.before"; started=$(date +%s.%N)
 "$tmp/confirmlatency" -url "$url" -token "$buyer" -products "$(head -50 "$tmp/products" | paste -sd,)" \
   -rate "${RATE:-300}" -for "${secs}s" -prefix "$prefix"
+cpu_ticks > "$tmp/cpu.after"; ended=$(date +%s.%N)
+orders=$(( $(psql -qtA "$DATABASE_URL" -c "SELECT count(*) FROM orders") - orders_before ))
+echo "== CPU per order over the phase ($orders orders, $(nproc) cores; includes the 5 s drain):"
+join "$tmp/cpu.before" "$tmp/cpu.after" | awk -v n="$orders" -v hz="$(getconf CLK_TCK)" \
+  -v wall="$(echo "$ended - $started" | bc)" -v cores="$(nproc)" '
+  { ms = ($3 - $2) * 1000 / hz; total += ms; printf "  %-15s %7.3f ms/order\n", $1, ms / n }
+  END { printf "  %-15s %7.3f ms/order; machine %.0f%% busy\n", "all", total / n, total / 10 / wall / cores }'
+fi
