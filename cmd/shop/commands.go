@@ -69,8 +69,16 @@ func apiProcess(ctx context.Context, cfg config, log *slog.Logger, reg *promethe
 		return nil, err
 	}
 	rdb := redis.NewClient(opts)
-	release := func() { _ = rdb.Close(); pool.Close() }
-	models, err := projections.New(projections.Config{Client: rdb, Prefix: cfg.RedisPrefix})
+	release := func() { _ = rdb.Close(); pool.Close() } // closing the client closes its autopipeliner
+	// Reads that arrive together go to Redis together: while one pipeline
+	// is in flight the next one fills, so under load a round trip (and the
+	// syscalls on both ends) serves many requests; a lone read goes at once.
+	reads, err := rdb.AutoPipeline()
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("redis autopipeline: %w", err)
+	}
+	models, err := projections.New(projections.Config{Client: reads, Prefix: cfg.RedisPrefix})
 	if err != nil {
 		release()
 		return nil, err

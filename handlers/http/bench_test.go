@@ -83,6 +83,18 @@ func BenchmarkPlaceOrder(b *testing.B) {
 //
 //	go test -run '^$' -bench GetProduct -benchmem -cpu 2 ./handlers/http/
 func BenchmarkGetProduct(b *testing.B) {
+	for _, tt := range []struct {
+		name   string
+		client func(*redis.Client) (redis.UniversalClient, error)
+	}{
+		{"client=plain", func(c *redis.Client) (redis.UniversalClient, error) { return c, nil }},
+		{"client=autopipeline", func(c *redis.Client) (redis.UniversalClient, error) { return c.AutoPipeline() }},
+	} {
+		b.Run(tt.name, func(b *testing.B) { benchmarkGetProduct(b, tt.client) })
+	}
+}
+
+func benchmarkGetProduct(b *testing.B, client func(*redis.Client) (redis.UniversalClient, error)) {
 	pool := testenv.Pool(b)
 	a, err := auth.New(auth.Config{Secret: []byte(strings.Repeat("b", 32)), PasswordCost: bcrypt.MinCost})
 	testenv.Must(b, err, "auth")
@@ -95,7 +107,9 @@ func BenchmarkGetProduct(b *testing.B) {
 			rdb.Del(context.Background(), iter.Val())
 		}
 	}()
-	models, err := projections.New(projections.Config{Client: rdb, Prefix: prefix})
+	reads, err := client(rdb)
+	testenv.Must(b, err, "redis client")
+	models, err := projections.New(projections.Config{Client: reads, Prefix: prefix})
 	testenv.Must(b, err, "projections")
 	h, err := shophttp.New(shophttp.Config{Pool: pool, Auth: a, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Redis: models})
 	testenv.Must(b, err, "api")
