@@ -157,13 +157,9 @@ func (u *UnitOfWork) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx
 	if tx.pending.Len() == 1 && tx.pending.QueuedQueries[0].SQL == "BEGIN" {
 		return nil // nothing was read or written
 	}
-	if tx.pendingChecks() {
-		// A write whose result is checked in Go (rows affected) must be
-		// checked before COMMIT is sent, or a failed check would commit.
-		if err := tx.send(ctx); err != nil {
-			return classify(err)
-		}
-	}
+	// Every check of the queued writes happens in Postgres (constraints,
+	// shop_expect_one), so COMMIT goes with them: a failed check aborts the
+	// transaction and the COMMIT behind it commits nothing.
 	tx.pending.Queue("COMMIT")
 	if err := tx.send(ctx); err != nil {
 		return classify(fmt.Errorf("commit: %w", err))
@@ -198,25 +194,14 @@ func (t *Tx) queue(sql string, args ...any) *pgx.QueuedQuery {
 }
 
 // queueUpdate queues an UPDATE that must change exactly one row: the
-// aggregate row at the version it was loaded at. Otherwise the write fails
-// with ErrConcurrentUpdate.
-func (t *Tx) queueUpdate(what string, id uuid.UUID, sql string, args ...any) {
-	t.queue(sql, args...).Exec(func(tag pgconn.CommandTag) error {
-		if tag.RowsAffected() != 1 {
-			return fmt.Errorf("save %s %s: %w", what, id, ErrConcurrentUpdate)
-		}
-		return nil
-	})
-}
-
-// pendingChecks reports whether a pending statement has a result check.
-func (t *Tx) pendingChecks() bool {
-	for _, q := range t.pending.QueuedQueries {
-		if q.Fn != nil {
-			return true
-		}
-	}
-	return false
+// aggregate row at the version it was loaded at. Otherwise Postgres raises
+// SH409 inside the statement (shop_expect_one, migration 5), which aborts
+// the transaction, and the write fails with ErrConcurrentUpdate. The check
+// runs in the transaction, not in Go, so the UPDATE can travel with COMMIT.
+func (t *Tx) queueUpdate(what string, id uuid.UUID, update string, args ...any) {
+	args = append(args, what+" "+id.String())
+	t.queue(fmt.Sprintf(`WITH changed AS (%s RETURNING 1) SELECT shop_expect_one(count(*), $%d) FROM changed`,
+		update, len(args)), args...)
 }
 
 // read sends the pending statements followed by a query whose rows scan
@@ -250,6 +235,9 @@ func classify(err error) error {
 		}
 		if pgErr.Code == "40001" || pgErr.Code == "40P01" { // serialization failure, deadlock
 			return fmt.Errorf("%w: %w", ErrConcurrentUpdate, err)
+		}
+		if pgErr.Code == "SH409" { // shop_expect_one: a versioned update found another version
+			return fmt.Errorf("%s: %w", pgErr.Message, ErrConcurrentUpdate)
 		}
 		if len(pgErr.Code) == 5 && (pgErr.Code[:2] == "08" || pgErr.Code[:2] == "57") { // connection, shutdown
 			return fmt.Errorf("%w: %w", ErrUnavailable, err)
