@@ -1,7 +1,6 @@
 package consumer_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -356,32 +355,6 @@ func TestHandlesDeliveriesConcurrently(t *testing.T) {
 	}
 }
 
-// logBuffer collects a logger's JSON lines while the group writes them.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the lines logged so far, decoded.
-func (b *logBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, raw := range bytes.Split(bytes.TrimSpace(b.buf.Bytes()), []byte("\n")) {
-		var line map[string]any
-		testenv.Must(t, json.Unmarshal(raw, &line), "decode log line "+string(raw))
-		out = append(out, line)
-	}
-	return out
-}
-
 func TestAFailureIsLoggedOnceWithTheEventsIDs(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -395,7 +368,7 @@ func TestAFailureIsLoggedOnceWithTheEventsIDs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			logs := &logBuffer{}
+			logs := &testenv.Logs{}
 			x := start(t, func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error { return tt.err }, func(c *consumer.Config) {
 				c.MaxRetries = 2
 				c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -407,7 +380,7 @@ func TestAFailureIsLoggedOnceWithTheEventsIDs(t *testing.T) {
 
 			var dead map[string]any
 			testenv.Eventually(t, 10*time.Second, func() error { // logged once the dead queue confirmed it
-				for _, line := range logs.lines(t) {
+				for _, line := range logs.Lines(t) {
 					if line["msg"] == "message to the dead queue" {
 						dead = line
 						return nil
@@ -428,7 +401,7 @@ func TestAFailureIsLoggedOnceWithTheEventsIDs(t *testing.T) {
 			}
 			// Handled once: no other warning or error about the event, and
 			// every line about it carries its correlation and causation ids.
-			for _, line := range logs.lines(t) {
+			for _, line := range logs.Lines(t) {
 				if line["event_id"] != env.ID.String() {
 					continue
 				}

@@ -1,7 +1,6 @@
 package emails_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -274,40 +272,15 @@ func TestARefusalLastingLongerThanUnavailableForGoesToTheDeadQueue(t *testing.T)
 	})
 }
 
-// logBuffer collects a logger's JSON lines while the group writes them.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// line returns the first line logged with message msg.
-func (b *logBuffer) line(msg string) (map[string]any, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, raw := range bytes.Split(b.buf.Bytes(), []byte("\n")) {
-		var line map[string]any
-		if json.Unmarshal(raw, &line) == nil && line["msg"] == msg {
-			return line, true
-		}
-	}
-	return nil, false
-}
-
 func TestALoggedEmailCarriesTheEventsIDs(t *testing.T) {
 	t.Parallel()
-	logs := &logBuffer{}
+	logs := &testenv.Logs{}
 	g := startGroup(t, emails.LogMailer{Log: slog.New(slog.NewJSONHandler(logs, nil))}, nil)
 	env := g.registerAndDeliver(t, "fay@example.com", 1)
 	var line map[string]any
 	testenv.Eventually(t, 10*time.Second, func() error {
 		var ok bool
-		if line, ok = logs.line("email"); !ok {
+		if line, ok = logs.Line(t, "email"); !ok {
 			return errors.New("no email logged")
 		}
 		return nil

@@ -36,7 +36,7 @@ func TestPostgresDownIs503(t *testing.T) {
 	testenv.Must(t, err, "api")
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	a := &api{srv: srv, logs: &lockedBuffer{}}
+	a := &api{srv: srv, logs: &testenv.Logs{}}
 
 	tests := []struct {
 		name, method, path string

@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -41,25 +40,7 @@ type api struct {
 	pool *pgxpool.Pool
 	auth *auth.Auth
 	srv  *httptest.Server
-	logs *lockedBuffer
-}
-
-// lockedBuffer collects the server's logs; handlers write from many goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	logs *testenv.Logs
 }
 
 // newAPI starts the API on a fresh, migrated database for t.
@@ -74,7 +55,7 @@ func newAPIWith(t *testing.T, tune func(*shophttp.Config)) *api {
 	a, err := auth.New(auth.Config{Secret: testSecret, PasswordCost: bcrypt.MinCost})
 	testenv.Must(t, err, "auth")
 	pool := testenv.Pool(t)
-	logs := &lockedBuffer{}
+	logs := &testenv.Logs{}
 	cfg := shophttp.Config{
 		Pool:   pool,
 		Auth:   a,
