@@ -227,13 +227,19 @@ func TestBrokerNackStopsItsPartition(t *testing.T) {
 	testenv.SetPolicy(t, vhost, "refuse", `^shop\.inventory$`, `{"max-length":0,"overflow":"reject-publish"}`)
 	filler := uuid.New()
 	version := int64(0)
-	testenv.Eventually(t, 30*time.Second, func() error {
+	// takes publishes a filler event straight to shop.inventory and reports
+	// whether the queue took it.
+	takes := func() bool {
 		version++
 		env, err := outbox.NewEnvelope(domain.NewEvent("order.placed", "order", filler, version, time.Now(), struct{}{}), outbox.Metadata{})
 		testenv.Must(t, err, "filler envelope")
 		body, err := json.Marshal(env)
 		testenv.Must(t, err, "filler envelope")
-		if acked, _ := publishConfirmed(t, amqpURL, "", "shop.inventory", amqp.Publishing{MessageId: env.ID.String(), Body: body}); acked {
+		acked, _ := publishConfirmed(t, amqpURL, "", "shop.inventory", amqp.Publishing{MessageId: env.ID.String(), Body: body})
+		return acked
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if takes() {
 			return errors.New("shop.inventory still takes publishes")
 		}
 		return nil
@@ -261,6 +267,15 @@ func TestBrokerNackStopsItsPartition(t *testing.T) {
 
 	testenv.ClearPolicy(t, vhost, "refuse")
 	inventory := testenv.NewGroupSink(t, amqpURL, "shop.inventory") // the fillers, then the event
+	// The quorum queue applies the cleared policy on its own time (slow on
+	// a loaded machine): wait until it takes a publish again, then give
+	// the relay its time.
+	testenv.Eventually(t, 60*time.Second, func() error {
+		if !takes() {
+			return errors.New("shop.inventory still refuses publishes")
+		}
+		return nil
+	})
 	testenv.Eventually(t, 30*time.Second, func() error {
 		if rows := outboxRows(t, pool); len(rows) > 0 {
 			return fmt.Errorf("%d rows still in the outbox", len(rows))

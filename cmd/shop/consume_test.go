@@ -790,14 +790,21 @@ func TestRebuildUnderLiveTraffic(t *testing.T) {
 	stream(50)
 	done := make(chan struct{})
 	go func() { defer close(done); stream(150) }()
+	t.Cleanup(func() { <-done }) // before the system's pool closes, even after a Fatal
 
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 	defer rdb.Close()
+	// The projections have caught up with the product at least, so there
+	// is something to wipe.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		n, err := rdb.Exists(context.Background(), s.env["REDIS_PREFIX"]+"product:"+p.String()).Result()
+		if err != nil || n == 0 {
+			return fmt.Errorf("the product's read model is not in Redis yet (%v)", err)
+		}
+		return nil
+	})
 	keys, err := rdb.Keys(context.Background(), s.env["REDIS_PREFIX"]+"*").Result()
 	testenv.Must(t, err, "list keys")
-	if len(keys) == 0 {
-		t.Fatal("no read models to wipe: the projections did not run")
-	}
 	testenv.Must(t, rdb.Del(context.Background(), keys...).Err(), "wipe the read models")
 	out, stderr, code := shop(t, s.env, "projections", "rebuild")
 	if code != 0 || !strings.Contains(out, "rebuilt 1 products") {
