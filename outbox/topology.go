@@ -63,6 +63,17 @@ func Groups() []Group {
 	}
 }
 
+// GroupNamed returns the group of Groups called name; ok is false when
+// there is none.
+func GroupNamed(name string) (g Group, ok bool) {
+	for _, g := range Groups() {
+		if g.Name == name {
+			return g, true
+		}
+	}
+	return Group{}, false
+}
+
 // Routed reports whether some group's queue is bound to routing key: an
 // event of any other type would be unroutable.
 func Routed(key string) bool {

@@ -57,13 +57,7 @@ func publishConfirmed(t *testing.T, amqpURL, exchange, key string, msg amqp.Publ
 func TestRelayDeclaresTopologyBeforePublishing(t *testing.T) {
 	t.Parallel()
 	dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
-	relay := startRelay(t, dbURL, amqpURL, nil)
-	testenv.Eventually(t, 30*time.Second, func() error {
-		if !relay.Connected() {
-			return errors.New("relay not connected")
-		}
-		return nil
-	})
+	waitConnected(t, startRelay(t, dbURL, amqpURL, nil))
 
 	ch := amqpChannel(t, amqpURL) // a passive declare of a missing thing closes it: fatal below
 	err := ch.ExchangeDeclarePassive(outbox.Exchange, amqp.ExchangeTopic, true, false, false, false, nil)

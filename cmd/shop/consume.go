@@ -65,8 +65,9 @@ func consumeProcess(ctx context.Context, cfg config, log *slog.Logger, reg *prom
 	metrics := consumer.NewMetrics(reg)
 	var groups []*consumer.Group
 	for _, name := range slices.Compact(slices.Sorted(slices.Values(names))) {
+		group, _ := outbox.GroupNamed(name) // an unknown name fails consumer.New: no group
 		gc := consumer.Config{
-			Group: topologyGroup(name), AMQPURL: cfg.AMQPURL, UnitOfWork: uow,
+			Group: group, AMQPURL: cfg.AMQPURL, UnitOfWork: uow,
 			Logger: log, Metrics: metrics, Concurrency: cfg.ConsumerConcurrency, MaxRetries: cfg.ConsumerMaxRetries,
 			UnavailableFor: cfg.ConsumerUnavailableFor,
 		}
@@ -167,23 +168,14 @@ func groupHandlers(cfg config, log *slog.Logger, name string) (map[string]consum
 	}
 }
 
-func topologyGroup(name string) outbox.Group {
-	for _, g := range outbox.Groups() {
-		if g.Name == name {
-			return g
-		}
-	}
-	return outbox.Group{}
-}
-
 // deadCmd lists or replays a group's dead messages.
 func deadCmd(ctx context.Context, cfg config, args []string, stdout io.Writer) error {
 	usage := fmt.Errorf("%w: shop dead list GROUP [LIMIT] | shop dead replay GROUP [LIMIT]", errUsage)
 	if len(args) < 2 || len(args) > 3 {
 		return usage
 	}
-	g := topologyGroup(args[1])
-	if g.Name == "" {
+	g, ok := outbox.GroupNamed(args[1])
+	if !ok {
 		return fmt.Errorf("%w: unknown consumer group %q", errUsage, args[1])
 	}
 	limit := 0 // all

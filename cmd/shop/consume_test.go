@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -611,7 +610,7 @@ func TestConsumersKilledMidStreamConverge(t *testing.T) {
 		for _, g := range groups {
 			p := procs[g]
 			testenv.Eventually(t, 60*time.Second, func() error {
-				n, err := handledBy(p.addr)
+				n, err := metricTotal(p.addr, "shop_consumer_messages_total") // any outcome
 				if err != nil {
 					return err
 				}
@@ -630,33 +629,6 @@ func TestConsumersKilledMidStreamConverge(t *testing.T) {
 	s.waitQuiet(t, 90*time.Second, groups[:3]...) // projections keep no inbox
 	s.checkConverged(t, initial, groups[:3]...)
 	s.waitRedisMatches(t, 60*time.Second)
-}
-
-// handledBy returns how many deliveries the consumer process serving
-// /metrics on addr has handled since it started, whatever the outcome.
-func handledBy(addr string) (int, error) {
-	res, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		return 0, fmt.Errorf("GET /metrics: %w", err)
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		return 0, fmt.Errorf("read /metrics: %w", err)
-	}
-	total := 0.0
-	for line := range strings.Lines(string(body)) {
-		if !strings.HasPrefix(line, "shop_consumer_messages_total{") {
-			continue
-		}
-		fields := strings.Fields(line)
-		n, err := strconv.ParseFloat(fields[len(fields)-1], 64)
-		if err != nil {
-			return 0, fmt.Errorf("metrics line %q: %w", line, err)
-		}
-		total += n
-	}
-	return int(total), nil
 }
 
 // TestConsumeRefusesABadUnavailableFor: CONSUMER_UNAVAILABLE_FOR must be a

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -194,6 +195,35 @@ func startAPI(t *testing.T, env map[string]string) (*exec.Cmd, string) {
 }
 
 // startServing starts a long-running shop command and returns it with the
+
+// metricTotal sums every sample of the metric family name (all its label
+// sets) that the process serving /metrics on addr exposes now; 0 when it
+// has none yet.
+func metricTotal(addr, name string) (float64, error) {
+	res, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, fmt.Errorf("GET /metrics: %w", err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		return 0, fmt.Errorf("read /metrics: %w", err)
+	}
+	total := 0.0
+	for line := range strings.Lines(string(body)) {
+		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		fields := strings.Fields(line)
+		n, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metrics line %q: %w", line, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
 // address its HTTP server listens on, read from its "listening" log line.
 func startServing(t *testing.T, env map[string]string, args ...string) (*exec.Cmd, string) {
 	t.Helper()

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -130,8 +129,8 @@ func TestRelayKilledMidBatchLosesNothing(t *testing.T) {
 	for k := range kills {
 		relay, addr := startServing(t, relayEnv, "relay")
 		testenv.Eventually(t, 60*time.Second, func() error {
-			if n := publishedTotal(t, addr); n == 0 {
-				return fmt.Errorf("relay %d has published nothing yet", k+1)
+			if n, err := metricTotal(addr, "shop_relay_published_total"); err != nil || n == 0 {
+				return fmt.Errorf("relay %d has published nothing yet (%v)", k+1, err)
 			}
 			if n := len(sink.Arrivals()); n <= arrived {
 				return fmt.Errorf("%d events at the sink, no more than at the previous kill", n)
@@ -168,26 +167,6 @@ func TestRelayKilledMidBatchLosesNothing(t *testing.T) {
 		t.Fatalf("%d duplicates; more than the %d rows the killed relays could have had in flight", dups, bound)
 	}
 	t.Logf("%d events, %d duplicates after %d kills", len(want), dups, kills)
-}
-
-// publishedTotal scrapes shop_relay_published_total from the /metrics of the
-// process serving on addr.
-func publishedTotal(t *testing.T, addr string) float64 {
-	t.Helper()
-	res, err := http.Get("http://" + addr + "/metrics")
-	testenv.Must(t, err, "GET /metrics")
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	testenv.Must(t, err, "read /metrics")
-	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(line, "shop_relay_published_total "); ok {
-			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			testenv.Must(t, err, "parse shop_relay_published_total")
-			return n
-		}
-	}
-	t.Fatal("/metrics lacks shop_relay_published_total")
-	return 0
 }
 
 // TestRelayServesOpsAndStopsOnSIGTERM checks the relay's health, readiness

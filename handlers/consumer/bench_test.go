@@ -131,12 +131,11 @@ func benchGroup(b *testing.B, name string, replicas, n, concurrency int) {
 }
 
 func groupNamed(name string) outbox.Group {
-	for _, g := range outbox.Groups() {
-		if g.Name == name {
-			return g
-		}
+	g, ok := outbox.GroupNamed(name)
+	if !ok {
+		panic("no group " + name)
 	}
-	panic("no group " + name)
+	return g
 }
 
 func handlersOf(name string, log *slog.Logger) map[string]consumer.Handler {

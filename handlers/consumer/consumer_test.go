@@ -380,13 +380,11 @@ func TestAFailureIsLoggedOnceWithTheEventsIDs(t *testing.T) {
 
 			var dead map[string]any
 			testenv.Eventually(t, 10*time.Second, func() error { // logged once the dead queue confirmed it
-				for _, line := range logs.Lines(t) {
-					if line["msg"] == "message to the dead queue" {
-						dead = line
-						return nil
-					}
+				var ok bool
+				if dead, ok = logs.Line(t, "message to the dead queue"); !ok {
+					return errors.New("no dead-queue line logged")
 				}
-				return errors.New("no dead-queue line logged")
+				return nil
 			})
 			for key, want := range map[string]any{
 				"level": "ERROR", "group": group.Name, "event_id": env.ID.String(), "event_type": env.Type,

@@ -106,12 +106,8 @@ func smtpGroup(t *testing.T, addr string, tune func(*consumer.Config)) *emailsGr
 }
 
 func emailsTopology() outbox.Group {
-	for _, g := range outbox.Groups() {
-		if g.Name == "emails" {
-			return g
-		}
-	}
-	panic("no emails group in the topology")
+	g, _ := outbox.GroupNamed("emails")
+	return g
 }
 
 // rows counts the emails recorded.
