@@ -322,6 +322,17 @@ func (r *Relay) work(ctx context.Context) {
 			// A row of p cannot be published: p waits, the others go on.
 			r.cfg.Logger.Error("outbox row not published; its partition waits and retries",
 				"partition", p, "event_id", res.stuck.eventID, "routing_key", res.stuck.key, "reason", res.reason)
+			if res.reason == "nacked" {
+				// A channel a quorum queue refused (reject-publish
+				// overflow) refuses that queue's publishes itself until
+				// the queue tells it to go on, which the queue does only
+				// when it falls back under its limit, not when the limit
+				// is lifted: seen here as nacks for 30 s and more while
+				// fresh channels published fine. The retry gets a fresh
+				// channel.
+				_ = ch.Close()
+				ch = nil
+			}
 			r.sched.retryLater(p, backoff{r.cfg.MinBackoff, r.cfg.MaxBackoff}.delay(r.sched.strikes(p)))
 		default:
 			if ctx.Err() != nil {
