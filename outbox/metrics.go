@@ -62,7 +62,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) published(_ int, rows []row, took time.Duration) {
+func (m *Metrics) published(rows []row, took time.Duration) {
 	if len(rows) == 0 {
 		return
 	}

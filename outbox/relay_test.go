@@ -456,3 +456,73 @@ func TestConnectedDoesNotWaitForADial(t *testing.T) {
 		t.Fatal("Connected() blocked behind a dial in progress")
 	}
 }
+
+// TestOneRoundRelaysEveryPartitionMarked checks that a round takes every
+// partition waiting, not one: a backlog spread over all sixteen partitions
+// goes out in fewer rounds than partitions, each partition still in order,
+// and a batch size smaller than the backlog is shared among them.
+func TestOneRoundRelaysEveryPartitionMarked(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		batchSize int
+		events    int
+		maxRounds int
+	}{
+		{name: "everything in one round", batchSize: 500, events: 160, maxRounds: 1},
+		// 4 rows of each partition per round: 3 rounds, where one
+		// partition per round would take 16.
+		{name: "a batch shared among the partitions", batchSize: 64, events: 160, maxRounds: 8},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
+			pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 8})
+			testenv.Must(t, err, "pool")
+			t.Cleanup(pool.Close)
+			recordCommits(t, pool)
+			// The same number of aggregates in every partition, two events
+			// each, committed before any relay runs.
+			var events []domain.Event
+			perPartition := map[int16]int{}
+			for len(events) < tc.events {
+				id := uuid.New()
+				if p := outbox.Partition(id); perPartition[p] < tc.events/outbox.Partitions/2 {
+					perPartition[p]++
+					for v := int64(1); v <= 2; v++ {
+						events = append(events, domain.NewEvent("stock.changed", "product", id, v, time.Now(), struct{}{}))
+					}
+				}
+			}
+			uow := store.NewUnitOfWork(pool, nil)
+			testenv.Must(t, uow.Do(context.Background(), func(_ context.Context, tx *store.Tx) error { return tx.Append(events...) }), "append")
+
+			s := testenv.NewSink(t, amqpURL)
+			reg := prometheus.NewRegistry()
+			metrics := outbox.NewMetrics(reg)
+			startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) {
+				c.Workers, c.BatchSize, c.Metrics = 1, tc.batchSize, metrics
+			})
+			testenv.CheckOrder(t, s.WaitFor(t, committed(t, pool), 10*time.Second))
+			if n := histogramCount(t, reg, "shop_relay_batch_size"); n < 1 || n > tc.maxRounds {
+				t.Errorf("%d events in %d partitions took %d rounds, want 1 to %d",
+					len(events), len(perPartition), n, tc.maxRounds)
+			}
+		})
+	}
+}
+
+// histogramCount returns the sample count of the histogram name in reg.
+func histogramCount(t *testing.T, reg *prometheus.Registry, name string) int {
+	t.Helper()
+	families, err := reg.Gather()
+	testenv.Must(t, err, "gather metrics")
+	for _, f := range families {
+		if f.GetName() == name {
+			return int(f.GetMetric()[0].GetHistogram().GetSampleCount())
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}

@@ -50,18 +50,38 @@ func (s *scheduler) markAll() {
 	}
 }
 
-// next waits for a marked partition and gives it to the caller, who must
-// call done or retryLater when the round ends.
-func (s *scheduler) next(ctx context.Context) (int, bool) {
+// next waits for a marked partition, then for linger, and gives it to the
+// caller together with every other partition marked by then, in the order
+// they were marked;
+// the caller must call done or retryLater for each when its round ends.
+// Taking them all at once is what makes rounds big: while the rounds in
+// flight wait for their confirms, the partitions that commits mark pile up
+// for the next round instead of each starting a round of its own.
+func (s *scheduler) next(ctx context.Context, linger time.Duration) ([]int, bool) {
+	var parts []int
 	select {
 	case <-ctx.Done():
-		return 0, false
+		return nil, false
 	case p := <-s.ready:
-		s.mu.Lock()
-		s.queued[p], s.busy[p], s.again[p] = false, true, false
-		s.mu.Unlock()
-		return p, true
+		parts = append(parts, p)
 	}
+	if linger > 0 {
+		sleep(ctx, linger)
+	}
+	for more := true; more; {
+		select {
+		case p := <-s.ready:
+			parts = append(parts, p)
+		default:
+			more = false
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range parts {
+		s.queued[p], s.busy[p], s.again[p] = false, true, false
+	}
+	return parts, true
 }
 
 // done ends a round; more says p may still have rows.

@@ -28,9 +28,10 @@ type config struct {
 	SMTPPassword string
 	LogLevel     string
 	DBMaxConns   int32
-	// RelayBatchSize and RelayWorkers tune `shop relay`; 0 takes the relay's defaults.
+	// RelayBatchSize, RelayWorkers and RelayLinger tune `shop relay`.
 	RelayBatchSize int
 	RelayWorkers   int
+	RelayLinger    time.Duration
 	// ConsumerConcurrency is how many deliveries each consumer group of a
 	// `shop consume` process handles at once; ConsumerMaxRetries how many
 	// times a failing one is retried before the dead queue;
@@ -89,12 +90,18 @@ func loadConfig(getenv func(string) string) (config, error) {
 	} else {
 		c.RelayBatchSize = n
 	}
-	if n, err := strconv.Atoi(get("RELAY_WORKERS", "8")); err != nil || n < 1 || n > 16 {
+	if c.RelayLinger, err = time.ParseDuration(get("RELAY_LINGER", "2ms")); err != nil || c.RelayLinger < 0 || c.RelayLinger > time.Second {
+		errs = append(errs, fmt.Errorf("RELAY_LINGER must be a duration from 0 to 1s, like 2ms"))
+	}
+	if c.RelayLinger == 0 {
+		c.RelayLinger = -1 // none (0 would take the relay's default)
+	}
+	if n, err := strconv.Atoi(get("RELAY_WORKERS", "1")); err != nil || n < 1 || n > 16 {
 		errs = append(errs, fmt.Errorf("RELAY_WORKERS must be an integer from 1 to 16"))
 	} else {
 		c.RelayWorkers = n
 	}
-	if n, err := strconv.Atoi(get("CONSUMER_CONCURRENCY", "4")); err != nil || n < 1 || n > 256 {
+	if n, err := strconv.Atoi(get("CONSUMER_CONCURRENCY", "8")); err != nil || n < 1 || n > 256 {
 		errs = append(errs, fmt.Errorf("CONSUMER_CONCURRENCY must be an integer from 1 to 256"))
 	} else {
 		c.ConsumerConcurrency = n

@@ -105,6 +105,8 @@ func TestRefusesBadConfiguration(t *testing.T) {
 		{"an unknown SHOP_ENV", map[string]string{"SHOP_ENV": "staging"}, []string{"migrate"}, 1, "SHOP_ENV must be prod or dev"},
 		{"a bad DB_MAX_CONNS", map[string]string{"DB_MAX_CONNS": "many"}, []string{"migrate"}, 1, "DB_MAX_CONNS"},
 		{"a bad LOG_LEVEL", map[string]string{"LOG_LEVEL": "loud"}, []string{"migrate"}, 1, "LOG_LEVEL"},
+		{"a negative RELAY_LINGER", map[string]string{"RELAY_LINGER": "-2ms"}, []string{"migrate"}, 1, "RELAY_LINGER must be a duration"},
+		{"a RELAY_LINGER without a unit", map[string]string{"RELAY_LINGER": "2"}, []string{"migrate"}, 1, "RELAY_LINGER must be a duration"},
 		{"no command", nil, nil, 2, "no command given"},
 		{"an unknown command", nil, []string{"fly"}, 2, `unknown command "fly"`},
 		{"user without add", nil, []string{"user"}, 2, "shop user add"},

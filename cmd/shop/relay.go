@@ -36,7 +36,7 @@ func relayProcess(ctx context.Context, cfg config, log *slog.Logger, reg *promet
 	}
 	relay, err := outbox.NewRelay(outbox.RelayConfig{
 		Pool: pool, AMQPURL: cfg.AMQPURL, Logger: log, Metrics: outbox.NewMetrics(reg),
-		BatchSize: cfg.RelayBatchSize, Workers: cfg.RelayWorkers,
+		BatchSize: cfg.RelayBatchSize, Workers: cfg.RelayWorkers, Linger: cfg.RelayLinger,
 	})
 	if err != nil {
 		pool.Close()
