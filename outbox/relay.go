@@ -325,11 +325,7 @@ func (r *Relay) work(ctx context.Context) {
 			if ch == nil || ch.IsClosed() {
 				var err error
 				if ch, err = r.broker.channel(ctx); err != nil {
-					for _, left := range jobs[i:] {
-						for _, p := range left.parts {
-							r.sched.done(p, true)
-						}
-					}
+					r.giveBack(jobs[i:])
 					return // ctx ended
 				}
 				returns = ch.NotifyReturn(make(chan amqp.Return, r.cfg.BatchSize+Partitions))
@@ -341,11 +337,7 @@ func (r *Relay) work(ctx context.Context) {
 			cancel()
 			if err != nil {
 				if ctx.Err() != nil {
-					for _, left := range jobs[i:] {
-						for _, p := range left.parts {
-							r.sched.done(p, true)
-						}
-					}
+					r.giveBack(jobs[i:])
 					return
 				}
 				failures++
@@ -382,6 +374,16 @@ func (r *Relay) work(ctx context.Context) {
 				}
 				r.sched.retryLater(res.partition, backoff{r.cfg.MinBackoff, r.cfg.MaxBackoff}.delay(r.sched.strikes(res.partition)))
 			}
+		}
+	}
+}
+
+// giveBack hands the partitions of rounds that will not run back to the
+// scheduler, marked.
+func (r *Relay) giveBack(jobs []roundJob) {
+	for _, job := range jobs {
+		for _, p := range job.parts {
+			r.sched.done(p, true)
 		}
 	}
 }
