@@ -151,9 +151,14 @@ func TestQueriesRejectBadInput(t *testing.T) {
 
 func TestMinVersionWaitsForTheProjection(t *testing.T) {
 	t.Parallel()
-	// A long bound, so that a loaded machine cannot make the projection late.
-	tune, models := withRedis(t, "127.0.0.1:6379", 20*time.Second)
-	a := newAPIWith(t, tune)
+	// Long bounds, so that a loaded machine (CI's -race with every test
+	// in parallel) can neither make the projection late nor make a Redis
+	// read time out and fall back to Postgres.
+	withModels, models := withRedis(t, "127.0.0.1:6379", 20*time.Second)
+	a := newAPIWith(t, func(c *shophttp.Config) {
+		withModels(c)
+		c.RedisTimeout = 10 * time.Second
+	})
 	_, admin := a.createAdmin(t)
 	_, annToken := a.registerCustomer(t, "ann@example.com")
 	p := a.createProduct(t, admin, "MUG-1", 1200, 10)
