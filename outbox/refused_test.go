@@ -142,9 +142,7 @@ func waitConnected(t *testing.T, relay *outbox.Relay) {
 func TestBrokerReturnStopsItsPartition(t *testing.T) {
 	t.Parallel()
 	dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
-	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 4})
-	testenv.Must(t, err, "pool")
-	t.Cleanup(pool.Close)
+	pool := openPool(t, dbURL, 4)
 	s := testenv.NewGroupSink(t, amqpURL, "shop.orders") // declares the topology
 	metrics := outbox.NewMetrics(nil)
 	waitConnected(t, startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) { c.Metrics = metrics }))
@@ -217,9 +215,7 @@ func TestBrokerNackStopsItsPartition(t *testing.T) {
 	dbURL := testenv.DatabaseURL(t)
 	vhost := testenv.VHost(t)
 	amqpURL := testenv.AMQPServerURL() + vhost
-	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 4})
-	testenv.Must(t, err, "pool")
-	t.Cleanup(pool.Close)
+	pool := openPool(t, dbURL, 4)
 	orders := testenv.NewGroupSink(t, amqpURL, "shop.orders") // declares the topology
 
 	// A quorum queue's length limit is soft: it takes a message past it

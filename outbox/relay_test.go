@@ -26,6 +26,15 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
+// openPool opens a pool on dbURL, closed when t ends.
+func openPool(t *testing.T, dbURL string, maxConns int32) *pgxpool.Pool {
+	t.Helper()
+	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: maxConns})
+	testenv.Must(t, err, "pool")
+	t.Cleanup(pool.Close)
+	return pool
+}
+
 // startRelay runs a relay replica with a pool of its own until t ends.
 func startRelay(t *testing.T, dbURL, amqpURL string, tune func(*outbox.RelayConfig)) *outbox.Relay {
 	t.Helper()
@@ -134,9 +143,7 @@ func TestRelayDeliversEveryEventInAggregateOrder(t *testing.T) {
 		t.Run(fmt.Sprintf("%d replicas", replicas), func(t *testing.T) {
 			t.Parallel()
 			dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
-			pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 16})
-			testenv.Must(t, err, "pool")
-			t.Cleanup(pool.Close)
+			pool := openPool(t, dbURL, 16)
 			recordCommits(t, pool)
 			s := testenv.NewSink(t, amqpURL)
 			for range replicas {
@@ -169,9 +176,7 @@ func TestRelayDeliversEveryEventInAggregateOrder(t *testing.T) {
 func TestStuckRowDoesNotBlockOtherPartitions(t *testing.T) {
 	t.Parallel()
 	dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
-	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 8})
-	testenv.Must(t, err, "pool")
-	t.Cleanup(pool.Close)
+	pool := openPool(t, dbURL, 8)
 	recordCommits(t, pool)
 	s := testenv.NewSink(t, amqpURL)
 
@@ -179,7 +184,7 @@ func TestStuckRowDoesNotBlockOtherPartitions(t *testing.T) {
 	stuck := uuid.New()
 	poison := domain.NewEvent("nobody.listens", "thing", stuck, 1, time.Now(), struct{}{})
 	behind := domain.NewEvent("product.updated", "product", stuck, 2, time.Now(), struct{}{})
-	err = store.NewUnitOfWork(pool, nil).Do(context.Background(), func(_ context.Context, tx *store.Tx) error {
+	err := store.NewUnitOfWork(pool, nil).Do(context.Background(), func(_ context.Context, tx *store.Tx) error {
 		return tx.Append(poison, behind)
 	})
 	testenv.Must(t, err, "append poison")
@@ -256,9 +261,7 @@ func TestRelayRecoversFromLostConnections(t *testing.T) {
 	dbURL := testenv.DatabaseURL(t)
 	vhost := testenv.VHost(t)
 	amqpURL := testenv.AMQPServerURL() + vhost
-	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 8})
-	testenv.Must(t, err, "pool")
-	t.Cleanup(pool.Close)
+	pool := openPool(t, dbURL, 8)
 	recordCommits(t, pool)
 	s := testenv.NewSink(t, amqpURL)
 	startRelay(t, dbURL+"&application_name=relay", amqpURL, func(c *outbox.RelayConfig) { c.BatchSize = 50 })
@@ -298,9 +301,7 @@ func TestRelayStartsBeforeRabbitMQ(t *testing.T) {
 	dbURL := testenv.DatabaseURL(t)
 	vhost := testenv.NewVHostName() // does not exist yet: connecting fails as if RabbitMQ were down
 	amqpURL := testenv.AMQPServerURL() + vhost
-	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 4})
-	testenv.Must(t, err, "pool")
-	t.Cleanup(pool.Close)
+	pool := openPool(t, dbURL, 4)
 	recordCommits(t, pool)
 	relay := startRelay(t, dbURL, amqpURL, nil)
 	products := addProducts(t, pool, 5)
@@ -327,9 +328,7 @@ func TestRelayStartsBeforeRabbitMQ(t *testing.T) {
 func TestRelayWakesOnNotificationsWithoutPolling(t *testing.T) {
 	t.Parallel()
 	dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
-	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 8})
-	testenv.Must(t, err, "pool")
-	t.Cleanup(pool.Close)
+	pool := openPool(t, dbURL, 8)
 	recordCommits(t, pool)
 	s := testenv.NewSink(t, amqpURL)
 	relay := startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) { c.PollInterval = time.Hour })
@@ -372,11 +371,9 @@ func TestRelayVacuumsTheOutbox(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
-			pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 8})
-			testenv.Must(t, err, "pool")
-			t.Cleanup(pool.Close)
+			pool := openPool(t, dbURL, 8)
 			// Autovacuum off for the table, so that any vacuum is the relay's.
-			_, err = pool.Exec(context.Background(), `ALTER TABLE outbox SET (autovacuum_enabled = false)`)
+			_, err := pool.Exec(context.Background(), `ALTER TABLE outbox SET (autovacuum_enabled = false)`)
 			testenv.Must(t, err, "disable autovacuum")
 			s := testenv.NewSink(t, amqpURL)
 			metrics := outbox.NewMetrics(nil)
@@ -478,9 +475,7 @@ func TestOneRoundRelaysEveryPartitionMarked(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
-			pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 8})
-			testenv.Must(t, err, "pool")
-			t.Cleanup(pool.Close)
+			pool := openPool(t, dbURL, 8)
 			recordCommits(t, pool)
 			// The same number of aggregates in every partition, two events
 			// each, committed before any relay runs.

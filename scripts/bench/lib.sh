@@ -1,0 +1,56 @@
+# Shared by the benchmark scripts that run a whole shop (bench-reads.sh,
+# bench-marginal.sh); source it after setting base, db, vhost, prefix, url
+# and tmp.
+
+# bench_fresh gives the benchmark an empty database, vhost and Redis prefix.
+bench_fresh() {
+  psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null
+  rabbitmqctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
+  rabbitmqctl -q add_vhost "$vhost" && rabbitmqctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*'
+  redis-cli --scan --pattern "$prefix*" | xargs -r redis-cli del >/dev/null
+}
+
+# bench_wait_api waits until the API at $url answers /healthz.
+bench_wait_api() {
+  for _ in $(seq 100); do curl -fs "$url/healthz" >/dev/null && return 0; sleep 0.2; done
+  echo "bench: the API at $url did not come up" >&2
+  return 1
+}
+
+# bench_catalogue N SKU: against a running API, adds an admin and a buyer
+# (their tokens in $admin and $buyer) and N products with 1,000,000 in
+# stock, whose ids go to $tmp/products.
+bench_catalogue() {
+  ./bin/shop user add --email admin@bench.test --password benchpass --admin >/dev/null 2>&1
+  ./bin/shop user add --email buyer@bench.test --password benchpass >/dev/null 2>&1
+  admin=$(bench_token admin@bench.test) buyer=$(bench_token buyer@bench.test)
+  seq "$1" | xargs -P 8 -I{} curl -fs -X POST "$url/v1/products" -H "Authorization: Bearer $admin" \
+    -d "{\"sku\":\"$2-{}\",\"name\":\"Item $2-{}\",\"price_cents\":250,\"stock\":1000000}" \
+    | grep -o '"id":"[^"]*"' | cut -d'"' -f4 > "$tmp/products"
+}
+
+bench_token() {
+  curl -fs -X POST "$url/v1/tokens" -d "{\"email\":\"$1\",\"password\":\"benchpass\"}" | sed 's/.*"token":"\([^"]*\)".*/\1/'
+}
+
+# bench_cpu_ticks prints the CPU ticks (user+system, of exited children
+# too) per program name, summed over its processes, for the programs of a
+# benchmark.
+bench_cpu_ticks() {
+  for f in /proc/[0-9]*/stat; do
+    line=$(cat "$f" 2>/dev/null) || continue
+    comm=${line#*(}; comm=${comm%%)*}; rest=${line##*) }
+    # fields after the name: 12 utime, 13 stime, 14 cutime, 15 cstime
+    echo "$comm $(echo "$rest" | awk '{print $12+$13+$14+$15}')"
+  done | awk '{c[$1]+=$2} END {for (k in c) print k, c[k]}' |
+    grep -E '^(shop|postgres|beam.smp|redis-server|confirmlatency|wrk) ' | sort
+}
+
+# bench_cpu_per_order BEFORE AFTER ORDERS SECONDS prints each program's CPU
+# between two bench_cpu_ticks files per order, the sum, and how busy the
+# machine was over SECONDS of wall time.
+bench_cpu_per_order() {
+  join "$1" "$2" | awk -v n="$3" -v hz="$(getconf CLK_TCK)" -v wall="$4" -v cores="$(nproc)" '
+    { ms = ($3 - $2) * 1000 / hz; total += ms; printf "  %-15s %7.3f ms/order\n", $1, ms / n }
+    END { printf "  %-15s %7.3f ms/order; machine %.0f%% busy\n", "all", total / n, total / 10 / wall / cores }'
+}
