@@ -53,5 +53,5 @@ bench_cpu_per_order "$tmp/cpu.before" "$tmp/cpu.after" "$orders" "$(echo "$ended
 echo "== counters:"
 for n in $(seq ${#pids[@]}); do
   curl -fs "127.0.0.1:$((19100 + n))/metrics" |
-    grep -E "^(shop_consumer_messages_total|shop_relay_batch_size_(sum|count)|shop_relay_published_total)" || true
+    grep -E "^(shop_consumer_messages_total|shop_consumer_batch_events_(sum|count)|shop_relay_batch_size_(sum|count)|shop_relay_published_total)" || true
 done

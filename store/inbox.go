@@ -29,3 +29,30 @@ func (s Inbox) Claim(ctx context.Context, consumer string, event uuid.UUID) (boo
 	}
 	return n == 1, nil
 }
+
+// ClaimEach claims every event of events at once, in one statement, as Claim
+// claims one, and reports for each whether this transaction is the first to
+// apply it. An id that appears twice is claimed by its first appearance
+// only: the second reports false.
+func (s Inbox) ClaimEach(ctx context.Context, consumer string, events []uuid.UUID) ([]bool, error) {
+	claimed := make(map[uuid.UUID]bool, len(events))
+	err := s.tx.read(ctx, func(rows pgx.Rows) error {
+		for rows.Next() {
+			var id uuid.UUID
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			claimed[id] = true
+		}
+		return rows.Err()
+	}, `INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id`, consumer, events)
+	if err != nil {
+		return nil, fmt.Errorf("claim %d inbox rows of %s: %w", len(events), consumer, err)
+	}
+	first := make([]bool, len(events))
+	for i, id := range events {
+		first[i] = claimed[id]
+		delete(claimed, id) // a second appearance is a duplicate
+	}
+	return first, nil
+}

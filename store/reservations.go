@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/shopdev/shop/domain/product"
 	"github.com/shopdev/shop/domain/stock"
 )
 
@@ -20,18 +21,9 @@ type Reservations struct{ tx *Tx }
 func (s Reservations) GetForUpdate(ctx context.Context, orderID uuid.UUID) (r *stock.Reservation, found bool, err error) {
 	var st stock.State
 	err = s.tx.read(ctx, func(rows pgx.Rows) (err error) {
-		st, err = pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (stock.State, error) {
-			var st stock.State
-			var status string
-			var lines []byte
-			if err := row.Scan(&st.OrderID, &status, &lines, &st.Reason, &st.Version, &st.UpdatedAt); err != nil {
-				return st, err
-			}
-			st.Status = stock.Status(status)
-			return st, json.Unmarshal(lines, &st.Lines)
-		})
+		st, err = pgx.CollectExactlyOneRow(rows, scanReservation)
 		return err
-	}, `SELECT order_id, status, lines, reason, version, updated_at FROM reservations WHERE order_id = $1 FOR UPDATE`, orderID)
+	}, reservationSQL, orderID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, false, nil
 	}
@@ -39,6 +31,40 @@ func (s Reservations) GetForUpdate(ctx context.Context, orderID uuid.UUID) (r *s
 		return nil, false, fmt.Errorf("load reservation: %w", err)
 	}
 	return stock.Restore(st), true, nil
+}
+
+// GetForUpdateWithProducts is GetForUpdate and then Products.LockMany in one
+// round trip: deciding an order's stock needs both, and the products' ids
+// come with the event, not with the reservation. The products are locked
+// even when the reservation is found.
+func (s Reservations) GetForUpdateWithProducts(ctx context.Context, orderID uuid.UUID, productIDs []uuid.UUID) (
+	r *stock.Reservation, found bool, products map[uuid.UUID]*product.Product, err error) {
+	var list []stock.State
+	s.tx.pending.Queue(reservationSQL, orderID).Query(func(rows pgx.Rows) (err error) {
+		list, err = pgx.CollectRows(rows, scanReservation)
+		return err
+	})
+	products, err = s.tx.Products.LockMany(ctx, productIDs) // sends both
+	if err != nil {
+		return nil, false, nil, fmt.Errorf("load reservation with its products: %w", err)
+	}
+	if len(list) == 1 {
+		return stock.Restore(list[0]), true, products, nil
+	}
+	return nil, false, products, nil
+}
+
+const reservationSQL = `SELECT order_id, status, lines, reason, version, updated_at FROM reservations WHERE order_id = $1 FOR UPDATE`
+
+func scanReservation(row pgx.CollectableRow) (stock.State, error) {
+	var st stock.State
+	var status string
+	var lines []byte
+	if err := row.Scan(&st.OrderID, &status, &lines, &st.Reason, &st.Version, &st.UpdatedAt); err != nil {
+		return st, err
+	}
+	st.Status = stock.Status(status)
+	return st, json.Unmarshal(lines, &st.Lines)
 }
 
 // Add queues the insert of a new reservation. If another transaction adds

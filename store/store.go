@@ -188,6 +188,22 @@ func (t *Tx) Append(events ...domain.Event) error {
 	return outbox.Append(t.pending, t.md, events...)
 }
 
+// Tag sets the metadata (correlation id, causation id, trace context) that
+// the events appended from now on carry. A transaction starts with its
+// context's; one that applies several events, a consumer's batch, tags each
+// event's part with that event's own.
+func (t *Tx) Tag(md outbox.Metadata) { t.md = md }
+
+// LimitLockWait makes every later statement of the transaction fail, and
+// with it the transaction, when it waits longer than d for a row lock,
+// instead of waiting until the lock is free or Postgres finds a deadlock
+// (after deadlock_timeout, 1 s by default). For transactions that can be
+// retried in smaller parts: a consumer's batch, which locks rows in the
+// order its events came in.
+func (t *Tx) LimitLockWait(d time.Duration) {
+	t.queue(`SELECT set_config('lock_timeout', $1, true)`, fmt.Sprintf("%dms", max(d.Milliseconds(), 1)))
+}
+
 // queue adds a write to the pending batch.
 func (t *Tx) queue(sql string, args ...any) *pgx.QueuedQuery {
 	return t.pending.Queue(sql, args...)

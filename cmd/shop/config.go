@@ -37,7 +37,11 @@ type config struct {
 	// times a failing one is retried before the dead queue;
 	// ConsumerUnavailableFor how long one waits for an unavailable SMTP
 	// server before the dead queue.
-	ConsumerConcurrency    int
+	ConsumerConcurrency int
+	// ConsumerBatch is how many deliveries one transaction of the orders
+	// and inventory groups may apply (emails, which send mail, and the
+	// Redis projections apply one at a time).
+	ConsumerBatch          int
 	ConsumerMaxRetries     int
 	ConsumerUnavailableFor time.Duration
 }
@@ -105,6 +109,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 		errs = append(errs, fmt.Errorf("CONSUMER_CONCURRENCY must be an integer from 1 to 256"))
 	} else {
 		c.ConsumerConcurrency = n
+	}
+	if n, err := strconv.Atoi(get("CONSUMER_BATCH", "16")); err != nil || n < 1 || n > 256 {
+		errs = append(errs, fmt.Errorf("CONSUMER_BATCH must be an integer from 1 to 256"))
+	} else {
+		c.ConsumerBatch = n
 	}
 	if n, err := strconv.Atoi(get("CONSUMER_MAX_RETRIES", "5")); err != nil || n < 0 || n > 100 {
 		errs = append(errs, fmt.Errorf("CONSUMER_MAX_RETRIES must be an integer from 0 to 100"))

@@ -77,6 +77,9 @@ func consumeProcess(ctx context.Context, cfg config, log *slog.Logger, reg *prom
 			}
 		} else {
 			gc.Handlers, err = groupHandlers(cfg, log, name)
+			if name != "emails" { // a batch that fails is applied again one by one: mail would go twice
+				gc.Batch = cfg.ConsumerBatch
+			}
 		}
 		var g *consumer.Group
 		if err == nil {

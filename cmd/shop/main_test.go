@@ -107,6 +107,8 @@ func TestRefusesBadConfiguration(t *testing.T) {
 		{"a bad LOG_LEVEL", map[string]string{"LOG_LEVEL": "loud"}, []string{"migrate"}, 1, "LOG_LEVEL"},
 		{"a negative RELAY_LINGER", map[string]string{"RELAY_LINGER": "-2ms"}, []string{"migrate"}, 1, "RELAY_LINGER must be a duration"},
 		{"a RELAY_LINGER without a unit", map[string]string{"RELAY_LINGER": "2"}, []string{"migrate"}, 1, "RELAY_LINGER must be a duration"},
+		{"a CONSUMER_BATCH of zero", map[string]string{"CONSUMER_BATCH": "0"}, []string{"migrate"}, 1, "CONSUMER_BATCH must be an integer from 1 to 256"},
+		{"a CONSUMER_BATCH that is not a number", map[string]string{"CONSUMER_BATCH": "many"}, []string{"migrate"}, 1, "CONSUMER_BATCH must be an integer from 1 to 256"},
 		{"no command", nil, nil, 2, "no command given"},
 		{"an unknown command", nil, []string{"fly"}, 2, `unknown command "fly"`},
 		{"user without add", nil, []string{"user"}, 2, "shop user add"},

@@ -32,9 +32,11 @@ import (
 // applies with 1 and 2 replicas: a backlog of CONSUMERBENCH_EVENTS (default
 // 5,000) events of the group is put in its queue (untimed), then the
 // replicas start, each with its own pool and CONSUMERBENCH_CONCURRENCY
-// (default 4, as CONSUMER_CONCURRENCY) deliveries at once, and the clock
-// runs until the inbox holds every event. CONSUMERBENCH_GROUPS picks groups
-// (default "inventory,orders,emails").
+// (default 8, as CONSUMER_CONCURRENCY) deliveries at once, and up to
+// CONSUMERBENCH_BATCH (default 16, as CONSUMER_BATCH; emails always 1, as
+// `shop consume`) in one transaction, and the clock runs until the inbox
+// holds every event. CONSUMERBENCH_GROUPS picks groups (default
+// "inventory,orders,emails").
 //
 //	go test -run '^$' -bench Groups -benchtime 1x ./handlers/consumer/
 func BenchmarkGroups(b *testing.B) {
@@ -42,9 +44,16 @@ func BenchmarkGroups(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("CONSUMERBENCH_EVENTS")); err == nil && v > 0 {
 		n = v
 	}
-	concurrency := 4
+	concurrency, batch := 8, 16
 	if v, err := strconv.Atoi(os.Getenv("CONSUMERBENCH_CONCURRENCY")); err == nil && v > 0 {
 		concurrency = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("CONSUMERBENCH_BATCH")); err == nil && v > 0 {
+		batch = v
+	}
+	committers := 0 // the default
+	if v, err := strconv.Atoi(os.Getenv("CONSUMERBENCH_COMMITTERS")); err == nil && v > 0 {
+		committers = v
 	}
 	names := []string{"inventory", "orders", "emails"}
 	if v := os.Getenv("CONSUMERBENCH_GROUPS"); v != "" {
@@ -54,14 +63,17 @@ func BenchmarkGroups(b *testing.B) {
 		for _, replicas := range []int{1, 2} {
 			b.Run(fmt.Sprintf("%s/%d-replicas", name, replicas), func(b *testing.B) {
 				for range b.N {
-					benchGroup(b, name, replicas, n, concurrency)
+					benchGroup(b, name, replicas, n, concurrency, batch, committers)
 				}
 			})
 		}
 	}
 }
 
-func benchGroup(b *testing.B, name string, replicas, n, concurrency int) {
+func benchGroup(b *testing.B, name string, replicas, n, concurrency, batch, committers int) {
+	if name == "emails" {
+		batch = 1
+	}
 	b.StopTimer()
 	dbURL, amqpURL := testenv.DatabaseURL(b), testenv.AMQPURL(b)
 	g := groupNamed(name)
@@ -99,13 +111,13 @@ func benchGroup(b *testing.B, name string, replicas, n, concurrency int) {
 	done := make(chan struct{}, replicas)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b.StartTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), testenv.SnapCPU()
 	for range replicas {
 		pool, err := store.Open(ctx, store.Config{DatabaseURL: dbURL, MaxConns: int32(concurrency) + 2})
 		testenv.Must(b, err, "pool")
 		defer pool.Close()
 		c, err := consumer.New(consumer.Config{Group: g, Handlers: handlersOf(name, quiet), AMQPURL: amqpURL,
-			UnitOfWork: store.NewUnitOfWork(pool, nil), Logger: quiet, Concurrency: concurrency})
+			UnitOfWork: store.NewUnitOfWork(pool, nil), Logger: quiet, Concurrency: concurrency, Batch: batch, Committers: committers})
 		testenv.Must(b, err, "group")
 		go func() { _ = c.Run(ctx); done <- struct{}{} }()
 	}
@@ -118,16 +130,24 @@ func benchGroup(b *testing.B, name string, replicas, n, concurrency int) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	took := time.Since(start)
+	took, cpu := time.Since(start), testenv.SnapCPU().Since(cpu0)
 	b.StopTimer()
 	cancel()
 	for range replicas {
 		<-done
 	}
+	// CPU of the consumers (this process), Postgres, RabbitMQ and the
+	// kernel's threads, per event.
+	var pct float64
+	for _, who := range []string{"bench", "postgres", "rabbitmq", "kernel"} {
+		pct += cpu.By[who]
+	}
+	cpuPerEvent := pct * took.Seconds() * 10 / float64(n)
 	b.ReportMetric(float64(n)/took.Seconds(), "events/s")
+	b.ReportMetric(cpuPerEvent, "cpu-ms/event")
 	b.ReportMetric(0, "ns/op")
-	b.Logf("%s, %d replica(s) × concurrency %d: %d events in %s = %.0f events/s",
-		name, replicas, concurrency, n, took.Round(time.Millisecond), float64(n)/took.Seconds())
+	b.Logf("%s, %d replica(s) × concurrency %d, batch %d, committers %d: %d events in %s = %.0f events/s, %.2f ms of CPU per event (%s)",
+		name, replicas, concurrency, batch, committers, n, took.Round(time.Millisecond), float64(n)/took.Seconds(), cpuPerEvent, cpu)
 }
 
 func groupNamed(name string) outbox.Group {

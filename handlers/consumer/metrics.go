@@ -12,6 +12,10 @@ type Metrics struct {
 	Dead *prometheus.CounterVec
 	// Latency observes how long applying an event took, by group.
 	Latency *prometheus.HistogramVec
+	// Batch observes how many events each batch transaction held, by
+	// group and outcome: committed, or failed (its events were then
+	// applied one at a time).
+	Batch *prometheus.HistogramVec
 }
 
 // NewMetrics returns the metrics, registered with reg unless it is nil.
@@ -30,9 +34,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to apply one event (its transaction included), by group.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}, []string{"group"}),
+		Batch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shop_consumer_batch_events",
+			Help:    "Events per batch transaction, by group and outcome (committed, failed: applied again one at a time).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+		}, []string{"group", "outcome"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Handled, m.Dead, m.Latency)
+		reg.MustRegister(m.Handled, m.Dead, m.Latency, m.Batch)
 	}
 	return m
 }

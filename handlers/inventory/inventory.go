@@ -39,18 +39,15 @@ func (h handlers) orderPlaced(ctx context.Context, tx *store.Tx, e outbox.Envelo
 	if err != nil {
 		return err
 	}
-	if _, found, err := tx.Reservations.GetForUpdate(ctx, placed.OrderID); err != nil || found {
-		return err // found: decided already, or the order was cancelled first
-	}
 	lines := make([]stock.Line, len(placed.Lines))
 	ids := make([]uuid.UUID, len(placed.Lines))
 	for i, l := range placed.Lines {
 		lines[i] = stock.Line{ProductID: l.ProductID, Quantity: l.Quantity}
 		ids[i] = l.ProductID
 	}
-	products, err := tx.Products.LockMany(ctx, ids)
-	if err != nil {
-		return err
+	_, found, products, err := tx.Reservations.GetForUpdateWithProducts(ctx, placed.OrderID, ids)
+	if err != nil || found {
+		return err // found: decided already, or the order was cancelled first
 	}
 	r, err := stock.Reserve(placed.OrderID, lines, products, h.now())
 	if err != nil {

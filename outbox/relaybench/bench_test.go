@@ -87,7 +87,7 @@ func benchDrain(b *testing.B, c contender, cfg config, res *result) {
 	timeout := time.NewTimer(cfg.drainTimeout)
 	defer timeout.Stop()
 
-	cpu0 := snapCPU()
+	cpu0 := testenv.SnapCPU()
 	b.ResetTimer()
 	t0 := time.Now()
 	stop, err := sys.start(ctx)
@@ -113,14 +113,14 @@ func benchDrain(b *testing.B, c contender, cfg config, res *result) {
 	}
 	elapsed := time.Since(t0)
 	b.StopTimer()
-	cpu := snapCPU().since(cpu0)
+	cpu := testenv.SnapCPU().Since(cpu0)
 
 	n := s.count()
 	rate := float64(n) / elapsed.Seconds()
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(rate, "events/s")
 	b.ReportMetric(elapsed.Seconds(), "s")
-	b.ReportMetric(cpu.busy, "cpu-busy-%")
+	b.ReportMetric(cpu.Busy, "cpu-busy-%")
 	status := "drained"
 	if partial {
 		status = fmt.Sprintf("NOT drained: %d of %d arrived before the %s timeout", n, cfg.backlog, cfg.drainTimeout)
@@ -190,7 +190,7 @@ func benchLoad(b *testing.B, c contender, cfg config, res *result, paced bool) {
 			}
 		}
 	}()
-	cpu0 := snapCPU()
+	cpu0 := testenv.SnapCPU()
 	b.ResetTimer()
 	t0 := time.Now()
 	if err := runWriters(ctx, sys, rec, cfg.writers, d, rate); err != nil {
@@ -200,7 +200,7 @@ func benchLoad(b *testing.B, c contender, cfg config, res *result, paced bool) {
 	stopSampling()
 	<-sampled
 	b.StopTimer()
-	cpu := snapCPU().since(cpu0)
+	cpu := testenv.SnapCPU().Since(cpu0)
 	elapsed := end.Sub(t0).Seconds()
 	committed, received := rec.count(), s.count()-1
 	backlog := max(0, committed-received)
@@ -230,7 +230,7 @@ func benchLoad(b *testing.B, c contender, cfg config, res *result, paced bool) {
 	}
 	b.ReportMetric(ms(lr.p50), "p50-ms")
 	b.ReportMetric(ms(lr.p99), "p99-ms")
-	b.ReportMetric(cpu.busy, "cpu-busy-%")
+	b.ReportMetric(cpu.Busy, "cpu-busy-%")
 	note := ""
 	if !caughtUp {
 		note = fmt.Sprintf("; %d events still missing %s after the writers stopped", missing, cfg.grace)
@@ -271,7 +271,7 @@ type drainResult struct {
 	rate    float64
 	partial bool
 	arrived int64
-	cpu     cpuUse
+	cpu     testenv.CPUUse
 }
 
 type loadResult struct {
@@ -280,7 +280,7 @@ type loadResult struct {
 	p50, p99            time.Duration
 	p50Lower, p99Lower  bool
 	missing             int64
-	cpu                 cpuUse
+	cpu                 testenv.CPUUse
 }
 
 // result is one contender's figures, for the markdown table.
@@ -338,13 +338,13 @@ func (r *result) row() string {
 		return fmt.Sprintf("%s%s / %s%s", atLeast(l.p50Lower), fmtMS(l.p50), atLeast(l.p99Lower), fmtMS(l.p99))
 	}
 	var cpu, others []string
-	for _, u := range []*cpuUse{r.drainCPU(), r.loadCPU(r.load), r.loadCPU(r.paced)} {
+	for _, u := range []*testenv.CPUUse{r.drainCPU(), r.loadCPU(r.load), r.loadCPU(r.paced)} {
 		if u == nil {
 			cpu, others = append(cpu, "—"), append(others, "—")
 			continue
 		}
-		cpu = append(cpu, fmt.Sprintf("%.0f%%", u.busy))
-		others = append(others, fmt.Sprintf("%.0f%%", u.others()))
+		cpu = append(cpu, fmt.Sprintf("%.0f%%", u.Busy))
+		others = append(others, fmt.Sprintf("%.0f%%", u.Others()))
 	}
 	return fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s | %s; %s |",
 		r.name, drain,
@@ -356,14 +356,14 @@ func (r *result) row() string {
 		strings.Join(cpu, " / "), strings.Join(others, " / "))
 }
 
-func (r *result) drainCPU() *cpuUse {
+func (r *result) drainCPU() *testenv.CPUUse {
 	if r.drain == nil {
 		return nil
 	}
 	return &r.drain.cpu
 }
 
-func (r *result) loadCPU(l *loadResult) *cpuUse {
+func (r *result) loadCPU(l *loadResult) *testenv.CPUUse {
 	if l == nil {
 		return nil
 	}

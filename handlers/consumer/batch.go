@@ -1,0 +1,157 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/shopdev/shop/outbox"
+	"github.com/shopdev/shop/store"
+)
+
+// batchLockWait bounds how long a batch's transaction waits for a row lock.
+// A batch locks rows in the order its events came in, so two batches (of
+// two replicas) can deadlock; past this wait the batch gives up and its
+// events are applied one at a time, each in the order its handler locks.
+const batchLockWait = 100 * time.Millisecond
+
+// errAlone tells a delivery that its batch did not commit (or that it came
+// alone): it must be applied in a transaction of its own.
+var errAlone = errors.New("apply alone")
+
+// job is one delivery waiting to be applied in a batch.
+type job struct {
+	ctx     context.Context // the delivery's: its log attributes and outbox metadata
+	env     outbox.Envelope
+	h       Handler
+	done    chan struct{} // closed when applied and err are set
+	applied bool
+	err     error
+}
+
+// batcher gathers deliveries into transactions (group commit): each of its
+// committers waits for a delivery, takes with it every other delivery
+// waiting at that moment, up to max, and applies them in one transaction.
+// A delivery that comes while a committer is free starts at once, alone;
+// those that come while all are busy wait and share the next transaction.
+type batcher struct {
+	max   int
+	apply func([]*job)  // sets applied and err of every job
+	jobs  chan *job     // unbuffered: a waiting delivery is a blocked sender
+	stop  chan struct{} // closed when the committers have stopped
+}
+
+// newBatcher starts committers that run until ctx ends. Deliveries still
+// handed over after that are applied alone.
+func newBatcher(ctx context.Context, committers, max int, apply func([]*job)) *batcher {
+	b := &batcher{max: max, apply: apply, jobs: make(chan *job), stop: make(chan struct{})}
+	var wg sync.WaitGroup
+	for range committers {
+		wg.Go(func() { b.commit(ctx) })
+	}
+	go func() { wg.Wait(); close(b.stop) }()
+	return b
+}
+
+func (b *batcher) commit(ctx context.Context) {
+	batch := make([]*job, 0, b.max)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-b.jobs:
+			batch = append(batch[:0], j)
+		}
+	gather:
+		for len(batch) < b.max {
+			select {
+			case j := <-b.jobs:
+				batch = append(batch, j)
+			default:
+				break gather
+			}
+		}
+		b.apply(batch)
+		for _, j := range batch {
+			close(j.done)
+		}
+	}
+}
+
+// do applies j, alone or with others, and returns when it is done.
+func (b *batcher) do(j *job) {
+	j.done = make(chan struct{})
+	select {
+	case b.jobs <- j:
+		<-j.done
+	case <-b.stop:
+		j.err = errAlone
+	}
+}
+
+// applyBatch applies every job of batch in one transaction: one statement
+// claims their inbox rows, then each new event's handler runs, its appended
+// events tagged with its own metadata. If anything fails (a handler's
+// error, a lock waited on too long, Postgres), nothing is committed and
+// every job is told to go alone (errAlone), where the usual retries and
+// dead-queue rules apply to each on its own. A batch of one is one
+// attempt of the usual transaction: the deliveries that arrive meanwhile
+// wait for it, and form the next batch.
+func (g *Group) applyBatch(batch []*job) {
+	ids := make([]uuid.UUID, len(batch))
+	for i, j := range batch {
+		ids[i] = j.env.ID
+	}
+	var applied []bool
+	// Deliveries cut short by shutdown still finish their batch.
+	err := g.cfg.UnitOfWork.Do(context.WithoutCancel(batch[0].ctx), func(ctx context.Context, tx *store.Tx) (err error) {
+		defer func() {
+			if r := recover(); r != nil { // the job panics again alone, under the router's Recoverer
+				err = fmt.Errorf("handler panicked: %v", r)
+			}
+		}()
+		if len(batch) > 1 {
+			tx.LimitLockWait(batchLockWait)
+		}
+		first, err := tx.Inbox.ClaimEach(ctx, g.cfg.Group.Name, ids)
+		if err != nil {
+			return err
+		}
+		for i, j := range batch {
+			if !first[i] {
+				continue // a duplicate
+			}
+			tx.Tag(outbox.MetadataFrom(j.ctx))
+			if err := j.h(context.WithoutCancel(j.ctx), tx, j.env); err != nil {
+				return fmt.Errorf("apply %s %s: %w", j.env.Type, j.env.ID, err)
+			}
+		}
+		applied = first
+		return nil
+	})
+	g.cfg.Metrics.Batch.WithLabelValues(g.cfg.Group.Name, outcome(err)).Observe(float64(len(batch)))
+	if err != nil {
+		// Handled here: each job is applied again alone, where its own
+		// error, if any, is reported once.
+		g.cfg.Logger.Debug("batch not committed; applying its events one at a time",
+			"group", g.cfg.Group.Name, "events", len(batch), "error", err.Error())
+		for _, j := range batch {
+			j.applied, j.err = false, errAlone
+		}
+		return
+	}
+	for i, j := range batch {
+		j.applied, j.err = applied[i], nil
+	}
+}
+
+func outcome(err error) string {
+	if err != nil {
+		return "failed"
+	}
+	return "committed"
+}
