@@ -40,7 +40,7 @@ func (s Reservations) GetForUpdate(ctx context.Context, orderID uuid.UUID) (r *s
 func (s Reservations) GetForUpdateWithProducts(ctx context.Context, orderID uuid.UUID, productIDs []uuid.UUID) (
 	r *stock.Reservation, found bool, products map[uuid.UUID]*product.Product, err error) {
 	var list []stock.State
-	s.tx.pending.Queue(reservationSQL, orderID).Query(func(rows pgx.Rows) (err error) {
+	s.tx.queue(reservationSQL, orderID).Query(func(rows pgx.Rows) (err error) {
 		list, err = pgx.CollectRows(rows, scanReservation)
 		return err
 	})

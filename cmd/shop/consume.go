@@ -76,10 +76,7 @@ func consumeProcess(ctx context.Context, cfg config, log *slog.Logger, reg *prom
 				gc.Project, err = projector(rdb, cfg.RedisPrefix)
 			}
 		} else {
-			gc.Handlers, err = groupHandlers(cfg, log, name)
-			if name != "emails" { // a batch that fails is applied again one by one: mail would go twice
-				gc.Batch = cfg.ConsumerBatch
-			}
+			gc.Handlers, gc.Batch, err = groupHandlers(cfg, log, name)
 		}
 		var g *consumer.Group
 		if err == nil {
@@ -151,23 +148,27 @@ func projector(rdb *redis.Client, prefix string) (func(context.Context, outbox.E
 	}, nil
 }
 
-func groupHandlers(cfg config, log *slog.Logger, name string) (map[string]consumer.Handler, error) {
+// groupHandlers returns a group's handlers and how many deliveries one of
+// its transactions may apply.
+func groupHandlers(cfg config, log *slog.Logger, name string) (map[string]consumer.Handler, int, error) {
 	switch name {
 	case "orders":
-		return orders.Handlers(time.Now), nil
+		return orders.Handlers(time.Now), cfg.ConsumerBatch, nil
 	case "inventory":
-		return inventory.Handlers(time.Now), nil
+		return inventory.Handlers(time.Now), cfg.ConsumerBatch, nil
 	default: // emails
 		var mailer emails.Mailer = emails.LogMailer{Log: log}
 		if cfg.SMTPAddr != "" {
 			m, err := emails.NewSMTPMailer(emails.SMTPConfig{Addr: cfg.SMTPAddr, From: cfg.SMTPFrom,
 				Username: cfg.SMTPUsername, Password: cfg.SMTPPassword})
 			if err != nil {
-				return nil, fmt.Errorf("SMTP_ADDR: %w", err)
+				return nil, 0, fmt.Errorf("SMTP_ADDR: %w", err)
 			}
 			mailer = m
 		}
-		return emails.Handlers(mailer), nil
+		// One at a time: a batch that fails is applied again delivery by
+		// delivery, and the mail its handlers sent would go out twice.
+		return emails.Handlers(mailer), 1, nil
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -26,6 +27,7 @@ var errAlone = errors.New("apply alone")
 // job is one delivery waiting to be applied in a batch.
 type job struct {
 	ctx     context.Context // the delivery's: its log attributes and outbox metadata
+	log     *slog.Logger    // with the event's ids
 	env     outbox.Envelope
 	h       Handler
 	done    chan struct{} // closed when applied and err are set
@@ -98,10 +100,20 @@ func (b *batcher) do(j *job) {
 // events tagged with its own metadata. If anything fails (a handler's
 // error, a lock waited on too long, Postgres), nothing is committed and
 // every job is told to go alone (errAlone), where the usual retries and
-// dead-queue rules apply to each on its own. A batch of one is one
-// attempt of the usual transaction: the deliveries that arrive meanwhile
-// wait for it, and form the next batch.
+// dead-queue rules apply to each on its own. A batch of one is applied
+// as a delivery without batches is, once, in the committer: the deliveries
+// that arrive meanwhile wait for it, and form the next batch.
 func (g *Group) applyBatch(batch []*job) {
+	if len(batch) == 1 {
+		j := batch[0]
+		defer func() {
+			if r := recover(); r != nil { // the job panics again alone, under the router's Recoverer
+				j.applied, j.err = false, errAlone
+			}
+		}()
+		j.applied, j.err = g.apply(j.ctx, j.log, j.h, j.env)
+		return
+	}
 	ids := make([]uuid.UUID, len(batch))
 	for i, j := range batch {
 		ids[i] = j.env.ID
@@ -114,9 +126,7 @@ func (g *Group) applyBatch(batch []*job) {
 				err = fmt.Errorf("handler panicked: %v", r)
 			}
 		}()
-		if len(batch) > 1 {
-			tx.LimitLockWait(batchLockWait)
-		}
+		tx.LimitLockWait(batchLockWait)
 		first, err := tx.Inbox.ClaimEach(ctx, g.cfg.Group.Name, ids)
 		if err != nil {
 			return err
@@ -133,7 +143,7 @@ func (g *Group) applyBatch(batch []*job) {
 		applied = first
 		return nil
 	})
-	g.cfg.Metrics.Batch.WithLabelValues(g.cfg.Group.Name, outcome(err)).Observe(float64(len(batch)))
+	g.cfg.Metrics.Batch.WithLabelValues(g.cfg.Group.Name, batchOutcome(err)).Observe(float64(len(batch)))
 	if err != nil {
 		// Handled here: each job is applied again alone, where its own
 		// error, if any, is reported once.
@@ -149,7 +159,7 @@ func (g *Group) applyBatch(batch []*job) {
 	}
 }
 
-func outcome(err error) string {
+func batchOutcome(err error) string {
 	if err != nil {
 		return "failed"
 	}

@@ -5,13 +5,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/shopdev/shop/domain"
 	"github.com/shopdev/shop/handlers/consumer"
@@ -23,7 +27,6 @@ import (
 // echo appends one event per event it applies, so that the test can see
 // what a batch's transaction committed and with which metadata.
 func echo(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
-	time.Sleep(10 * time.Millisecond) // deliveries pile up meanwhile and form batches
 	return tx.Append(domain.NewEvent("test.echoed", "echo", e.AggregateID, 1, time.Now(), map[string]string{"of": e.ID.String()}))
 }
 
@@ -59,19 +62,66 @@ func echoes(t *testing.T, x *harness, envs []outbox.Envelope) error {
 	return nil
 }
 
+// holding runs a group whose first handler call waits until each of its
+// concurrency subscriptions holds a delivery (with a prefetch of 1,
+// RabbitMQ then has at most published-concurrency messages ready): the
+// other deliveries are all waiting for that first batch, and form the next
+// one together. h runs every call, the first one included.
+func holding(t *testing.T, published, concurrency int, metrics *consumer.Metrics, h consumer.Handler, tune func(*consumer.Config)) *harness {
+	t.Helper()
+	urls := make(chan string, 1)
+	var first sync.Once
+	x := start(t, func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
+		first.Do(func() { waitInHand(<-urls, published-concurrency) })
+		return h(ctx, tx, e)
+	}, func(c *consumer.Config) {
+		c.Batch, c.Committers, c.Concurrency, c.Prefetch, c.Metrics = 16, 1, concurrency, 1, metrics
+		if tune != nil {
+			tune(c)
+		}
+	})
+	urls <- x.url
+	return x
+}
+
+// waitInHand waits, for 10 s at most, until the group's queue has at most
+// ready messages ready for delivery. Past that the batches come out smaller
+// than the test expects, and it says so.
+func waitInHand(url string, ready int) {
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		ch, err := conn.Channel()
+		if err != nil {
+			return
+		}
+		q, err := ch.QueueDeclarePassive(group.Queue(), true, false, false, false,
+			amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+		_ = ch.Close()
+		if err == nil && q.Messages <= ready {
+			return
+		}
+	}
+}
+
 func TestBatchAppliesEachEventOnceWithItsOwnMetadata(t *testing.T) {
 	t.Parallel()
+	const concurrency = 8
 	metrics := consumer.NewMetrics(prometheus.NewRegistry())
-	x := start(t, echo, func(c *consumer.Config) {
-		c.Batch, c.Committers, c.Concurrency, c.Metrics = 16, 1, 8, metrics
-	})
 	envs := make([]outbox.Envelope, 40)
 	for i := range envs {
 		envs[i] = envelope(t)
 		envs[i].CorrelationID = uuid.NewString()
-		x.publishEnvelope(t, envs[i])
 	}
-	for _, env := range envs[:10] { // duplicates, some in the same batch as the original
+	// envs[1] comes again among the first eight, so in the second batch,
+	// with its original; the other duplicates come in later batches.
+	queue := append(append(append([]outbox.Envelope{}, envs[:4]...), envs[1]), envs[4:]...)
+	queue = append(queue, envs[10:19]...)
+	x := holding(t, len(queue), concurrency, metrics, echo, nil)
+	for _, env := range queue {
 		x.publishEnvelope(t, env)
 	}
 	testenv.Eventually(t, 20*time.Second, func() error { return echoes(t, x, envs) })
@@ -83,9 +133,11 @@ func TestBatchAppliesEachEventOnceWithItsOwnMetadata(t *testing.T) {
 			t.Errorf("event %s: %d inbox rows, want 1", env.ID, n)
 		}
 	}
-	count, events := batches(t, metrics, "committed")
-	if count == 0 || events <= float64(count) {
-		t.Errorf("%d batches committed %.0f events: no batch held more than one", count, events)
+	// The first batch held one delivery, the second the seven that waited
+	// for it, the duplicate of envs[1] among them.
+	if count, events := batches(t, metrics, "committed"); events < concurrency-1 {
+		t.Errorf("%d batches of more than one committed %.0f deliveries, want the %d that waited for the first among them",
+			count, events, concurrency-1)
 	}
 	if failed, _ := batches(t, metrics, "failed"); failed != 0 {
 		t.Errorf("%d batches failed, want none", failed)
@@ -100,8 +152,10 @@ func TestAFailingEventLeavesTheRestOfItsBatchApplied(t *testing.T) {
 		envs[i] = envelope(t)
 		envs[i].CorrelationID = uuid.NewString()
 	}
-	failing, panicking := envs[7], envs[19]
-	x := start(t, func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
+	// envs[1:8] wait together for the first batch: the failing event is
+	// in the second batch with six others.
+	failing, panicking := envs[5], envs[19]
+	x := holding(t, len(envs), 8, metrics, func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
 		switch e.ID {
 		case failing.ID:
 			return fmt.Errorf("reserve: %w", domain.ErrInvalid) // permanent: dead at once
@@ -109,9 +163,7 @@ func TestAFailingEventLeavesTheRestOfItsBatchApplied(t *testing.T) {
 			panic("handler bug")
 		}
 		return echo(ctx, tx, e)
-	}, func(c *consumer.Config) {
-		c.Batch, c.Committers, c.Concurrency, c.Metrics, c.MaxRetries = 16, 1, 8, metrics, 1
-	})
+	}, func(c *consumer.Config) { c.MaxRetries = 1 })
 	for _, env := range envs {
 		x.publishEnvelope(t, env)
 	}
@@ -136,8 +188,8 @@ func TestAFailingEventLeavesTheRestOfItsBatchApplied(t *testing.T) {
 			t.Errorf("dead event %s left %d outbox rows, want none", env.ID, n)
 		}
 	}
-	if failed, events := batches(t, metrics, "failed"); events <= float64(failed) {
-		t.Errorf("%d failed batches held %.0f events: the bad events were never in a batch with others", failed, events)
+	if failed, events := batches(t, metrics, "failed"); events < 7 {
+		t.Errorf("%d failed batches held %.0f deliveries, want the failing event's batch of 7 among them", failed, events)
 	}
 }
 
@@ -153,4 +205,42 @@ func TestBatchMustBePositive(t *testing.T) {
 			t.Errorf("Validate with Batch %d = %v, want an error about the batch", batch, err)
 		}
 	}
+}
+
+func TestBatcherGathersWhatArrivesWhileATransactionRuns(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		var mu sync.Mutex
+		var sizes []int
+		release := make(chan struct{})
+		do := consumer.NewTestBatcher(ctx, 1, 3, func(size int) {
+			mu.Lock()
+			sizes = append(sizes, size)
+			first := len(sizes) == 1
+			mu.Unlock()
+			if first {
+				<-release // the first transaction runs until released
+			}
+		})
+		go do() // alone: nothing waits when it comes
+		synctest.Wait()
+		for range 5 {
+			go do() // they wait for the first transaction
+		}
+		synctest.Wait()
+		close(release)
+		synctest.Wait()
+		mu.Lock()
+		if want := []int{1, 3, 2}; !slices.Equal(sizes, want) {
+			t.Errorf("batch sizes %v, want %v (one alone, then the five that waited, three at most at a time)", sizes, want)
+		}
+		mu.Unlock()
+
+		cancel()
+		synctest.Wait()
+		if alone := do(); !alone {
+			t.Error("a delivery handed over after the committers stopped was not sent to go alone")
+		}
+	})
 }

@@ -424,7 +424,7 @@ func (g *Group) applyEvent(ctx context.Context, env outbox.Envelope, batches *ba
 	var applied bool
 	err := errAlone
 	if batches != nil {
-		j := &job{ctx: ctx, env: env, h: h}
+		j := &job{ctx: ctx, log: log, env: env, h: h}
 		batches.do(j)
 		applied, err = j.applied, j.err
 	}

@@ -12,9 +12,9 @@ type Metrics struct {
 	Dead *prometheus.CounterVec
 	// Latency observes how long applying an event took, by group.
 	Latency *prometheus.HistogramVec
-	// Batch observes how many events each batch transaction held, by
-	// group and outcome: committed, or failed (its events were then
-	// applied one at a time).
+	// Batch observes how many events each transaction that applied more
+	// than one held, by group and outcome: committed, or failed (its events
+	// were then applied one at a time).
 	Batch *prometheus.HistogramVec
 }
 
@@ -36,8 +36,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"group"}),
 		Batch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "shop_consumer_batch_events",
-			Help:    "Events per batch transaction, by group and outcome (committed, failed: applied again one at a time).",
-			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+			Help:    "Events per transaction that applied more than one, by group and outcome (committed, failed: applied again one at a time).",
+			Buckets: []float64{2, 4, 8, 16, 32, 64},
 		}, []string{"group", "outcome"}),
 	}
 	if reg != nil {
