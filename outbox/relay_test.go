@@ -500,6 +500,14 @@ func TestOneRoundRelaysEveryPartitionMarked(t *testing.T) {
 				c.Workers, c.BatchSize, c.Metrics = 1, tc.batchSize, metrics
 			})
 			testenv.CheckOrder(t, s.WaitFor(t, committed(t, pool), 10*time.Second))
+			// The sink has the messages before the round that sent them
+			// ends (its delete commits, then it counts).
+			testenv.Eventually(t, 10*time.Second, func() error {
+				if n := testutil.ToFloat64(metrics.Published); n != float64(len(events)) {
+					return fmt.Errorf("%.0f of %d events counted as relayed", n, len(events))
+				}
+				return nil
+			})
 			if n := histogramCount(t, reg, "shop_relay_batch_size"); n < 1 || n > tc.maxRounds {
 				t.Errorf("%d events in %d partitions took %d rounds, want 1 to %d",
 					len(events), len(perPartition), n, tc.maxRounds)
