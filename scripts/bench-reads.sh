@@ -7,7 +7,8 @@
 #     (scripts/bench/confirmlatency, which listens to the projector's Pub/Sub announcements).
 # Usage: scripts/bench-reads.sh [seconds]   (needs wrk, psql, redis-cli, rabbitmqctl)
 #   PHASES="reads orders" (default both), RATE=300 (orders/s).
-# During the orders phase it also prints the CPU each program used, per order.
+# During the orders phase it also prints the CPU each program used, per order,
+# and it saves shop's /metrics at its end in /tmp/bench-reads-metrics.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
@@ -59,4 +60,5 @@ bench_cpu_ticks > "$tmp/cpu.after"; ended=$(date +%s.%N)
 orders=$(( $(psql -qtA "$DATABASE_URL" -c "SELECT count(*) FROM orders") - orders_before ))
 echo "== CPU per order over the phase ($orders orders, $(nproc) cores; includes the 5 s drain):"
 bench_cpu_per_order "$tmp/cpu.before" "$tmp/cpu.after" "$orders" "$(echo "$ended - $started" | bc)"
+curl -fs "$url/metrics" > /tmp/bench-reads-metrics.txt || true
 fi

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
@@ -47,11 +46,27 @@ func (s Orders) Save(o *order.Order, loadedVersion int64) {
 }
 
 // GetForUpdate loads an order with its lines and locks it until the
-// transaction ends; order.ErrNotFound when none.
+// transaction ends, in one round trip; order.ErrNotFound when none.
 func (s Orders) GetForUpdate(ctx context.Context, id uuid.UUID) (*order.Order, error) {
-	var st order.State
-	err := s.tx.read(ctx, func(rows pgx.Rows) (err error) {
-		st, err = pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (order.State, error) {
+	orders, err := s.LockMany(ctx, []uuid.UUID{id})
+	if err != nil {
+		return nil, err
+	}
+	o, ok := orders[id]
+	if !ok {
+		return nil, order.ErrNotFound
+	}
+	return o, nil
+}
+
+// LockMany loads the orders with the given ids that exist, with their lines,
+// and locks them until the transaction ends, in id order so that
+// transactions locking overlapping sets cannot deadlock. One round trip.
+func (s Orders) LockMany(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*order.Order, error) {
+	var list []order.State
+	s.tx.queue(`SELECT id, user_id, status, total_cents, version, created_at, updated_at
+		FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids).Query(func(rows pgx.Rows) (err error) {
+		list, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (order.State, error) {
 			var st order.State
 			var status string
 			err := row.Scan(&st.ID, &st.CustomerID, &status, &st.TotalCents, &st.Version, &st.CreatedAt, &st.UpdatedAt)
@@ -59,23 +74,25 @@ func (s Orders) GetForUpdate(ctx context.Context, id uuid.UUID) (*order.Order, e
 			return st, err
 		})
 		return err
-	}, `SELECT id, user_id, status, total_cents, version, created_at, updated_at FROM orders WHERE id = $1 FOR UPDATE`, id)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, order.ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("load order: %w", err)
-	}
-	err = s.tx.read(ctx, func(rows pgx.Rows) (err error) {
-		st.Lines, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (order.Line, error) {
-			var l order.Line
-			err := row.Scan(&l.ProductID, &l.SKU, &l.Name, &l.Quantity, &l.UnitPriceCents)
-			return l, err
+	})
+	lines := make(map[uuid.UUID][]order.Line, len(ids))
+	err := s.tx.read(ctx, func(rows pgx.Rows) error {
+		var id uuid.UUID
+		var l order.Line
+		_, err := pgx.ForEachRow(rows, []any{&id, &l.ProductID, &l.SKU, &l.Name, &l.Quantity, &l.UnitPriceCents}, func() error {
+			lines[id] = append(lines[id], l)
+			return nil
 		})
 		return err
-	}, `SELECT product_id, sku, name, quantity, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY line`, id)
+	}, `SELECT order_id, product_id, sku, name, quantity, unit_price_cents FROM order_items
+		WHERE order_id = ANY($1) ORDER BY order_id, line`, ids)
 	if err != nil {
-		return nil, fmt.Errorf("load order items: %w", err)
+		return nil, fmt.Errorf("load orders: %w", err)
 	}
-	return order.Restore(st), nil
+	out := make(map[uuid.UUID]*order.Order, len(list))
+	for _, st := range list {
+		st.Lines = lines[st.ID]
+		out[st.ID] = order.Restore(st)
+	}
+	return out, nil
 }

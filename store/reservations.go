@@ -33,25 +33,29 @@ func (s Reservations) GetForUpdate(ctx context.Context, orderID uuid.UUID) (r *s
 	return stock.Restore(st), true, nil
 }
 
-// GetForUpdateWithProducts is GetForUpdate and then Products.LockMany in one
-// round trip: deciding an order's stock needs both, and the products' ids
-// come with the event, not with the reservation. The products are locked
-// even when the reservation is found.
-func (s Reservations) GetForUpdateWithProducts(ctx context.Context, orderID uuid.UUID, productIDs []uuid.UUID) (
-	r *stock.Reservation, found bool, products map[uuid.UUID]*product.Product, err error) {
+// LockManyWithProducts loads the reservations of the orders that have one
+// and the products with the given ids that exist, and locks them all until
+// the transaction ends, in one round trip: deciding orders' stock needs
+// both, and the products' ids come with the events, not with the
+// reservations. Each kind is locked in id order, so that transactions
+// locking overlapping sets cannot deadlock.
+func (s Reservations) LockManyWithProducts(ctx context.Context, orderIDs, productIDs []uuid.UUID) (
+	reservations map[uuid.UUID]*stock.Reservation, products map[uuid.UUID]*product.Product, err error) {
 	var list []stock.State
-	s.tx.queue(reservationSQL, orderID).Query(func(rows pgx.Rows) (err error) {
+	s.tx.queue(`SELECT order_id, status, lines, reason, version, updated_at FROM reservations
+		WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE`, orderIDs).Query(func(rows pgx.Rows) (err error) {
 		list, err = pgx.CollectRows(rows, scanReservation)
 		return err
 	})
 	products, err = s.tx.Products.LockMany(ctx, productIDs) // sends both
 	if err != nil {
-		return nil, false, nil, fmt.Errorf("load reservation with its products: %w", err)
+		return nil, nil, fmt.Errorf("load reservations with their products: %w", err)
 	}
-	if len(list) == 1 {
-		return stock.Restore(list[0]), true, products, nil
+	reservations = make(map[uuid.UUID]*stock.Reservation, len(list))
+	for _, st := range list {
+		reservations[st.OrderID] = stock.Restore(st)
 	}
-	return nil, false, products, nil
+	return reservations, products, nil
 }
 
 const reservationSQL = `SELECT order_id, status, lines, reason, version, updated_at FROM reservations WHERE order_id = $1 FOR UPDATE`

@@ -76,7 +76,7 @@ func consumeProcess(ctx context.Context, cfg config, log *slog.Logger, reg *prom
 				gc.Project, err = projector(rdb, cfg.RedisPrefix)
 			}
 		} else {
-			gc.Handlers, gc.Batch, err = groupHandlers(cfg, log, name)
+			err = groupHandlers(cfg, log, name, &gc)
 		}
 		var g *consumer.Group
 		if err == nil {
@@ -148,28 +148,29 @@ func projector(rdb *redis.Client, prefix string) (func(context.Context, outbox.E
 	}, nil
 }
 
-// groupHandlers returns a group's handlers and how many deliveries one of
-// its transactions may apply.
-func groupHandlers(cfg config, log *slog.Logger, name string) (map[string]consumer.Handler, int, error) {
+// groupHandlers sets a group's handlers in gc, and how many deliveries one
+// of its transactions may apply.
+func groupHandlers(cfg config, log *slog.Logger, name string, gc *consumer.Config) error {
 	switch name {
 	case "orders":
-		return orders.Handlers(time.Now), cfg.ConsumerBatch, nil
+		gc.Handlers, gc.BatchHandlers, gc.Batch = orders.Handlers(time.Now), orders.BatchHandlers(time.Now), cfg.ConsumerBatch
 	case "inventory":
-		return inventory.Handlers(time.Now), cfg.ConsumerBatch, nil
+		gc.Handlers, gc.BatchHandlers, gc.Batch = inventory.Handlers(time.Now), inventory.BatchHandlers(time.Now), cfg.ConsumerBatch
 	default: // emails
 		var mailer emails.Mailer = emails.LogMailer{Log: log}
 		if cfg.SMTPAddr != "" {
 			m, err := emails.NewSMTPMailer(emails.SMTPConfig{Addr: cfg.SMTPAddr, From: cfg.SMTPFrom,
 				Username: cfg.SMTPUsername, Password: cfg.SMTPPassword})
 			if err != nil {
-				return nil, 0, fmt.Errorf("SMTP_ADDR: %w", err)
+				return fmt.Errorf("SMTP_ADDR: %w", err)
 			}
 			mailer = m
 		}
 		// One at a time: a batch that fails is applied again delivery by
 		// delivery, and the mail its handlers sent would go out twice.
-		return emails.Handlers(mailer), 1, nil
+		gc.Handlers, gc.Batch = emails.Handlers(mailer), 1
 	}
+	return nil
 }
 
 // deadCmd lists or replays a group's dead messages.

@@ -96,8 +96,9 @@ func (b *batcher) do(j *job) {
 }
 
 // applyBatch applies every job of batch in one transaction: one statement
-// claims their inbox rows, then each new event's handler runs, its appended
-// events tagged with its own metadata. If anything fails (a handler's
+// claims their inbox rows, then the new events are applied in order, each
+// by its type's handler or, in runs of one type, by the type's batch
+// handler; what each event causes is tagged with its own metadata. If anything fails (a handler's
 // error, a lock waited on too long, Postgres), nothing is committed and
 // every job is told to go alone (errAlone), where the usual retries and
 // dead-queue rules apply to each on its own. A batch of one is applied
@@ -131,14 +132,18 @@ func (g *Group) applyBatch(batch []*job) {
 		if err != nil {
 			return err
 		}
+		var fresh []*job
 		for i, j := range batch {
-			if !first[i] {
-				continue // a duplicate
+			if first[i] {
+				fresh = append(fresh, j) // the others are duplicates
 			}
-			tx.Tag(outbox.MetadataFrom(j.ctx))
-			if err := j.h(context.WithoutCancel(j.ctx), tx, j.env); err != nil {
-				return fmt.Errorf("apply %s %s: %w", j.env.Type, j.env.ID, err)
+		}
+		for len(fresh) > 0 {
+			n, err := g.applyRun(ctx, tx, fresh)
+			if err != nil {
+				return err
 			}
+			fresh = fresh[n:]
 		}
 		applied = first
 		return nil
@@ -157,6 +162,43 @@ func (g *Group) applyBatch(batch []*job) {
 	for i, j := range batch {
 		j.applied, j.err = applied[i], nil
 	}
+}
+
+// applyRun applies the first of jobs, and with it the jobs right behind it
+// of the same type when the type has a BatchHandler, in tx; it returns how
+// many it applied. What each event causes carries that event's metadata.
+func (g *Group) applyRun(ctx context.Context, tx *store.Tx, jobs []*job) (int, error) {
+	first := jobs[0]
+	many := g.cfg.BatchHandlers[first.env.Type]
+	if many == nil {
+		tx.Tag(outbox.MetadataFrom(first.ctx))
+		if err := first.h(context.WithoutCancel(first.ctx), tx, first.env); err != nil {
+			return 0, fmt.Errorf("apply %s %s: %w", first.env.Type, first.env.ID, err)
+		}
+		return 1, nil
+	}
+	n := 1
+	for n < len(jobs) && jobs[n].env.Type == first.env.Type {
+		n++
+	}
+	envs := make([]outbox.Envelope, n)
+	for i, j := range jobs[:n] {
+		envs[i] = j.env
+	}
+	caused, err := many(ctx, tx, envs)
+	if err != nil {
+		return 0, fmt.Errorf("apply %d %s events from %s: %w", n, first.env.Type, first.env.ID, err)
+	}
+	if len(caused) != n {
+		return 0, fmt.Errorf("batch handler of %s returned the events of %d events, want %d", first.env.Type, len(caused), n)
+	}
+	for i, j := range jobs[:n] {
+		tx.Tag(outbox.MetadataFrom(j.ctx))
+		if err := tx.Append(caused[i]...); err != nil {
+			return 0, fmt.Errorf("append what %s %s caused: %w", j.env.Type, j.env.ID, err)
+		}
+	}
+	return n, nil
 }
 
 func batchOutcome(err error) string {

@@ -27,7 +27,11 @@ import (
 // echo appends one event per event it applies, so that the test can see
 // what a batch's transaction committed and with which metadata.
 func echo(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
-	return tx.Append(domain.NewEvent("test.echoed", "echo", e.AggregateID, 1, time.Now(), map[string]string{"of": e.ID.String()}))
+	return tx.Append(echoOf(e))
+}
+
+func echoOf(e outbox.Envelope) domain.Event {
+	return domain.NewEvent("test.echoed", "echo", e.AggregateID, 1, time.Now(), map[string]string{"of": e.ID.String()})
 }
 
 // batches returns how many batch transactions of the group ended with
@@ -109,38 +113,71 @@ func waitInHand(url string, ready int) {
 
 func TestBatchAppliesEachEventOnceWithItsOwnMetadata(t *testing.T) {
 	t.Parallel()
-	const concurrency = 8
-	metrics := consumer.NewMetrics(prometheus.NewRegistry())
-	envs := make([]outbox.Envelope, 40)
-	for i := range envs {
-		envs[i] = envelope(t)
-		envs[i].CorrelationID = uuid.NewString()
-	}
-	// envs[1] comes again among the first eight, so in the second batch,
-	// with its original; the other duplicates come in later batches.
-	queue := append(append(append([]outbox.Envelope{}, envs[:4]...), envs[1]), envs[4:]...)
-	queue = append(queue, envs[10:19]...)
-	x := holding(t, len(queue), concurrency, metrics, echo, nil)
-	for _, env := range queue {
-		x.publishEnvelope(t, env)
-	}
-	testenv.Eventually(t, 20*time.Second, func() error { return echoes(t, x, envs) })
-	for _, env := range envs {
-		if n := x.attempts(env.ID); n != 1 {
-			t.Errorf("event %s: handler ran %d times, want once", env.ID, n)
-		}
-		if n := x.inboxRows(t, env.ID); n != 1 {
-			t.Errorf("event %s: %d inbox rows, want 1", env.ID, n)
-		}
-	}
-	// The first batch held one delivery, the second the seven that waited
-	// for it, the duplicate of envs[1] among them.
-	if count, events := batches(t, metrics, "committed"); events < concurrency-1 {
-		t.Errorf("%d batches of more than one committed %.0f deliveries, want the %d that waited for the first among them",
-			count, events, concurrency-1)
-	}
-	if failed, _ := batches(t, metrics, "failed"); failed != 0 {
-		t.Errorf("%d batches failed, want none", failed)
+	for _, tc := range []struct {
+		name string
+		many bool // the group has a batch handler
+	}{
+		{"with the handler of one event", false},
+		{"with a batch handler", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			const concurrency = 8
+			metrics := consumer.NewMetrics(prometheus.NewRegistry())
+			envs := make([]outbox.Envelope, 40)
+			for i := range envs {
+				envs[i] = envelope(t)
+				envs[i].CorrelationID = uuid.NewString()
+			}
+			// envs[1] comes again among the first eight, so in the second
+			// batch, with its original; the other duplicates come in later
+			// batches.
+			queue := append(append(append([]outbox.Envelope{}, envs[:4]...), envs[1]), envs[4:]...)
+			queue = append(queue, envs[10:19]...)
+			var mu sync.Mutex
+			var largest int // the most events the batch handler got at once
+			x := holding(t, len(queue), concurrency, metrics, echo, func(c *consumer.Config) {
+				if !tc.many {
+					return
+				}
+				c.BatchHandlers = map[string]consumer.BatchHandler{envs[0].Type: func(ctx context.Context, tx *store.Tx, events []outbox.Envelope) ([][]domain.Event, error) {
+					mu.Lock()
+					largest = max(largest, len(events))
+					mu.Unlock()
+					caused := make([][]domain.Event, len(events))
+					for i, e := range events {
+						caused[i] = []domain.Event{echoOf(e)}
+					}
+					return caused, nil
+				}}
+			})
+			for _, env := range queue {
+				x.publishEnvelope(t, env)
+			}
+			testenv.Eventually(t, 20*time.Second, func() error { return echoes(t, x, envs) })
+			for _, env := range envs {
+				if n := x.inboxRows(t, env.ID); n != 1 {
+					t.Errorf("event %s: %d inbox rows, want 1", env.ID, n)
+				}
+				if n := x.attempts(env.ID); !tc.many && n != 1 {
+					t.Errorf("event %s: handler ran %d times, want once", env.ID, n)
+				}
+			}
+			// The first batch held one delivery, the second the seven that
+			// waited for it, the duplicate of envs[1] among them.
+			if count, events := batches(t, metrics, "committed"); events < concurrency-1 {
+				t.Errorf("%d batches of more than one committed %.0f deliveries, want the %d that waited for the first among them",
+					count, events, concurrency-1)
+			}
+			if failed, _ := batches(t, metrics, "failed"); failed != 0 {
+				t.Errorf("%d batches failed, want none", failed)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if tc.many && largest < 2 {
+				t.Errorf("the batch handler got %d events at most, want the batches' events at once", largest)
+			}
+		})
 	}
 }
 
@@ -193,17 +230,31 @@ func TestAFailingEventLeavesTheRestOfItsBatchApplied(t *testing.T) {
 	}
 }
 
-func TestBatchMustBePositive(t *testing.T) {
+func TestBatchSettingsMustBeValid(t *testing.T) {
 	t.Parallel()
-	for _, batch := range []int{-1, -16} {
-		cfg := consumer.Config{Group: group, AMQPURL: "amqp://127.0.0.1", UnitOfWork: &store.UnitOfWork{},
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Handlers: map[string]consumer.Handler{}, Batch: batch}
-		for _, k := range group.Keys {
-			cfg.Handlers[k] = echo
-		}
-		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "batch must be positive") {
-			t.Errorf("Validate with Batch %d = %v, want an error about the batch", batch, err)
-		}
+	none := func(context.Context, *store.Tx, []outbox.Envelope) ([][]domain.Event, error) { return nil, nil }
+	for _, tc := range []struct {
+		name string
+		tune func(*consumer.Config)
+		want string
+	}{
+		{"negative batch", func(c *consumer.Config) { c.Batch = -1 }, "batch must be positive"},
+		{"very negative batch", func(c *consumer.Config) { c.Batch = -16 }, "batch must be positive"},
+		{"batch handler of a key without a handler", func(c *consumer.Config) {
+			c.BatchHandlers = map[string]consumer.BatchHandler{"order.placed": none}
+		}, "a batch handler for order.placed, which has no handler"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := consumer.Config{Group: group, AMQPURL: "amqp://127.0.0.1", UnitOfWork: &store.UnitOfWork{},
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Handlers: map[string]consumer.Handler{}}
+			for _, k := range group.Keys {
+				cfg.Handlers[k] = echo
+			}
+			tc.tune(&cfg)
+			if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Validate = %v, want an error saying %q", err, tc.want)
+			}
+		})
 	}
 }
 

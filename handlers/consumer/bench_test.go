@@ -122,7 +122,7 @@ func benchGroup(b *testing.B, name string, replicas int, setup benchSetup) {
 		pool, err := store.Open(ctx, store.Config{DatabaseURL: dbURL, MaxConns: int32(concurrency) + 2})
 		testenv.Must(b, err, "pool")
 		defer pool.Close()
-		c, err := consumer.New(consumer.Config{Group: g, Handlers: handlersOf(name, quiet), AMQPURL: amqpURL,
+		c, err := consumer.New(consumer.Config{Group: g, Handlers: handlersOf(name, quiet), BatchHandlers: batchHandlersOf(name), AMQPURL: amqpURL,
 			UnitOfWork: store.NewUnitOfWork(pool, nil), Logger: quiet, Concurrency: concurrency, Batch: batch, Committers: committers})
 		testenv.Must(b, err, "group")
 		go func() { _ = c.Run(ctx); done <- struct{}{} }()
@@ -172,6 +172,17 @@ func handlersOf(name string, log *slog.Logger) map[string]consumer.Handler {
 		return orders.Handlers(time.Now)
 	default:
 		return emails.Handlers(emails.LogMailer{Log: log})
+	}
+}
+
+func batchHandlersOf(name string) map[string]consumer.BatchHandler {
+	switch name {
+	case "inventory":
+		return inventory.BatchHandlers(time.Now)
+	case "orders":
+		return orders.BatchHandlers(time.Now)
+	default:
+		return nil
 	}
 }
 

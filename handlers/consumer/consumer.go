@@ -52,6 +52,30 @@ import (
 // they cause to the outbox with tx.Append.
 type Handler func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error
 
+// BatchHandler applies several events of one type inside tx, in their
+// order, with the effects that applying them one at a time would have, and
+// returns the events each caused (caused[i], events[i]'s, in the order they
+// were recorded): the group appends them, each under its cause's metadata.
+// It exists to read what all the events need in one round trip. events
+// holds no duplicates of an event, but may hold two events of one
+// aggregate.
+type BatchHandler func(ctx context.Context, tx *store.Tx, events []outbox.Envelope) (caused [][]domain.Event, err error)
+
+// One is the Handler of a BatchHandler: it applies one event as a batch of
+// one and appends what it caused.
+func One(h BatchHandler) Handler {
+	return func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
+		caused, err := h(ctx, tx, []outbox.Envelope{e})
+		if err != nil {
+			return err
+		}
+		if len(caused) != 1 {
+			return fmt.Errorf("batch handler of %s returned the events of %d events, want 1", e.Type, len(caused))
+		}
+		return tx.Append(caused[0]...)
+	}
+}
+
 // Config configures a consumer group.
 type Config struct {
 	// Group is the group: its name (queue shop.<name>) and routing keys.
@@ -61,6 +85,13 @@ type Config struct {
 	// the inbox transaction. A key without a handler is a configuration
 	// error. Either Handlers (with UnitOfWork) or Project is required.
 	Handlers map[string]Handler
+	// BatchHandlers apply, in a batch transaction (Batch over 1), the
+	// events of a type several at a time: a run of consecutive events of
+	// one type that has a BatchHandler goes to it in one call, instead of
+	// to Handlers one by one. Handlers still applies an event alone; for a
+	// type in both, they must have the same effects (One(b) is such a
+	// Handler). Optional.
+	BatchHandlers map[string]BatchHandler
 	// Project applies an event outside Postgres, for groups that are
 	// idempotent by themselves (the Redis projections guard by aggregate
 	// version): no inbox row, no transaction. It reports whether anything
@@ -126,6 +157,11 @@ func (c *Config) Validate() error {
 	for _, key := range c.Group.Keys {
 		if c.Project == nil && c.Handlers[key] == nil {
 			return fmt.Errorf("consumer %s: no handler for %s", c.Group.Name, key)
+		}
+	}
+	for key := range c.BatchHandlers {
+		if c.Handlers[key] == nil {
+			return fmt.Errorf("consumer %s: a batch handler for %s, which has no handler", c.Group.Name, key)
 		}
 	}
 	if c.Concurrency == 0 {
@@ -417,9 +453,7 @@ func (g *Group) applyEvent(ctx context.Context, env outbox.Envelope, batches *ba
 	attrs := g.eventAttrs(env)
 	log := g.cfg.Logger.With(attrs...)
 	ctx = context.WithValue(ctx, logAttrsKey{}, attrs)
-	ctx = outbox.WithMetadata(ctx, outbox.Metadata{
-		CorrelationID: env.CorrelationID, CausationID: env.ID.String(), TraceParent: env.Trace["traceparent"],
-	})
+	ctx = outbox.WithMetadata(ctx, causedBy(env))
 	start := time.Now()
 	var applied bool
 	err := errAlone
@@ -453,6 +487,12 @@ func (g *Group) applyEvent(ctx context.Context, env outbox.Envelope, batches *ba
 		g.handled(env.Type, "failed")
 		return false, fmt.Errorf("apply %s: %w", env.Type, err)
 	}
+}
+
+// causedBy is the metadata of the events that applying env causes: its
+// correlation and trace, with env as their cause.
+func causedBy(env outbox.Envelope) outbox.Metadata {
+	return outbox.Metadata{CorrelationID: env.CorrelationID, CausationID: env.ID.String(), TraceParent: env.Trace["traceparent"]}
 }
 
 // apply runs the handler and the inbox claim in one transaction. While

@@ -42,27 +42,11 @@ func TestDuplicatesAndShufflingEndTheSame(t *testing.T) {
 	shuffled := copyDatabase(t, ordered)
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
-	t.Logf("ordered run: %d deliveries", deliver(t, ordered, func(pending []delivery) ([]delivery, []delivery) {
-		return pending, nil // everything, once, in commit order
-	}, 1))
-	t.Logf("shuffled run: %d deliveries", deliver(t, shuffled, func(pending []delivery) ([]delivery, []delivery) {
-		rng.Shuffle(len(pending), func(i, j int) { pending[i], pending[j] = pending[j], pending[i] })
-		n := 1 + rng.IntN(len(pending)) // apply some now, hold the rest back
-		return pending[:n], pending[n:]
-	}, 2))
-
-	for _, q := range []struct{ what, sql string }{
-		{"orders", `SELECT id::text, status, version::text, total_cents::text FROM orders ORDER BY id`},
-		{"stock", `SELECT id::text, stock::text, '', '' FROM products ORDER BY id`},
-		{"emails", `SELECT kind, recipient, subject, transport FROM emails ORDER BY kind, recipient, subject`},
-		{"units held", `SELECT order_id::text, lines::text, '', '' FROM reservations WHERE status = 'reserved' ORDER BY order_id`},
-	} {
-		a, b := rowsOf(t, ordered, q.sql), rowsOf(t, shuffled, q.sql)
-		if !slices.Equal(a, b) {
-			t.Errorf("%s differ: ordered run %d rows, shuffled run %d rows; first difference: %s",
-				q.what, len(a), len(b), firstDifference(a, b))
-		}
-	}
+	n, _ := deliver(t, ordered, inOrder, 1, 0)
+	t.Logf("ordered run: %d deliveries", n)
+	n, _ = deliver(t, shuffled, shuffle(rng), 2, 0)
+	t.Logf("shuffled run: %d deliveries", n)
+	sameState(t, ordered, shuffled)
 	pool := open(t, ordered)
 	pending := testenv.Count(t, pool, `SELECT count(*) FROM orders WHERE status = 'pending'`)
 	statuses := rowsOf(t, ordered, `SELECT status, count(*)::text, '', '' FROM orders GROUP BY status ORDER BY status`)
@@ -70,6 +54,83 @@ func TestDuplicatesAndShufflingEndTheSame(t *testing.T) {
 	if pending != 0 || len(statuses) != 3 { // cancelled, confirmed, rejected
 		t.Fatalf("final statuses %v: want no pending order and all of cancelled, confirmed, rejected", statuses)
 	}
+}
+
+// TestBatchesEndTheSameAsOneAtATime applies the events of a 1,000-order
+// shop one at a time, and on a copy in batches of up to 16 deliveries of a
+// group (what CONSUMER_BATCH does, with the batch handlers of orders and
+// inventory): in commit order they cause the same events and end in the
+// same state; delivered twice, in random order, they end in the same state.
+// Every batch commits: none falls back to one delivery at a time.
+func TestBatchesEndTheSameAsOneAtATime(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
+	for _, tc := range []struct {
+		name   string
+		pick   func([]delivery) (now, later []delivery)
+		copies int
+	}{
+		{"in commit order", inOrder, 1},
+		{"twice, shuffled", shuffle(rng), 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			one := testenv.DatabaseURL(t)
+			writeShop(t, one)
+			batched := copyDatabase(t, one)
+			_, want := deliver(t, one, inOrder, 1, 0)
+			n, got := deliver(t, batched, tc.pick, tc.copies, 16)
+			t.Logf("%d deliveries in batches", n)
+			sameState(t, one, batched)
+			t.Logf("events: %d vs %d", len(want), len(got))
+			if tc.copies == 1 {
+				if a, b := eventsOf(want), eventsOf(got); !slices.Equal(a, b) {
+					t.Errorf("events differ: one at a time %d, in batches %d; first difference: %s", len(a), len(b), firstDifference(a, b))
+				}
+			}
+		})
+	}
+}
+
+func inOrder(pending []delivery) (now, later []delivery) {
+	return pending, nil // everything, in commit order
+}
+
+// shuffle applies some of the pending deliveries, in random order, and
+// holds the rest back.
+func shuffle(rng *rand.Rand) func([]delivery) (now, later []delivery) {
+	return func(pending []delivery) ([]delivery, []delivery) {
+		rng.Shuffle(len(pending), func(i, j int) { pending[i], pending[j] = pending[j], pending[i] })
+		n := 1 + rng.IntN(len(pending))
+		return pending[:n], pending[n:]
+	}
+}
+
+// sameState fails t unless the two databases hold the same orders, stock,
+// emails and reservations.
+func sameState(t *testing.T, a, b string) {
+	t.Helper()
+	for _, q := range []struct{ what, sql string }{
+		{"orders", `SELECT id::text, status, version::text, total_cents::text FROM orders ORDER BY id`},
+		{"stock", `SELECT id::text, stock::text, '', '' FROM products ORDER BY id`},
+		{"emails", `SELECT kind, recipient, subject, transport FROM emails ORDER BY kind, recipient, subject`},
+		{"units held", `SELECT order_id::text, lines::text, '', '' FROM reservations WHERE status = 'reserved' ORDER BY order_id`},
+	} {
+		x, y := rowsOf(t, a, q.sql), rowsOf(t, b, q.sql)
+		if !slices.Equal(x, y) {
+			t.Errorf("%s differ: %d rows against %d; first difference: %s", q.what, len(x), len(y), firstDifference(x, y))
+		}
+	}
+}
+
+// eventsOf describes events by what does not change from run to run: type,
+// aggregate, version and data, in order.
+func eventsOf(events []outbox.Envelope) []string {
+	out := make([]string, len(events))
+	for i, e := range events {
+		out[i] = fmt.Sprintf("%s %s v%d %s", e.Type, e.AggregateID, e.AggregateVersion, e.Data)
+	}
+	return out
 }
 
 // writeShop registers users, adds products (one of them sold out), places
@@ -143,9 +204,12 @@ type delivery struct {
 
 // deliver runs the consumer groups over the outbox until it is empty and
 // nothing is held back: each event goes copies times to each group that is
-// bound to its type, in the order pick chooses. It returns the number of
-// deliveries and fails t unless each (group, event) was applied exactly once.
-func deliver(t *testing.T, dbURL string, pick func([]delivery) (now, later []delivery), copies int) int {
+// bound to its type, in the order pick chooses; one at a time, or, when
+// batch is over 1, in batches of 1 to batch deliveries of a group. It
+// returns the number of deliveries and the events taken from the outbox, in
+// commit order, and fails t unless each (group, event) was applied exactly
+// once, and every batch committed.
+func deliver(t *testing.T, dbURL string, pick func([]delivery) (now, later []delivery), copies, batch int) (int, []outbox.Envelope) {
 	t.Helper()
 	pool := open(t, dbURL)
 	uow := store.NewUnitOfWork(pool, nil)
@@ -163,8 +227,8 @@ func deliver(t *testing.T, dbURL string, pick func([]delivery) (now, later []del
 		default:
 			continue
 		}
-		c, err := consumer.New(consumer.Config{Group: g, Handlers: handlers, AMQPURL: "amqp://unused/",
-			UnitOfWork: uow, Logger: quiet})
+		c, err := consumer.New(consumer.Config{Group: g, Handlers: handlers, BatchHandlers: batchHandlersOf(g.Name),
+			AMQPURL: "amqp://unused/", UnitOfWork: uow, Logger: quiet})
 		testenv.Must(t, err, "consumer group")
 		for _, k := range g.Keys {
 			byKey[k] = append(byKey[k], c)
@@ -176,9 +240,13 @@ func deliver(t *testing.T, dbURL string, pick func([]delivery) (now, later []del
 	}
 	applied := map[key]int{}
 	var pending []delivery
+	var taken []outbox.Envelope
 	total := 0
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
 	for {
-		for _, env := range takeOutbox(t, pool) {
+		out := takeOutbox(t, pool)
+		taken = append(taken, out...)
+		for _, env := range out {
 			for _, g := range byKey[env.Type] {
 				for range copies {
 					pending = append(pending, delivery{g, env})
@@ -191,13 +259,41 @@ func deliver(t *testing.T, dbURL string, pick func([]delivery) (now, later []del
 		var now []delivery
 		now, pending = pick(pending)
 		pending = slices.Clone(pending)
-		for _, d := range now {
-			ok, err := d.group.Apply(context.Background(), d.env)
-			testenv.Must(t, err, "apply "+d.env.Type)
-			if ok {
-				applied[key{d.group, d.env.ID}]++
+		total += len(now)
+		if batch <= 1 {
+			for _, d := range now {
+				ok, err := d.group.Apply(context.Background(), d.env)
+				testenv.Must(t, err, "apply "+d.env.Type)
+				if ok {
+					applied[key{d.group, d.env.ID}]++
+				}
 			}
-			total++
+			continue
+		}
+		// Each group's deliveries, in the order picked, in batches.
+		byGroup := map[*consumer.Group][]outbox.Envelope{}
+		var groups []*consumer.Group
+		for _, d := range now {
+			if byGroup[d.group] == nil {
+				groups = append(groups, d.group)
+			}
+			byGroup[d.group] = append(byGroup[d.group], d.env)
+		}
+		for _, g := range groups {
+			envs := byGroup[g]
+			for len(envs) > 0 {
+				n := min(len(envs), 1+rng.IntN(batch))
+				ok, committed := consumer.ApplyBatch(context.Background(), g, envs[:n])
+				if !committed {
+					t.Fatalf("a batch of %d events from %s %s did not commit", n, envs[0].Type, envs[0].ID)
+				}
+				for i, env := range envs[:n] {
+					if ok[i] {
+						applied[key{g, env.ID}]++
+					}
+				}
+				envs = envs[n:]
+			}
 		}
 	}
 	for k, n := range applied {
@@ -205,7 +301,7 @@ func deliver(t *testing.T, dbURL string, pick func([]delivery) (now, later []del
 			t.Errorf("event %s applied %d times by one group", k.id, n)
 		}
 	}
-	return total
+	return total, taken
 }
 
 // takeOutbox removes and returns every outbox row, in commit order.

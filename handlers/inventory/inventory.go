@@ -27,36 +27,92 @@ import (
 func Handlers(now func() time.Time) map[string]consumer.Handler {
 	h := handlers{now: now}
 	return map[string]consumer.Handler{
-		order.EventPlaced:    h.orderPlaced,
+		order.EventPlaced:    consumer.One(h.ordersPlaced),
 		order.EventCancelled: h.orderCancelled,
 	}
 }
 
+// BatchHandlers returns the handlers that apply several events at once,
+// by routing key: order.placed, the event of every order.
+func BatchHandlers(now func() time.Time) map[string]consumer.BatchHandler {
+	h := handlers{now: now}
+	return map[string]consumer.BatchHandler{order.EventPlaced: h.ordersPlaced}
+}
+
 type handlers struct{ now func() time.Time }
 
-func (h handlers) orderPlaced(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
-	placed, err := consumer.Decode[order.Placed](e)
+// ordersPlaced decides the stock of each placed order, in turn: it locks
+// their reservations and every product they name in one round trip, then
+// reserves each order's lines from the products as the orders before it
+// left them, and saves each product once. An order that has a reservation
+// already (decided, or cancelled before it was placed) is left as it is.
+func (h handlers) ordersPlaced(ctx context.Context, tx *store.Tx, events []outbox.Envelope) ([][]domain.Event, error) {
+	placed := make([]order.Placed, len(events))
+	orderIDs := make([]uuid.UUID, len(events))
+	var productIDs []uuid.UUID
+	for i, e := range events {
+		p, err := consumer.Decode[order.Placed](e)
+		if err != nil {
+			return nil, err
+		}
+		placed[i], orderIDs[i] = p, p.OrderID
+		for _, l := range p.Lines {
+			if !slices.Contains(productIDs, l.ProductID) {
+				productIDs = append(productIDs, l.ProductID)
+			}
+		}
+	}
+	decided, products, err := tx.Reservations.LockManyWithProducts(ctx, orderIDs, productIDs)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	lines := make([]stock.Line, len(placed.Lines))
-	ids := make([]uuid.UUID, len(placed.Lines))
-	for i, l := range placed.Lines {
-		lines[i] = stock.Line{ProductID: l.ProductID, Quantity: l.Quantity}
-		ids[i] = l.ProductID
+	loaded := make(map[uuid.UUID]int64, len(products))
+	for id, p := range products {
+		loaded[id] = p.Version()
 	}
-	_, found, products, err := tx.Reservations.GetForUpdateWithProducts(ctx, placed.OrderID, ids)
-	if err != nil || found {
-		return err // found: decided already, or the order was cancelled first
+	caused := make([][]domain.Event, len(events))
+	for i, p := range placed {
+		if decided[p.OrderID] != nil {
+			continue
+		}
+		lines := make([]stock.Line, len(p.Lines))
+		named := make(map[uuid.UUID]bool, len(p.Lines))
+		for n, l := range p.Lines {
+			lines[n] = stock.Line{ProductID: l.ProductID, Quantity: l.Quantity}
+			named[l.ProductID] = true
+		}
+		r, err := stock.Reserve(p.OrderID, lines, products, h.now())
+		if err != nil {
+			return nil, fmt.Errorf("reserve stock for order %s: %w", p.OrderID, err)
+		}
+		if err := tx.Reservations.Add(r); err != nil {
+			return nil, err
+		}
+		decided[p.OrderID] = r
+		// The reservation's event, then what its products recorded (Events
+		// hands each event over once), products in id order.
+		caused[i] = r.Events()
+		for _, id := range sortedIDs(named) {
+			if pr, ok := products[id]; ok {
+				caused[i] = append(caused[i], pr.Events()...)
+			}
+		}
 	}
-	r, err := stock.Reserve(placed.OrderID, lines, products, h.now())
-	if err != nil {
-		return fmt.Errorf("reserve stock for order %s: %w", placed.OrderID, err)
+	for _, id := range sortedIDs(products) {
+		if p := products[id]; p.Version() != loaded[id] {
+			tx.Products.Save(p, loaded[id])
+		}
 	}
-	if err := tx.Reservations.Add(r); err != nil {
-		return err
+	return caused, nil
+}
+
+func sortedIDs[V any](m map[uuid.UUID]V) []uuid.UUID {
+	ids := make([]uuid.UUID, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
 	}
-	return saveProducts(tx, products, r.Events())
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
+	return ids
 }
 
 func (h handlers) orderCancelled(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
@@ -100,12 +156,7 @@ func (h handlers) orderCancelled(ctx context.Context, tx *store.Tx, e outbox.Env
 // after the reservation's, products in id order.
 func saveProducts(tx *store.Tx, products map[uuid.UUID]*product.Product, reservationEvents []domain.Event) error {
 	events := reservationEvents
-	ids := make([]uuid.UUID, 0, len(products))
-	for id := range products {
-		ids = append(ids, id)
-	}
-	slices.SortFunc(ids, func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
-	for _, id := range ids {
+	for _, id := range sortedIDs(products) {
 		p := products[id]
 		changed := p.Events()
 		if len(changed) == 0 {
