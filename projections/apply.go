@@ -32,72 +32,108 @@ func Types() []string {
 // false for a duplicate or an event older than what the models hold. Data
 // that does not fit the event's type is domain.ErrInvalid.
 func (s *Store) Apply(ctx context.Context, e Event) (bool, error) {
+	changed, errs := s.ApplyEach(ctx, []Event{e})
+	return changed[0], errs[0]
+}
+
+// ApplyEach applies events as Apply would each, in order, in one round trip
+// to Redis: it reports for each whether anything changed, and its error
+// (every event's, when Redis could not be reached).
+func (s *Store) ApplyEach(ctx context.Context, events []Event) (changed []bool, errs []error) {
+	changed, errs = make([]bool, len(events)), make([]error, len(events))
+	var writes []write
+	of := make([]int, 0, 2*len(events)) // the event of each write
+	for i, e := range events {
+		w, err := s.plan(e)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		writes = append(writes, w...)
+		for range w {
+			of = append(of, i)
+		}
+	}
+	wrote, failed, err := s.run(ctx, writes)
+	for n, i := range of {
+		switch {
+		case err != nil:
+			errs[i] = err
+		case failed[n] != nil && errs[i] == nil:
+			errs[i] = failed[n]
+		case wrote[n]:
+			changed[i] = true
+		}
+	}
+	return changed, errs
+}
+
+// plan returns the writes that apply e: one per field group it carries.
+func (s *Store) plan(e Event) ([]write, error) {
 	switch e.Type {
 	case product.EventCreated:
 		d, err := decode[product.Created](e)
 		if err != nil {
-			return false, err
+			return nil, err
 		}
-		a, err := s.productCatalog(ctx, e, d.SKU, d.Name, d.PriceCents)
-		if err != nil {
-			return false, err
-		}
-		b, err := s.productStock(ctx, e, d.StockAvailable)
-		return a || b, err
+		return []write{s.productCatalog(e, d.SKU, d.Name, d.PriceCents), s.productStock(e, d.StockAvailable)}, nil
 	case product.EventUpdated:
 		d, err := decode[product.Updated](e)
 		if err != nil {
-			return false, err
+			return nil, err
 		}
-		return s.productCatalog(ctx, e, d.SKU, d.Name, d.PriceCents)
+		return []write{s.productCatalog(e, d.SKU, d.Name, d.PriceCents)}, nil
 	case product.EventStockChanged:
 		d, err := decode[product.StockChanged](e)
 		if err != nil {
-			return false, err
+			return nil, err
 		}
-		return s.productStock(ctx, e, d.StockAvailable)
+		return []write{s.productStock(e, d.StockAvailable)}, nil
 	case order.EventPlaced:
 		d, err := decode[order.Placed](e)
 		if err != nil {
-			return false, err
+			return nil, err
 		}
-		items, err := json.Marshal(d.Lines)
+		details, err := s.orderDetails(e.AggregateID, d.UserID, d.Lines, d.TotalCents, e.OccurredAt, e.AggregateVersion)
 		if err != nil {
-			return false, fmt.Errorf("encode items: %w", err)
+			return nil, err
 		}
-		a, err := s.write(ctx, s.orderKey(e.AggregateID), s.userOrdersKey(d.UserID), groupDetails, e.AggregateVersion,
-			0, e.AggregateID.String(), // listed by id, newest first: UUIDv7 ids follow creation
-			"id", e.AggregateID.String(), "user_id", d.UserID.String(), "items", string(items),
-			"total_cents", itoa(d.TotalCents), "created_at", formatTime(e.OccurredAt))
-		if err != nil {
-			return false, err
-		}
-		b, err := s.orderStatus(ctx, e, d.Status)
-		return a || b, err
+		return []write{details, s.orderStatus(e, d.Status)}, nil
 	case order.EventConfirmed, order.EventRejected, order.EventCancelled:
 		d, err := decode[order.StatusChanged](e)
 		if err != nil {
-			return false, err
+			return nil, err
 		}
-		return s.orderStatus(ctx, e, d.Status)
+		return []write{s.orderStatus(e, d.Status)}, nil
 	default:
-		return false, fmt.Errorf("%w: projections do not apply %q", domain.ErrInvalid, e.Type)
+		return nil, fmt.Errorf("%w: projections do not apply %q", domain.ErrInvalid, e.Type)
 	}
 }
 
-func (s *Store) productCatalog(ctx context.Context, e Event, sku, name string, price int64) (bool, error) {
-	return s.write(ctx, s.productKey(e.AggregateID), s.productsKey(), groupCatalog, e.AggregateVersion,
+func (s *Store) productCatalog(e Event, sku, name string, price int64) write {
+	return s.write(s.productKey(e.AggregateID), s.productsKey(), groupCatalog, e.AggregateVersion,
 		0, e.AggregateID.String(), // the list is ordered by id: UUIDv7, so by creation
 		"id", e.AggregateID.String(), "sku", sku, "name", name, "price_cents", itoa(price))
 }
 
-func (s *Store) productStock(ctx context.Context, e Event, available int64) (bool, error) {
-	return s.write(ctx, s.productKey(e.AggregateID), "", groupStock, e.AggregateVersion, 0, "",
+func (s *Store) productStock(e Event, available int64) write {
+	return s.write(s.productKey(e.AggregateID), "", groupStock, e.AggregateVersion, 0, "",
 		"stock_available", itoa(available))
 }
 
-func (s *Store) orderStatus(ctx context.Context, e Event, status order.Status) (bool, error) {
-	return s.write(ctx, s.orderKey(e.AggregateID), "", groupStatus, e.AggregateVersion, 0, "",
+func (s *Store) orderDetails(id, user uuid.UUID, lines []order.Line, total int64, created time.Time, version int64) (write, error) {
+	items, err := json.Marshal(lines)
+	if err != nil {
+		return write{}, fmt.Errorf("encode items: %w", err)
+	}
+	return s.write(s.orderKey(id), s.userOrdersKey(user), groupDetails, version,
+		0, id.String(), // listed by id, newest first: UUIDv7 ids follow creation
+		"id", id.String(), "user_id", user.String(), "items", string(items),
+		"total_cents", itoa(total), "created_at", formatTime(created)), nil
+}
+
+func (s *Store) orderStatus(e Event, status order.Status) write {
+	return s.write(s.orderKey(e.AggregateID), "", groupStatus, e.AggregateVersion, 0, "",
 		"status", string(status), "updated_at", formatTime(e.OccurredAt))
 }
 
@@ -114,28 +150,30 @@ func decode[T any](e Event) (T, error) {
 // are ignored and newer ones still apply.
 func (s *Store) PutProduct(ctx context.Context, p Product) error {
 	e := Event{AggregateID: p.ID, AggregateVersion: p.Version}
-	if _, err := s.productCatalog(ctx, e, p.SKU, p.Name, p.PriceCents); err != nil {
-		return err
-	}
-	_, err := s.productStock(ctx, e, p.StockAvailable)
-	return err
+	return s.put(ctx, s.productCatalog(e, p.SKU, p.Name, p.PriceCents), s.productStock(e, p.StockAvailable))
 }
 
 // PutOrder writes an order as Postgres has it (cache-aside, rebuild); see
 // PutProduct. Its created_at is taken from its UUIDv7 id.
 func (s *Store) PutOrder(ctx context.Context, o Order) error {
-	items, err := json.Marshal(o.Items)
-	if err != nil {
-		return fmt.Errorf("encode items: %w", err)
-	}
 	sec, nsec := o.ID.Time().UnixTime()
-	created := time.Unix(sec, nsec)
-	if _, err := s.write(ctx, s.orderKey(o.ID), s.userOrdersKey(o.UserID), groupDetails, o.Version,
-		0, o.ID.String(),
-		"id", o.ID.String(), "user_id", o.UserID.String(), "items", string(items),
-		"total_cents", itoa(o.TotalCents), "created_at", formatTime(created)); err != nil {
+	details, err := s.orderDetails(o.ID, o.UserID, o.Items, o.TotalCents, time.Unix(sec, nsec), o.Version)
+	if err != nil {
 		return err
 	}
-	_, err = s.orderStatus(ctx, Event{AggregateID: o.ID, AggregateVersion: o.Version, OccurredAt: o.UpdatedAt}, o.Status)
-	return err
+	return s.put(ctx, details, s.orderStatus(Event{AggregateID: o.ID, AggregateVersion: o.Version, OccurredAt: o.UpdatedAt}, o.Status))
+}
+
+// put runs writes and returns the first error.
+func (s *Store) put(ctx context.Context, writes ...write) error {
+	_, failed, err := s.run(ctx, writes)
+	if err != nil {
+		return err
+	}
+	for _, err := range failed {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -107,18 +107,61 @@ redis.call('PUBLISH', ARGV[5], KEYS[1] .. ' ' .. top)
 return 1
 `)
 
-// write applies one field group; it reports whether the group changed.
-func (s *Store) write(ctx context.Context, key, index, group string, version int64, score float64, member string, fields ...string) (bool, error) {
+// write is one run of applyScript: one field group of one model.
+type write struct {
+	keys []string
+	args []any
+}
+
+// write returns the write of one field group.
+func (s *Store) write(key, index, group string, version int64, score float64, member string, fields ...string) write {
 	args := make([]any, 0, 5+len(fields))
 	args = append(args, group, version, score, member, s.ChangesChannel())
 	for _, f := range fields {
 		args = append(args, f)
 	}
-	n, err := applyScript.Run(ctx, s.rdb, []string{key, index}, args...).Int()
-	if err != nil {
-		return false, fmt.Errorf("apply %s of %s: %w", group, key, err)
+	return write{keys: []string{key, index}, args: args}
+}
+
+// run sends writes in one pipeline and reports for each whether it wrote,
+// and Redis's error for it; err is for all of them (Redis unreachable). A
+// Redis that lost the script (restarted, flushed) is given it again.
+func (s *Store) run(ctx context.Context, writes []write) (wrote []bool, failed []error, err error) {
+	wrote, failed = make([]bool, len(writes)), make([]error, len(writes))
+	todo := make([]int, len(writes))
+	for i := range todo {
+		todo[i] = i
 	}
-	return n == 1, nil
+	for attempt := 0; len(todo) > 0; attempt++ {
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(todo))
+		for n, i := range todo {
+			cmds[n] = applyScript.EvalSha(ctx, pipe, writes[i].keys, writes[i].args...)
+		}
+		_, _ = pipe.Exec(ctx) // each command has its own error
+		var again []int
+		for n, i := range todo {
+			v, err := cmds[n].Int()
+			var replied redis.Error
+			switch {
+			case err == nil:
+				wrote[i] = v == 1
+			case redis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0:
+				again = append(again, i)
+			case errors.As(err, &replied):
+				failed[i] = fmt.Errorf("apply %s of %s: %w", writes[i].args[0], writes[i].keys[0], err)
+			default:
+				return nil, nil, fmt.Errorf("apply %d field groups: %w", len(writes), err)
+			}
+		}
+		if len(again) > 0 {
+			if err := applyScript.Load(ctx, s.rdb).Err(); err != nil {
+				return nil, nil, fmt.Errorf("load the apply script: %w", err)
+			}
+		}
+		todo = again
+	}
+	return wrote, failed, nil
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }

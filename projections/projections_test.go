@@ -3,6 +3,7 @@ package projections_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"reflect"
@@ -136,19 +137,37 @@ func TestDuplicatesAndShuffledEventsConverge(t *testing.T) {
 		s := newStore(t)
 		deliveries := append(append([]projections.Event{}, events...), events...)
 		rng.Shuffle(len(deliveries), func(i, j int) { deliveries[i], deliveries[j] = deliveries[j], deliveries[i] })
-		// Half of the runs race four appliers, as replicas would.
-		appliers := 1 + 3*(run%2)
-		var wg sync.WaitGroup
-		for a := range appliers {
-			wg.Go(func() {
-				for i := a; i < len(deliveries); i += appliers {
-					if _, err := s.Apply(ctx, deliveries[i]); err != nil {
-						t.Errorf("Apply: %v", err)
+		switch run % 3 {
+		case 0: // one at a time
+			for _, e := range deliveries {
+				if _, err := s.Apply(ctx, e); err != nil {
+					t.Errorf("Apply: %v", err)
+				}
+			}
+		case 1: // four appliers race, as replicas would
+			var wg sync.WaitGroup
+			for a := range 4 {
+				wg.Go(func() {
+					for i := a; i < len(deliveries); i += 4 {
+						if _, err := s.Apply(ctx, deliveries[i]); err != nil {
+							t.Errorf("Apply: %v", err)
+						}
+					}
+				})
+			}
+			wg.Wait()
+		case 2: // in batches of 1 to 8, as the projections group applies them under load
+			for rest := deliveries; len(rest) > 0; {
+				n := min(len(rest), 1+rng.IntN(8))
+				_, errs := s.ApplyEach(ctx, rest[:n])
+				for _, err := range errs {
+					if err != nil {
+						t.Errorf("ApplyEach: %v", err)
 					}
 				}
-			})
+				rest = rest[n:]
+			}
 		}
-		wg.Wait()
 		p, _, _ := s.Product(ctx, pid)
 		o, _, _ := s.Order(ctx, oid)
 		if p != wantP || !reflect.DeepEqual(o, wantO) {
@@ -270,5 +289,58 @@ func TestBadEventsAreInvalid(t *testing.T) {
 		if _, err := s.Apply(context.Background(), e); err == nil || !strings.Contains(err.Error(), "invalid") {
 			t.Errorf("Apply(%s) error = %v, want invalid", e.Type, err)
 		}
+	}
+}
+
+func TestApplyEachReportsEachEvent(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	pid, _, _, events := history(t) // events[0] creates the product, events[2] restocks it
+	bad := projections.Event{Type: product.EventStockChanged, AggregateID: pid, AggregateVersion: 9, Data: json.RawMessage(`{"stock_available":"x"}`)}
+	changed, errs := s.ApplyEach(ctx, []projections.Event{events[0], bad, events[0], events[2]})
+	if want := []bool{true, false, false, true}; !reflect.DeepEqual(changed, want) {
+		t.Errorf("changed = %v, want %v (created, bad, the duplicate, restocked)", changed, want)
+	}
+	for i, err := range errs {
+		if wantErr := i == 1; (err != nil) != wantErr || (wantErr && !errors.Is(err, domain.ErrInvalid)) {
+			t.Errorf("event %d: error %v; want one only for the bad event, invalid", i, err)
+		}
+	}
+	p, found, err := s.Product(ctx, pid)
+	if err != nil || !found || p.StockAvailable != 15 || p.Version != 3 {
+		t.Errorf("Product = %+v, %v, %v; want 15 available at version 3, the bad event left out", p, found, err)
+	}
+}
+
+func TestAScriptRedisLostIsLoadedAgain(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	pid, _, _, events := history(t)
+	addr := os.Getenv("TEST_REDIS_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:6379"
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	for i, e := range events[:3] {
+		// Redis forgets its scripts when it restarts; SCRIPT FLUSH does the same.
+		if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatalf("script flush: %v", err)
+		}
+		if i == 2 {
+			changed, errs := s.ApplyEach(ctx, events[i:i+1])
+			if errs[0] != nil || !changed[0] {
+				t.Fatalf("ApplyEach after SCRIPT FLUSH = %v, %v; want applied", changed, errs)
+			}
+			continue
+		}
+		if changed, err := s.Apply(ctx, e); err != nil || !changed {
+			t.Fatalf("Apply after SCRIPT FLUSH = %v, %v; want applied", changed, err)
+		}
+	}
+	if p, found, err := s.Product(ctx, pid); err != nil || !found || p.Version != 3 {
+		t.Errorf("Product = %+v, %v, %v; want version 3", p, found, err)
 	}
 }

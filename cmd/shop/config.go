@@ -38,9 +38,10 @@ type config struct {
 	// ConsumerUnavailableFor how long one waits for an unavailable SMTP
 	// server before the dead queue.
 	ConsumerConcurrency int
-	// ConsumerBatch is how many deliveries one transaction of the orders
-	// and inventory groups may apply (emails, which send mail, and the
-	// Redis projections apply one at a time).
+	// ConsumerBatch is how many deliveries one batch of the orders,
+	// inventory and projections groups may apply (a transaction; one round
+	// trip to Redis for the projections); emails, which send mail, apply
+	// one at a time. Those groups hold at least that many deliveries.
 	ConsumerBatch          int
 	ConsumerMaxRetries     int
 	ConsumerUnavailableFor time.Duration

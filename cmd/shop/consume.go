@@ -48,8 +48,11 @@ func consumeCmd(ctx context.Context, cfg config, log *slog.Logger, names []strin
 // consumeProcess wires the named consumer groups on one Postgres pool; their
 // metrics go to reg.
 func consumeProcess(ctx context.Context, cfg config, log *slog.Logger, reg *prometheus.Registry, names []string) (*process, error) {
-	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL,
-		MaxConns: int32(len(names)*cfg.ConsumerConcurrency + 2)})
+	conns := 2
+	for _, n := range names {
+		conns += groupConcurrency(cfg, n)
+	}
+	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL, MaxConns: int32(conns)})
 	if err != nil {
 		return nil, err
 	}
@@ -68,12 +71,13 @@ func consumeProcess(ctx context.Context, cfg config, log *slog.Logger, reg *prom
 		group, _ := outbox.GroupNamed(name) // an unknown name fails consumer.New: no group
 		gc := consumer.Config{
 			Group: group, AMQPURL: cfg.AMQPURL, UnitOfWork: uow,
-			Logger: log, Metrics: metrics, Concurrency: cfg.ConsumerConcurrency, MaxRetries: cfg.ConsumerMaxRetries,
+			Logger: log, Metrics: metrics, Concurrency: groupConcurrency(cfg, name), MaxRetries: cfg.ConsumerMaxRetries,
 			UnavailableFor: cfg.ConsumerUnavailableFor,
 		}
 		if name == "projections" {
 			if rdb, err = openRedis(cfg); err == nil {
-				gc.Project, err = projector(rdb, cfg.RedisPrefix)
+				gc.Project, gc.ProjectEach, err = projector(rdb, cfg.RedisPrefix)
+				gc.Batch = cfg.ConsumerBatch
 			}
 		} else {
 			err = groupHandlers(cfg, log, name, &gc)
@@ -126,26 +130,48 @@ func openRedis(cfg config) (*redis.Client, error) {
 	return redis.NewClient(opts), nil
 }
 
-// projector applies events to the Redis read models. Redis being
-// unreachable is waited out without bound (consumer.ErrUnavailable from a
-// projector, unlike a handler's, is not limited by UnavailableFor); data the
-// projections reject goes to the dead queue.
-func projector(rdb *redis.Client, prefix string) (func(context.Context, outbox.Envelope) (bool, error), error) {
+// projector applies events to the Redis read models, one at a time or
+// several in one round trip. Redis being unreachable is waited out without
+// bound (consumer.ErrUnavailable from a projector, unlike a handler's, is
+// not limited by UnavailableFor); data the projections reject goes to the
+// dead queue.
+func projector(rdb *redis.Client, prefix string) (
+	one func(context.Context, outbox.Envelope) (bool, error),
+	each func(context.Context, []outbox.Envelope) ([]bool, []error), err error) {
 	store, err := projections.New(projections.Config{Client: rdb, Prefix: prefix})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return func(ctx context.Context, e outbox.Envelope) (bool, error) {
-		changed, err := store.Apply(ctx, projections.Event{Type: e.Type, AggregateID: e.AggregateID,
-			AggregateVersion: e.AggregateVersion, OccurredAt: e.OccurredAt, Data: e.Data})
-		var replied redis.Error
-		switch {
-		case err == nil, errors.Is(err, domain.ErrInvalid), errors.As(err, &replied):
-			return changed, err
-		default:
-			return false, fmt.Errorf("%w: redis: %w", consumer.ErrUnavailable, err)
+	each = func(ctx context.Context, envs []outbox.Envelope) ([]bool, []error) {
+		events := make([]projections.Event, len(envs))
+		for i, e := range envs {
+			events[i] = projections.Event{Type: e.Type, AggregateID: e.AggregateID,
+				AggregateVersion: e.AggregateVersion, OccurredAt: e.OccurredAt, Data: e.Data}
 		}
-	}, nil
+		changed, errs := store.ApplyEach(ctx, events)
+		for i, err := range errs {
+			var replied redis.Error
+			if err != nil && !errors.Is(err, domain.ErrInvalid) && !errors.As(err, &replied) {
+				errs[i] = fmt.Errorf("%w: redis: %w", consumer.ErrUnavailable, err)
+			}
+		}
+		return changed, errs
+	}
+	one = func(ctx context.Context, e outbox.Envelope) (bool, error) {
+		changed, errs := each(ctx, []outbox.Envelope{e})
+		return changed[0], errs[0]
+	}
+	return one, each, nil
+}
+
+// groupConcurrency is how many deliveries a group holds at once:
+// CONSUMER_CONCURRENCY, and for the groups that batch (all but emails) at
+// least CONSUMER_BATCH, since a batch is made of the deliveries in hand.
+func groupConcurrency(cfg config, name string) int {
+	if name != "emails" {
+		return max(cfg.ConsumerConcurrency, cfg.ConsumerBatch)
+	}
+	return cfg.ConsumerConcurrency
 }
 
 // groupHandlers sets a group's handlers in gc, and how many deliveries one

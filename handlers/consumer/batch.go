@@ -115,6 +115,10 @@ func (g *Group) applyBatch(batch []*job) {
 		j.applied, j.err = g.apply(j.ctx, j.log, j.h, j.env)
 		return
 	}
+	if g.cfg.Project != nil {
+		g.projectBatch(batch)
+		return
+	}
 	ids := make([]uuid.UUID, len(batch))
 	for i, j := range batch {
 		ids[i] = j.env.ID
@@ -199,6 +203,36 @@ func (g *Group) applyRun(ctx context.Context, tx *store.Tx, jobs []*job) (int, e
 		}
 	}
 	return n, nil
+}
+
+// projectBatch applies a batch of a Project group with ProjectEach, in one
+// round trip: the jobs whose event failed (and all of them if ProjectEach
+// panics) are applied again alone, where their errors are handled as usual.
+func (g *Group) projectBatch(batch []*job) {
+	envs := make([]outbox.Envelope, len(batch))
+	for i, j := range batch {
+		envs[i] = j.env
+	}
+	var changed []bool
+	var errs []error
+	func() {
+		defer func() {
+			if r := recover(); r != nil { // each panics again alone, under the router's Recoverer
+				changed, errs = nil, nil
+			}
+		}()
+		changed, errs = g.cfg.ProjectEach(context.WithoutCancel(batch[0].ctx), envs)
+	}()
+	outcome := "committed"
+	for i, j := range batch {
+		if len(changed) != len(batch) || len(errs) != len(batch) || errs[i] != nil {
+			j.applied, j.err = false, errAlone
+			outcome = "failed"
+			continue
+		}
+		j.applied, j.err = changed[i], nil
+	}
+	g.cfg.Metrics.Batch.WithLabelValues(g.cfg.Group.Name, outcome).Observe(float64(len(batch)))
 }
 
 func batchOutcome(err error) string {

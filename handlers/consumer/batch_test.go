@@ -243,6 +243,9 @@ func TestBatchSettingsMustBeValid(t *testing.T) {
 		{"batch handler of a key without a handler", func(c *consumer.Config) {
 			c.BatchHandlers = map[string]consumer.BatchHandler{"order.placed": none}
 		}, "a batch handler for order.placed, which has no handler"},
+		{"ProjectEach without Project", func(c *consumer.Config) {
+			c.ProjectEach = func(context.Context, []outbox.Envelope) ([]bool, []error) { return nil, nil }
+		}, "ProjectEach needs Project"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := consumer.Config{Group: group, AMQPURL: "amqp://127.0.0.1", UnitOfWork: &store.UnitOfWork{},
@@ -294,4 +297,74 @@ func TestBatcherGathersWhatArrivesWhileATransactionRuns(t *testing.T) {
 			t.Error("a delivery handed over after the committers stopped was not sent to go alone")
 		}
 	})
+}
+
+func TestProjectionsApplyABatchInOneCallAndAFailedEventAlone(t *testing.T) {
+	t.Parallel()
+	const concurrency = 8
+	metrics := consumer.NewMetrics(prometheus.NewRegistry())
+	envs := make([]outbox.Envelope, 30)
+	for i := range envs {
+		envs[i] = envelope(t)
+	}
+	failing := envs[5] // among the deliveries that wait for the first
+	var mu sync.Mutex
+	projected := map[uuid.UUID]int{}
+	largest := 0 // the most events ProjectEach got at once
+	urls := make(chan string, 1)
+	var first sync.Once
+	x := start(t, echo, func(c *consumer.Config) {
+		c.Handlers = nil
+		c.Batch, c.Concurrency, c.Prefetch, c.Metrics, c.MaxRetries = 16, concurrency, 1, metrics, 1
+		c.Project = func(_ context.Context, e outbox.Envelope) (bool, error) {
+			first.Do(func() { waitInHand(<-urls, len(envs)-concurrency) })
+			mu.Lock()
+			defer mu.Unlock()
+			if e.ID == failing.ID {
+				return false, fmt.Errorf("project: %w", domain.ErrInvalid)
+			}
+			projected[e.ID]++
+			return true, nil
+		}
+		c.ProjectEach = func(_ context.Context, events []outbox.Envelope) ([]bool, []error) {
+			mu.Lock()
+			defer mu.Unlock()
+			largest = max(largest, len(events))
+			changed, errs := make([]bool, len(events)), make([]error, len(events))
+			for i, e := range events {
+				if e.ID == failing.ID {
+					errs[i] = fmt.Errorf("project: %w", domain.ErrInvalid)
+					continue
+				}
+				projected[e.ID]++
+				changed[i] = true
+			}
+			return changed, errs
+		}
+	})
+	urls <- x.url
+	for _, env := range envs {
+		x.publishEnvelope(t, env)
+	}
+	if dead := x.waitDead(t, 1); dead[0].ID != failing.ID.String() {
+		t.Errorf("%s went to the dead queue (%s), want only %s", dead[0].ID, dead[0].Reason, failing.ID)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, env := range envs {
+			if n := projected[env.ID]; env.ID != failing.ID && n != 1 {
+				return fmt.Errorf("event %s projected %d times, want once", env.ID, n)
+			}
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if largest < 2 {
+		t.Errorf("ProjectEach got %d events at most, want the deliveries that waited, at once", largest)
+	}
+	if failed, events := batches(t, metrics, "failed"); failed == 0 || events < 2 {
+		t.Errorf("%d failed batches held %.0f deliveries, want the failing event's batch among them", failed, events)
+	}
 }

@@ -97,6 +97,11 @@ type Config struct {
 	// version): no inbox row, no transaction. It reports whether anything
 	// changed.
 	Project func(ctx context.Context, e outbox.Envelope) (bool, error)
+	// ProjectEach applies several events as Project would each, in one
+	// round trip, with Batch over 1: it reports for each event whether
+	// anything changed, and its error; an event that failed is applied
+	// again alone by Project. Optional.
+	ProjectEach func(ctx context.Context, events []outbox.Envelope) (changed []bool, errs []error)
 	// AMQPURL is the RabbitMQ URL. Required.
 	AMQPURL string
 	// UnitOfWork runs the transactions of Handlers.
@@ -116,8 +121,9 @@ type Config struct {
 	// one (one inbox statement, one commit), up to Batch, and at most
 	// Concurrency are in hand at once. A batch that fails is applied again
 	// one delivery at a time, so a handler with effects outside Postgres
-	// (sending an email) would repeat them: such groups keep 1. Ignored by
-	// Project. Default 1, each delivery in its own transaction.
+	// (sending an email) would repeat them: such groups keep 1. A Project
+	// group batches only with ProjectEach: one round trip to Redis instead
+	// of a transaction. Default 1, each delivery in its own transaction.
 	Batch int
 	// Committers is how many batch transactions may run at once, when
 	// Batch is over 1. Default 1: the biggest batches and the least CPU
@@ -153,6 +159,8 @@ func (c *Config) Validate() error {
 		return errors.New("consumer: handlers need a unit of work")
 	case c.Logger == nil:
 		return errors.New("consumer: logger is required")
+	case c.ProjectEach != nil && c.Project == nil:
+		return errors.New("consumer: ProjectEach needs Project, which applies an event alone")
 	}
 	for _, key := range c.Group.Keys {
 		if c.Project == nil && c.Handlers[key] == nil {
@@ -275,7 +283,7 @@ func (g *Group) runOnce(ctx context.Context, connected func()) error {
 		middleware.Recoverer,
 	)
 	var batches *batcher // nil: each delivery in its own transaction
-	if g.cfg.Batch > 1 && g.cfg.Project == nil {
+	if g.cfg.Batch > 1 && (g.cfg.Project == nil || g.cfg.ProjectEach != nil) {
 		bctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 		defer stop() // after the router: no handler runs any more
 		batches = newBatcher(bctx, g.cfg.Committers, g.cfg.Batch, g.applyBatch)

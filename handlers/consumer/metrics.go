@@ -36,7 +36,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"group"}),
 		Batch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "shop_consumer_batch_events",
-			Help:    "Events per transaction that applied more than one, by group and outcome (committed, failed: applied again one at a time).",
+			Help:    "Events per batch (one transaction; one round trip to Redis for the projections) that held more than one, by group and outcome (committed, failed: applied again one at a time).",
 			Buckets: []float64{2, 4, 8, 16, 32, 64},
 		}, []string{"group", "outcome"}),
 	}
