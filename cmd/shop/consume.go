@@ -50,7 +50,9 @@ func consumeCmd(ctx context.Context, cfg config, log *slog.Logger, names []strin
 func consumeProcess(ctx context.Context, cfg config, log *slog.Logger, reg *prometheus.Registry, names []string) (*process, error) {
 	conns := 2
 	for _, n := range names {
-		conns += groupConcurrency(cfg, n)
+		if n != "projections" { // Redis only
+			conns += groupConcurrency(cfg, n)
+		}
 	}
 	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL, MaxConns: int32(conns)})
 	if err != nil {
