@@ -124,8 +124,9 @@ func (s *Store) write(key, index, group string, version int64, score float64, me
 }
 
 // run sends writes in one pipeline and reports for each whether it wrote,
-// and Redis's error for it; err is for all of them (Redis unreachable). A
-// Redis that lost the script (restarted, flushed) is given it again.
+// and Redis's error for it; err is for all of them (Redis unreachable). The
+// script goes by its hash; the writes of a Redis that does not know it
+// (restarted, flushed) go again with the script itself, as Script.Run does.
 func (s *Store) run(ctx context.Context, writes []write) (wrote []bool, failed []error, err error) {
 	wrote, failed = make([]bool, len(writes)), make([]error, len(writes))
 	todo := make([]int, len(writes))
@@ -136,7 +137,11 @@ func (s *Store) run(ctx context.Context, writes []write) (wrote []bool, failed [
 		pipe := s.rdb.Pipeline()
 		cmds := make([]*redis.Cmd, len(todo))
 		for n, i := range todo {
-			cmds[n] = applyScript.EvalSha(ctx, pipe, writes[i].keys, writes[i].args...)
+			if attempt == 0 {
+				cmds[n] = applyScript.EvalSha(ctx, pipe, writes[i].keys, writes[i].args...)
+			} else {
+				cmds[n] = applyScript.Eval(ctx, pipe, writes[i].keys, writes[i].args...)
+			}
 		}
 		_, _ = pipe.Exec(ctx) // each command has its own error
 		var again []int
@@ -146,17 +151,12 @@ func (s *Store) run(ctx context.Context, writes []write) (wrote []bool, failed [
 			switch {
 			case err == nil:
 				wrote[i] = v == 1
-			case redis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0:
+			case attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT"):
 				again = append(again, i)
 			case errors.As(err, &replied):
 				failed[i] = fmt.Errorf("apply %s of %s: %w", writes[i].args[0], writes[i].keys[0], err)
 			default:
 				return nil, nil, fmt.Errorf("apply %d field groups: %w", len(writes), err)
-			}
-		}
-		if len(again) > 0 {
-			if err := applyScript.Load(ctx, s.rdb).Err(); err != nil {
-				return nil, nil, fmt.Errorf("load the apply script: %w", err)
 			}
 		}
 		todo = again
