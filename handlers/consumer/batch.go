@@ -98,12 +98,13 @@ func (b *batcher) do(j *job) {
 // applyBatch applies every job of batch in one transaction: one statement
 // claims their inbox rows, then the new events are applied in order, each
 // by its type's handler or, in runs of one type, by the type's batch
-// handler; what each event causes is tagged with its own metadata. If anything fails (a handler's
-// error, a lock waited on too long, Postgres), nothing is committed and
-// every job is told to go alone (errAlone), where the usual retries and
-// dead-queue rules apply to each on its own. A batch of one is applied
-// as a delivery without batches is, once, in the committer: the deliveries
-// that arrive meanwhile wait for it, and form the next batch.
+// handler; what each event causes is tagged with its own metadata. If
+// anything fails (a handler's error, a lock waited on too long, Postgres),
+// nothing is committed and every job is told to go alone (errAlone), where
+// the usual retries and dead-queue rules apply to each on its own. A batch
+// of one is applied as a delivery without batches is, once, in the
+// committer: the deliveries that arrive meanwhile wait for it, and form the
+// next batch. A Project group's batch goes to projectBatch.
 func (g *Group) applyBatch(batch []*job) {
 	if len(batch) == 1 {
 		j := batch[0]
@@ -193,8 +194,8 @@ func (g *Group) applyRun(ctx context.Context, tx *store.Tx, jobs []*job) (int, e
 	if err != nil {
 		return 0, fmt.Errorf("apply %d %s events from %s: %w", n, first.env.Type, first.env.ID, err)
 	}
-	if len(caused) != n {
-		return 0, fmt.Errorf("batch handler of %s returned the events of %d events, want %d", first.env.Type, len(caused), n)
+	if err := causedEach(first.env.Type, caused, n); err != nil {
+		return 0, err
 	}
 	for i, j := range jobs[:n] {
 		tx.Tag(outbox.MetadataFrom(j.ctx))

@@ -69,11 +69,20 @@ func One(h BatchHandler) Handler {
 		if err != nil {
 			return err
 		}
-		if len(caused) != 1 {
-			return fmt.Errorf("batch handler of %s returned the events of %d events, want 1", e.Type, len(caused))
+		if err := causedEach(e.Type, caused, 1); err != nil {
+			return err
 		}
 		return tx.Append(caused[0]...)
 	}
+}
+
+// causedEach checks that a batch handler of typ given n events returned
+// what each of them caused.
+func causedEach(typ string, caused [][]domain.Event, n int) error {
+	if len(caused) != n {
+		return fmt.Errorf("batch handler of %s returned the events of %d events, want %d", typ, len(caused), n)
+	}
+	return nil
 }
 
 // Config configures a consumer group.
