@@ -34,6 +34,19 @@ func echoOf(e outbox.Envelope) domain.Event {
 	return domain.NewEvent("test.echoed", "echo", e.AggregateID, 1, time.Now(), map[string]string{"of": e.ID.String()})
 }
 
+// envelopes returns n valid events of the group, each with a correlation
+// id of its own (not its event id), so that a check can tell correlation
+// from causation.
+func envelopes(t *testing.T, n int) []outbox.Envelope {
+	t.Helper()
+	envs := make([]outbox.Envelope, n)
+	for i := range envs {
+		envs[i] = envelope(t)
+		envs[i].CorrelationID = uuid.NewString()
+	}
+	return envs
+}
+
 // batches returns how many batch transactions of the group ended with
 // outcome, and how many events they held.
 func batches(t *testing.T, m *consumer.Metrics, outcome string) (count uint64, events float64) {
@@ -124,11 +137,7 @@ func TestBatchAppliesEachEventOnceWithItsOwnMetadata(t *testing.T) {
 			t.Parallel()
 			const concurrency = 8
 			metrics := consumer.NewMetrics(prometheus.NewRegistry())
-			envs := make([]outbox.Envelope, 40)
-			for i := range envs {
-				envs[i] = envelope(t)
-				envs[i].CorrelationID = uuid.NewString()
-			}
+			envs := envelopes(t, 40)
 			// envs[1] comes again among the first eight, so in the second
 			// batch, with its original; the other duplicates come in later
 			// batches.
@@ -184,11 +193,7 @@ func TestBatchAppliesEachEventOnceWithItsOwnMetadata(t *testing.T) {
 func TestAFailingEventLeavesTheRestOfItsBatchApplied(t *testing.T) {
 	t.Parallel()
 	metrics := consumer.NewMetrics(prometheus.NewRegistry())
-	envs := make([]outbox.Envelope, 30)
-	for i := range envs {
-		envs[i] = envelope(t)
-		envs[i].CorrelationID = uuid.NewString()
-	}
+	envs := envelopes(t, 30)
 	// envs[1:8] wait together for the first batch: the failing event is
 	// in the second batch with six others.
 	failing, panicking := envs[5], envs[19]
@@ -303,10 +308,7 @@ func TestProjectionsApplyABatchInOneCallAndAFailedEventAlone(t *testing.T) {
 	t.Parallel()
 	const concurrency = 8
 	metrics := consumer.NewMetrics(prometheus.NewRegistry())
-	envs := make([]outbox.Envelope, 30)
-	for i := range envs {
-		envs[i] = envelope(t)
-	}
+	envs := envelopes(t, 30)
 	failing := envs[5] // among the deliveries that wait for the first
 	var mu sync.Mutex
 	projected := map[uuid.UUID]int{}
