@@ -1,0 +1,162 @@
+// Command ackcost measures what RabbitMQ's own CPU pays per message on a
+// quorum queue: publishing with confirms, then consuming with one ack per
+// message or one ack (multiple) per K messages. It reads the broker's CPU
+// time from /proc/PID/stat, so it runs on the broker's machine.
+//
+// Usage: ackcost -url AMQP_URL -beam PID [-n 20000] [-ack-every 1] [-consumers 1] [-prefetch 32]
+// (scripts/bench-ackcost.sh runs it in a vhost of its own.)
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "ackcost:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	url := flag.String("url", "", "AMQP URL, vhost included")
+	beam := flag.Int("beam", 0, "the broker's process id")
+	n := flag.Int("n", 20000, "messages")
+	every := flag.Int("ack-every", 1, "ack every K deliveries (K > 1: one ack with multiple=true)")
+	consumers := flag.Int("consumers", 1, "consuming channels")
+	prefetch := flag.Int("prefetch", 32, "prefetch per consuming channel")
+	flag.Parse()
+	if *url == "" || *beam <= 0 || *n < 1 || *every < 1 || *consumers < 1 || *n%*consumers != 0 {
+		return errors.New("need -url, -beam, positive -n, -ack-every, -consumers, and -n a multiple of -consumers")
+	}
+	conn, err := amqp.Dial(*url)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer func() { _ = conn.Close() }()
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("channel: %w", err)
+	}
+	const queue = "ackcost"
+	if _, err := ch.QueueDelete(queue, false, false, false); err != nil {
+		return fmt.Errorf("delete queue: %w", err)
+	}
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, amqp.Table{"x-queue-type": "quorum"}); err != nil {
+		return fmt.Errorf("declare queue: %w", err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		return fmt.Errorf("confirm mode: %w", err)
+	}
+
+	body := []byte(strings.Repeat("x", 600)) // about an envelope's size
+	cpu0, err := cpuTicks(*beam)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	for sent := 0; sent < *n; {
+		var pending []*amqp.DeferredConfirmation
+		for ; sent < *n && len(pending) < 50; sent++ {
+			dc, err := ch.PublishWithDeferredConfirm("", queue, true, false, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: body})
+			if err != nil {
+				return fmt.Errorf("publish: %w", err)
+			}
+			pending = append(pending, dc)
+		}
+		for _, dc := range pending {
+			if ok, err := dc.WaitContext(context.Background()); err != nil || !ok {
+				return fmt.Errorf("confirm: ok=%v: %v", ok, err)
+			}
+		}
+	}
+	published := time.Since(start)
+	cpu1, err := cpuTicks(*beam)
+	if err != nil {
+		return err
+	}
+
+	start = time.Now()
+	per := *n / *consumers
+	errs := make(chan error, *consumers)
+	for range *consumers {
+		cch, err := conn.Channel()
+		if err != nil {
+			return fmt.Errorf("consumer channel: %w", err)
+		}
+		if err := cch.Qos(*prefetch, 0, false); err != nil {
+			return fmt.Errorf("qos: %w", err)
+		}
+		deliveries, err := cch.Consume(queue, "", false, false, false, false, nil)
+		if err != nil {
+			return fmt.Errorf("consume: %w", err)
+		}
+		go func() { errs <- consume(cch, deliveries, per, *every) }()
+	}
+	for range *consumers {
+		if err := <-errs; err != nil {
+			return err
+		}
+	}
+	consumed := time.Since(start)
+	cpu2, err := cpuTicks(*beam)
+	if err != nil {
+		return err
+	}
+	perMsg := func(ticks int64) float64 { return float64(ticks) * 1e6 / ticksPerSecond / float64(*n) }
+	fmt.Printf("n=%d ack-every=%d consumers=%d prefetch=%d: publish %.0f msg/s, broker %.1f µs/msg; consume+ack %.0f msg/s, broker %.1f µs/msg\n",
+		*n, *every, *consumers, *prefetch,
+		float64(*n)/published.Seconds(), perMsg(cpu1-cpu0), float64(*n)/consumed.Seconds(), perMsg(cpu2-cpu1))
+	return nil
+}
+
+// consume acks want deliveries, every K-th with multiple=true (and the
+// last), then closes its channel.
+func consume(ch *amqp.Channel, deliveries <-chan amqp.Delivery, want, every int) error {
+	defer func() { _ = ch.Close() }()
+	got := 0
+	for d := range deliveries {
+		got++
+		if got%every == 0 || got == want {
+			if err := d.Ack(every > 1); err != nil {
+				return fmt.Errorf("ack: %w", err)
+			}
+		}
+		if got == want {
+			return nil
+		}
+	}
+	return fmt.Errorf("deliveries ended after %d of %d", got, want)
+}
+
+// ticksPerSecond is Linux's USER_HZ, the unit of /proc/PID/stat's times.
+const ticksPerSecond = 100
+
+// cpuTicks returns the user and system CPU time of process pid, in ticks.
+func cpuTicks(pid int) (int64, error) {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("broker cpu: %w", err)
+	}
+	// The command name (field 2) may hold spaces; count from after it.
+	s := string(raw)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 13 {
+		return 0, errors.New("broker cpu: short /proc stat")
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("broker cpu: %w", err)
+	}
+	return utime + stime, nil
+}
