@@ -257,7 +257,7 @@ func startServing(t *testing.T, env map[string]string, args ...string) (*exec.Cm
 	case addr := <-addrc:
 		return cmd, addr
 	case <-time.After(30 * time.Second):
-		t.Fatal("api did not log its listening address within 30 s")
+		t.Fatalf("shop %v did not log its listening address within 30 s", args)
 		return nil, ""
 	}
 }
