@@ -14,6 +14,7 @@ base=${BENCH_SERVER_URL:-postgres://postgres@127.0.0.1:5432}
 db=shop_bench_marginal vhost=shop_bench_marginal prefix=shopbenchmarginal:
 export DATABASE_URL="$base/$db?sslmode=disable" AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$vhost"
 export REDIS_PREFIX=$prefix SHOP_ENV=dev LOG_LEVEL=warn HTTP_ADDR=127.0.0.1:18083 BCRYPT_COST=4
+export RATE_LIMIT=${RATE_LIMIT:-0} # the load comes from one address: measure capacity, not the limiter
 url="http://$HTTP_ADDR"
 [ $# -gt 0 ] || { echo "usage: scripts/bench-marginal.sh COMMAND... (e.g. api relay \"consume inventory\")"; exit 2; }
 for tool in psql redis-cli rabbitmqctl curl; do

@@ -12,6 +12,7 @@ base=${BENCH_SERVER_URL:-postgres://postgres@127.0.0.1:5432}
 db=shop_bench
 export DATABASE_URL="$base/$db?sslmode=disable"
 export SHOP_ENV=dev LOG_LEVEL=${LOG_LEVEL:-warn} HTTP_ADDR=127.0.0.1:${BENCH_PORT:-18080}
+export RATE_LIMIT=${RATE_LIMIT:-0} # the load comes from one address: measure capacity, not the limiter
 url="http://$HTTP_ADDR"
 
 for tool in wrk pgbench psql; do

@@ -16,6 +16,7 @@ base=${BENCH_SERVER_URL:-postgres://postgres@127.0.0.1:5432}
 db=shop_bench_reads vhost=shop_bench_reads prefix=shopbench:
 export DATABASE_URL="$base/$db?sslmode=disable" AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$vhost"
 export REDIS_PREFIX=$prefix SHOP_ENV=dev LOG_LEVEL=warn HTTP_ADDR=127.0.0.1:18081 BCRYPT_COST=4
+export RATE_LIMIT=${RATE_LIMIT:-0} # the load comes from one address: measure capacity, not the limiter
 url="http://$HTTP_ADDR"
 
 for tool in wrk psql redis-cli rabbitmqctl curl; do

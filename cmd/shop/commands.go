@@ -89,7 +89,7 @@ func apiProcess(ctx context.Context, cfg config, log *slog.Logger, reg *promethe
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			handler, err := shophttp.New(shophttp.Config{Pool: pool, Auth: a, Logger: log, Notifier: notifier,
-				Registry: reg, Redis: models, Watcher: models.Watch(ctx)})
+				Registry: reg, Redis: models, Watcher: models.Watch(ctx), RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst})
 			if err != nil {
 				return err
 			}

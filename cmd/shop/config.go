@@ -28,6 +28,10 @@ type config struct {
 	SMTPPassword string
 	LogLevel     string
 	DBMaxConns   int32
+	// RateLimit and RateBurst limit each client of the API (requests per
+	// second, and at once); RateLimit 0 turns the limit off.
+	RateLimit float64
+	RateBurst int
 	// RelayBatchSize, RelayWorkers and RelayLinger tune `shop relay`.
 	RelayBatchSize int
 	RelayWorkers   int
@@ -89,6 +93,16 @@ func loadConfig(getenv func(string) string) (config, error) {
 		errs = append(errs, fmt.Errorf("BCRYPT_COST must be an integer from 4 to 31"))
 	} else {
 		c.PasswordCost = n
+	}
+	if n, err := strconv.ParseFloat(get("RATE_LIMIT", "100"), 64); err != nil || n < 0 || n > 1e6 {
+		errs = append(errs, fmt.Errorf("RATE_LIMIT must be a number of requests per second from 0 (no limit) to 1000000"))
+	} else {
+		c.RateLimit = n
+	}
+	if n, err := strconv.Atoi(get("RATE_LIMIT_BURST", "0")); err != nil || n < 0 || n > 1e7 {
+		errs = append(errs, fmt.Errorf("RATE_LIMIT_BURST must be an integer from 0 (twice RATE_LIMIT) to 10000000"))
+	} else {
+		c.RateBurst = n
 	}
 	if n, err := strconv.Atoi(get("RELAY_BATCH_SIZE", "500")); err != nil || n < 1 || n > 10000 {
 		errs = append(errs, fmt.Errorf("RELAY_BATCH_SIZE must be an integer from 1 to 10000"))

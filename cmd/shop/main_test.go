@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -109,6 +110,8 @@ func TestRefusesBadConfiguration(t *testing.T) {
 		{"a RELAY_LINGER without a unit", map[string]string{"RELAY_LINGER": "2"}, []string{"migrate"}, 1, "RELAY_LINGER must be a duration"},
 		{"a CONSUMER_BATCH of zero", map[string]string{"CONSUMER_BATCH": "0"}, []string{"migrate"}, 1, "CONSUMER_BATCH must be an integer from 1 to 256"},
 		{"a CONSUMER_BATCH that is not a number", map[string]string{"CONSUMER_BATCH": "many"}, []string{"migrate"}, 1, "CONSUMER_BATCH must be an integer from 1 to 256"},
+		{"a negative RATE_LIMIT", map[string]string{"RATE_LIMIT": "-1"}, []string{"migrate"}, 1, "RATE_LIMIT must be a number"},
+		{"a RATE_LIMIT_BURST that is not a number", map[string]string{"RATE_LIMIT_BURST": "lots"}, []string{"migrate"}, 1, "RATE_LIMIT_BURST must be an integer"},
 		{"no command", nil, nil, 2, "no command given"},
 		{"an unknown command", nil, []string{"fly"}, 2, `unknown command "fly"`},
 		{"user without add", nil, []string{"user"}, 2, "shop user add"},
@@ -279,4 +282,40 @@ func postJSON(t *testing.T, url, token, body string, wantStatus int) map[string]
 	var out map[string]any
 	testenv.Must(t, json.Unmarshal(raw, &out), "decode response")
 	return out
+}
+
+// TestAPILimitsEachClient: RATE_LIMIT and RATE_LIMIT_BURST reach `shop
+// api`: past the burst a client gets 429 with Retry-After, while the health
+// check still answers.
+func TestAPILimitsEachClient(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{
+		"DATABASE_URL": freshDatabaseURL(t), "HTTP_ADDR": "127.0.0.1:0", "JWT_SECRET": strings.Repeat("s", 32),
+		"RATE_LIMIT": "0.01", "RATE_LIMIT_BURST": "2", // a token per 100 s: only the burst goes through
+	}
+	if _, stderr, code := shop(t, env, "migrate"); code != 0 {
+		t.Fatalf("migrate: %s", stderr)
+	}
+	api, addr := startAPI(t, env)
+	unknown := "http://" + addr + "/v1/products/" + uuid.NewString()
+	var statuses []int
+	for range 4 {
+		res, err := http.Get(unknown)
+		testenv.Must(t, err, "GET a product")
+		res.Body.Close()
+		statuses = append(statuses, res.StatusCode)
+		if res.StatusCode == http.StatusTooManyRequests && res.Header.Get("Retry-After") == "" {
+			t.Error("429 without Retry-After")
+		}
+	}
+	if want := []int{404, 404, 429, 429}; !slices.Equal(statuses, want) {
+		t.Errorf("statuses = %v, want %v", statuses, want)
+	}
+	res, err := http.Get("http://" + addr + "/healthz")
+	testenv.Must(t, err, "GET /healthz")
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Errorf("/healthz = %d past the limit, want 200", res.StatusCode)
+	}
+	stop(t, api)
 }

@@ -83,18 +83,24 @@ func BenchmarkPlaceOrder(b *testing.B) {
 //
 //	go test -run '^$' -bench GetProduct -benchmem -cpu 2 ./handlers/http/
 func BenchmarkGetProduct(b *testing.B) {
+	plain := func(c *redis.Client) (redis.UniversalClient, error) { return c, nil }
+	autopipeline := func(c *redis.Client) (redis.UniversalClient, error) { return c.AutoPipeline() }
 	for _, tt := range []struct {
 		name   string
 		client func(*redis.Client) (redis.UniversalClient, error)
+		limit  float64 // requests per second per client; 0 none
 	}{
-		{"client=plain", func(c *redis.Client) (redis.UniversalClient, error) { return c, nil }},
-		{"client=autopipeline", func(c *redis.Client) (redis.UniversalClient, error) { return c.AutoPipeline() }},
+		{"client=plain", plain, 0},
+		{"client=autopipeline", autopipeline, 0},
+		// What the rate limiter costs a request it lets through: every
+		// request comes from one client, under a limit it never reaches.
+		{"client=autopipeline/limit=on", autopipeline, 1e9},
 	} {
-		b.Run(tt.name, func(b *testing.B) { benchmarkGetProduct(b, tt.client) })
+		b.Run(tt.name, func(b *testing.B) { benchmarkGetProduct(b, tt.client, tt.limit) })
 	}
 }
 
-func benchmarkGetProduct(b *testing.B, client func(*redis.Client) (redis.UniversalClient, error)) {
+func benchmarkGetProduct(b *testing.B, client func(*redis.Client) (redis.UniversalClient, error), limit float64) {
 	pool := testenv.Pool(b)
 	a, err := auth.New(auth.Config{Secret: []byte(strings.Repeat("b", 32)), PasswordCost: bcrypt.MinCost})
 	testenv.Must(b, err, "auth")
@@ -111,7 +117,7 @@ func benchmarkGetProduct(b *testing.B, client func(*redis.Client) (redis.Univers
 	testenv.Must(b, err, "redis client")
 	models, err := projections.New(projections.Config{Client: reads, Prefix: prefix})
 	testenv.Must(b, err, "projections")
-	h, err := shophttp.New(shophttp.Config{Pool: pool, Auth: a, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Redis: models})
+	h, err := shophttp.New(shophttp.Config{Pool: pool, Auth: a, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Redis: models, RateLimit: limit})
 	testenv.Must(b, err, "api")
 	ids := make([]string, 100)
 	for i := range ids {

@@ -71,6 +71,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 		p.Status, p.Detail = stdhttp.StatusConflict, publicMessage(err)
 	case errors.Is(err, domain.ErrInvalid):
 		p.Status, p.Detail = stdhttp.StatusUnprocessableEntity, publicMessage(err)
+	case errors.Is(err, errRateLimited):
+		p.Status, p.Detail = stdhttp.StatusTooManyRequests, err.Error()
+		c.Response().Header().Set("Retry-After", "1")
 	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		p.Status, p.Detail = stdhttp.StatusServiceUnavailable, "a dependency is unavailable; retry later"
 		c.Response().Header().Set("Retry-After", "1")

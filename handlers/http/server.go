@@ -20,6 +20,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 
 	"github.com/shopdev/shop/auth"
 	"github.com/shopdev/shop/projections"
@@ -56,6 +57,15 @@ type Config struct {
 	// RedisTimeout bounds each Redis read, so the API never hangs on it.
 	// Default 250ms.
 	RedisTimeout time.Duration
+	// RateLimit is how many requests per second one client may make on
+	// average, RateBurst how many at once; beyond, 429 with Retry-After.
+	// A client is its IP address: the peer's, or when the peer is a proxy
+	// on a loopback or private address, the last address before it in
+	// X-Forwarded-For. /healthz, /readyz and /metrics are never limited.
+	// Each API process counts on its own. Default 0: no limit.
+	RateLimit float64
+	// RateBurst defaults to twice RateLimit (at least 1).
+	RateBurst int
 }
 
 // Validate fills defaults and checks the configuration.
@@ -86,6 +96,12 @@ func (c *Config) Validate() error {
 	if c.RedisTimeout == 0 {
 		c.RedisTimeout = 250 * time.Millisecond
 	}
+	if c.RateLimit < 0 || c.RateBurst < 0 {
+		return errors.New("http: rate limit and burst must not be negative")
+	}
+	if c.RateLimit > 0 && c.RateBurst == 0 {
+		c.RateBurst = max(1, int(2*c.RateLimit))
+	}
 	return nil
 }
 
@@ -105,6 +121,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
+	e.IPExtractor = echo.ExtractIPFromXFFHeader() // trusts proxies on loopback and private networks
 	e.Use(
 		middleware.RequestID(),
 		s.logRequests,
@@ -120,10 +137,36 @@ func New(cfg Config) (*echo.Echo, error) {
 			Namespace: "shop", Subsystem: "http", Registerer: cfg.Registry,
 			Skipper: func(c echo.Context) bool { return c.Path() == "/metrics" },
 		}),
+		s.rateLimit(),
 		middleware.BodyLimit(cfg.BodyLimit),
 	)
 	s.routes(e, promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	return e, nil
+}
+
+// errRateLimited answers a client over its rate limit.
+var errRateLimited = errors.New("too many requests; slow down and retry after the time in Retry-After")
+
+// rateLimit limits each client to RateLimit requests per second (bursts of
+// RateBurst), in this process's memory; none when RateLimit is 0.
+func (s *Server) rateLimit() echo.MiddlewareFunc {
+	if s.cfg.RateLimit == 0 {
+		return func(next echo.HandlerFunc) echo.HandlerFunc { return next }
+	}
+	return middleware.RateLimiterWithConfig(middleware.RateLimiterConfig{
+		Skipper: func(c echo.Context) bool {
+			switch c.Path() {
+			case "/healthz", "/readyz", "/metrics":
+				return true
+			}
+			return false
+		},
+		Store: middleware.NewRateLimiterMemoryStoreWithConfig(middleware.RateLimiterMemoryStoreConfig{
+			Rate: rate.Limit(s.cfg.RateLimit), Burst: s.cfg.RateBurst, ExpiresIn: 3 * time.Minute,
+		}),
+		IdentifierExtractor: func(c echo.Context) (string, error) { return c.RealIP(), nil },
+		DenyHandler:         func(echo.Context, string, error) error { return errRateLimited },
+	})
 }
 
 // logRequests writes one debug line per request; errors are answered (and
