@@ -79,16 +79,17 @@ func echoes(t *testing.T, x *harness, envs []outbox.Envelope) error {
 	return nil
 }
 
-// holding runs a group whose first handler call waits until each of its
-// concurrency subscriptions holds a delivery (with a prefetch of 1,
-// RabbitMQ then has at most published-concurrency messages ready): the
-// other deliveries are all waiting for that first batch, and form the next
-// one together. h runs every call, the first one included.
-func holding(t *testing.T, published, concurrency int, metrics *consumer.Metrics, h consumer.Handler, tune func(*consumer.Config)) *harness {
+// holding runs a group whose first handler call waits until the test has
+// published (it calls the returned release) and each of its concurrency
+// subscriptions holds a delivery (with a prefetch of 1, RabbitMQ then has
+// at most published-concurrency messages ready): the other deliveries are
+// all waiting for that first batch, and form the next one together. h runs
+// every call, the first one included.
+func holding(t *testing.T, published, concurrency int, metrics *consumer.Metrics, h consumer.Handler, tune func(*consumer.Config)) (x *harness, release func()) {
 	t.Helper()
 	urls := make(chan string, 1)
 	var first sync.Once
-	x := start(t, func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
+	x = start(t, func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
 		first.Do(func() { waitInHand(<-urls, published-concurrency) })
 		return h(ctx, tx, e)
 	}, func(c *consumer.Config) {
@@ -97,8 +98,9 @@ func holding(t *testing.T, published, concurrency int, metrics *consumer.Metrics
 			tune(c)
 		}
 	})
-	urls <- x.url
-	return x
+	// Until every message is published, a queue with few messages ready
+	// says nothing about the deliveries in hand.
+	return x, func() { urls <- x.url }
 }
 
 // waitInHand waits, for 10 s at most, until the group's queue has at most
@@ -145,7 +147,7 @@ func TestBatchAppliesEachEventOnceWithItsOwnMetadata(t *testing.T) {
 			queue = append(queue, envs[10:19]...)
 			var mu sync.Mutex
 			var largest int // the most events the batch handler got at once
-			x := holding(t, len(queue), concurrency, metrics, echo, func(c *consumer.Config) {
+			x, release := holding(t, len(queue), concurrency, metrics, echo, func(c *consumer.Config) {
 				if !tc.many {
 					return
 				}
@@ -163,6 +165,7 @@ func TestBatchAppliesEachEventOnceWithItsOwnMetadata(t *testing.T) {
 			for _, env := range queue {
 				x.publishEnvelope(t, env)
 			}
+			release()
 			testenv.Eventually(t, 20*time.Second, func() error { return echoes(t, x, envs) })
 			for _, env := range envs {
 				if n := x.inboxRows(t, env.ID); n != 1 {
@@ -197,7 +200,7 @@ func TestAFailingEventLeavesTheRestOfItsBatchApplied(t *testing.T) {
 	// envs[1:8] wait together for the first batch: the failing event is
 	// in the second batch with six others.
 	failing, panicking := envs[5], envs[19]
-	x := holding(t, len(envs), 8, metrics, func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
+	x, release := holding(t, len(envs), 8, metrics, func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
 		switch e.ID {
 		case failing.ID:
 			return fmt.Errorf("reserve: %w", domain.ErrInvalid) // permanent: dead at once
@@ -209,6 +212,7 @@ func TestAFailingEventLeavesTheRestOfItsBatchApplied(t *testing.T) {
 	for _, env := range envs {
 		x.publishEnvelope(t, env)
 	}
+	release()
 	dead := x.waitDead(t, 2)
 	var good []outbox.Envelope
 	for _, env := range envs {
@@ -344,10 +348,10 @@ func TestProjectionsApplyABatchInOneCallAndAFailedEventAlone(t *testing.T) {
 			return changed, errs
 		}
 	})
-	urls <- x.url
 	for _, env := range envs {
 		x.publishEnvelope(t, env)
 	}
+	urls <- x.url // the first Project waits for it: see holding
 	if dead := x.waitDead(t, 1); dead[0].ID != failing.ID.String() {
 		t.Errorf("%s went to the dead queue (%s), want only %s", dead[0].ID, dead[0].Reason, failing.ID)
 	}
