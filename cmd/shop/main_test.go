@@ -284,19 +284,27 @@ func postJSON(t *testing.T, url, token, body string, wantStatus int) map[string]
 	return out
 }
 
+// startLimitedAPI migrates a fresh database and starts `shop api` on it
+// with a rate limit of 2 requests per client and a token per 100 s after
+// them: within a test, only the first two of a client go through.
+func startLimitedAPI(t *testing.T) (*exec.Cmd, string) {
+	t.Helper()
+	env := map[string]string{
+		"DATABASE_URL": freshDatabaseURL(t), "HTTP_ADDR": "127.0.0.1:0", "JWT_SECRET": strings.Repeat("s", 32),
+		"RATE_LIMIT": "0.01", "RATE_LIMIT_BURST": "2",
+	}
+	if _, stderr, code := shop(t, env, "migrate"); code != 0 {
+		t.Fatalf("migrate: %s", stderr)
+	}
+	return startAPI(t, env)
+}
+
 // TestAPILimitsEachClient: RATE_LIMIT and RATE_LIMIT_BURST reach `shop
 // api`: past the burst a client gets 429 with Retry-After, while the health
 // check still answers.
 func TestAPILimitsEachClient(t *testing.T) {
 	t.Parallel()
-	env := map[string]string{
-		"DATABASE_URL": freshDatabaseURL(t), "HTTP_ADDR": "127.0.0.1:0", "JWT_SECRET": strings.Repeat("s", 32),
-		"RATE_LIMIT": "0.01", "RATE_LIMIT_BURST": "2", // a token per 100 s: only the burst goes through
-	}
-	if _, stderr, code := shop(t, env, "migrate"); code != 0 {
-		t.Fatalf("migrate: %s", stderr)
-	}
-	api, addr := startAPI(t, env)
+	api, addr := startLimitedAPI(t)
 	unknown := "http://" + addr + "/v1/products/" + uuid.NewString()
 	var statuses []int
 	for range 4 {

@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,30 +20,12 @@ import (
 	"github.com/shopdev/shop/internal/testenv"
 )
 
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startNginx runs nginx with deploy/nginx/default.conf.template rendered
 // the way the official image renders it (SHOP_API=api, the resolver
 // loopback), listening on a free port of loopback instead of 8080. It
 // returns nginx's address and its access log. Without nginx installed the
 // test is skipped, unless SHOP_TEST_REQUIRE_NGINX is set (CI sets it).
-func startNginx(t *testing.T, api string) (string, *syncBuffer) {
+func startNginx(t *testing.T, api string) (string, *testenv.Logs) {
 	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
@@ -85,7 +66,7 @@ http {
 `, dir)
 	testenv.Must(t, os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644), "write nginx.conf")
 	cmd := exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", "stderr", "-g", "daemon off;")
-	access := &syncBuffer{}
+	access := &testenv.Logs{}
 	cmd.Stdout, cmd.Stderr = access, access
 	// Its workers outlive a killed master: stop the whole process group.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -112,14 +93,7 @@ http {
 // limit stop at nginx.
 func TestNginxFrontsTheAPI(t *testing.T) {
 	t.Parallel()
-	env := map[string]string{
-		"DATABASE_URL": freshDatabaseURL(t), "HTTP_ADDR": "127.0.0.1:0", "JWT_SECRET": strings.Repeat("s", 32),
-		"RATE_LIMIT": "0.01", "RATE_LIMIT_BURST": "2", // a token per 100 s: only the burst goes through
-	}
-	if _, stderr, code := shop(t, env, "migrate"); code != 0 {
-		t.Fatalf("migrate: %s", stderr)
-	}
-	api, apiAddr := startAPI(t, env)
+	api, apiAddr := startLimitedAPI(t)
 	addr, access := startNginx(t, apiAddr)
 	base := "http://" + addr
 
