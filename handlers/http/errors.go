@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	stdhttp "net/http"
+	"strconv"
 
 	"github.com/labstack/echo/v4"
 
@@ -73,7 +75,8 @@ func (s *Server) handleError(err error, c echo.Context) {
 		p.Status, p.Detail = stdhttp.StatusUnprocessableEntity, publicMessage(err)
 	case errors.Is(err, errRateLimited):
 		p.Status, p.Detail = stdhttp.StatusTooManyRequests, err.Error()
-		c.Response().Header().Set("Retry-After", "1")
+		// A client past its burst gets its next request after 1/RateLimit s.
+		c.Response().Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(1/s.cfg.RateLimit)))))
 	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		p.Status, p.Detail = stdhttp.StatusServiceUnavailable, "a dependency is unavailable; retry later"
 		c.Response().Header().Set("Retry-After", "1")

@@ -12,7 +12,8 @@ import (
 )
 
 // TestRateLimitAnswers429PerClient: a client past its burst gets 429
-// problem+json with Retry-After, and its limited command writes nothing;
+// problem+json with Retry-After (when its next request may go), and its
+// limited command writes nothing;
 // another client, and the health and metrics endpoints, go on. The clients
 // come through a proxy on loopback that names them in X-Forwarded-For.
 func TestRateLimitAnswers429PerClient(t *testing.T) {
@@ -53,8 +54,8 @@ func TestRateLimitAnswers429PerClient(t *testing.T) {
 				return
 			}
 			p := r.problem(t, http.StatusTooManyRequests)
-			if p.Detail == "" || r.header.Get("Retry-After") != "1" {
-				t.Errorf("429 with detail %q and Retry-After %q; want a detail and Retry-After: 1", p.Detail, r.header.Get("Retry-After"))
+			if p.Detail == "" || r.header.Get("Retry-After") != "100" {
+				t.Errorf("429 with detail %q and Retry-After %q; want a detail and Retry-After: 100 (a request per 100 s)", p.Detail, r.header.Get("Retry-After"))
 			}
 			a.unchanged(t, before)
 		})
