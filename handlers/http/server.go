@@ -60,8 +60,8 @@ type Config struct {
 	// RateLimit is how many requests per second one client may make on
 	// average, RateBurst how many at once; beyond, 429 with Retry-After.
 	// A client is its IP address: the peer's, or when the peer is a proxy
-	// on a loopback or private address, the last address before it in
-	// X-Forwarded-For. /healthz, /readyz and /metrics are never limited.
+	// on a loopback or private address, the nearest address in
+	// X-Forwarded-For that is not such a proxy. /healthz, /readyz and /metrics are never limited.
 	// Each API process counts on its own. Default 0: no limit.
 	RateLimit float64
 	// RateBurst defaults to twice RateLimit (at least 1).
