@@ -21,8 +21,9 @@ import (
 )
 
 // startNginx runs nginx with deploy/nginx/default.conf.template rendered
-// the way the official image renders it (SHOP_API=api, the resolver
-// loopback), listening on a free port of loopback instead of 8080. It
+// the way the official image renders it (SHOP_API the address of api,
+// NGINX_RESOLVER loopback: the API's address needs no lookup), listening
+// on a free port of loopback instead of 8080. It
 // returns nginx's address and its access log. Without nginx installed the
 // test is skipped, unless SHOP_TEST_REQUIRE_NGINX is set (CI sets it).
 func startNginx(t *testing.T, api string) (string, *testenv.Logs) {
