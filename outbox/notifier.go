@@ -24,10 +24,16 @@ import (
 // At most one notification is in flight per process; partitions marked
 // meanwhile are merged into the next. A notification lost to a crash or a
 // broken connection only delays the rows until the relays' next poll.
+//
+// A relay in the same process (`shop run`) is woken directly by Notify
+// (WakeLocal), without the round trip through Postgres; the notification
+// still goes out for the other replicas, and names its origin so that this
+// relay skips it.
 type Notifier struct {
-	pool *pgxpool.Pool
-	log  *slog.Logger
-	wake chan struct{}
+	pool  *pgxpool.Pool
+	log   *slog.Logger
+	wake  chan struct{}
+	local *Relay // woken directly; nil when none runs in this process
 
 	mu      sync.Mutex
 	pending [Partitions]bool
@@ -38,10 +44,17 @@ func NewNotifier(pool *pgxpool.Pool, log *slog.Logger) *Notifier {
 	return &Notifier{pool: pool, log: log, wake: make(chan struct{}, 1)}
 }
 
+// WakeLocal makes Notify wake r, a relay of this process, at once. Call it
+// before the notifier is used.
+func (n *Notifier) WakeLocal(r *Relay) { n.local = r }
+
 // Notify marks partitions as having new rows. It never blocks.
 func (n *Notifier) Notify(partitions []int16) {
 	if len(partitions) == 0 {
 		return
+	}
+	if n.local != nil {
+		n.local.Wake(partitions)
 	}
 	n.mu.Lock()
 	for _, p := range partitions {
@@ -72,19 +85,29 @@ func (n *Notifier) Run(ctx context.Context) error {
 	}
 }
 
-// take returns the pending partitions as a payload and clears them.
+// take returns the pending partitions as a payload and clears them:
+// "3,7,12", or "ORIGIN:3,7,12" when a relay of this process was woken
+// already.
 func (n *Notifier) take() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var b strings.Builder
+	if n.local != nil {
+		b.WriteString(n.local.origin)
+		b.WriteByte(':')
+	}
+	start := b.Len()
 	for p, marked := range n.pending {
 		if marked {
-			if b.Len() > 0 {
+			if b.Len() > start {
 				b.WriteByte(',')
 			}
 			b.WriteString(strconv.Itoa(p))
 			n.pending[p] = false
 		}
+	}
+	if b.Len() == start {
+		return ""
 	}
 	return b.String()
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -122,6 +123,7 @@ type Relay struct {
 	broker  *broker
 	sched   *scheduler
 	deleted atomic.Int64 // rows deleted since the last vacuum
+	origin  string       // names the notifications of this process's Notifiers
 }
 
 // NewRelay returns a relay for cfg.
@@ -133,7 +135,19 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		cfg:    cfg,
 		broker: &broker{url: cfg.AMQPURL, log: cfg.Logger, backoff: backoff{cfg.MinBackoff, cfg.MaxBackoff}},
 		sched:  newScheduler(),
+		origin: uuid.NewString(),
 	}, nil
+}
+
+// Wake marks partitions that a commit of this process wrote to, so that the
+// relay starts on them without waiting for the notification to come back
+// from Postgres (Notifier.WakeLocal).
+func (r *Relay) Wake(partitions []int16) {
+	for _, p := range partitions {
+		if p >= 0 && int(p) < Partitions {
+			r.sched.mark(int(p))
+		}
+	}
 }
 
 // Connected reports whether the relay holds an open RabbitMQ connection.
@@ -192,7 +206,14 @@ func (r *Relay) listenOnce(ctx context.Context, connected func()) error {
 		if err != nil {
 			return fmt.Errorf("wait for notification: %w", err)
 		}
-		for field := range strings.SplitSeq(n.Payload, ",") {
+		payload := n.Payload
+		if origin, parts, ok := strings.Cut(payload, ":"); ok {
+			if origin == r.origin {
+				continue // this process woke the relay already
+			}
+			payload = parts
+		}
+		for field := range strings.SplitSeq(payload, ",") {
 			if p, err := strconv.Atoi(field); err == nil && p >= 0 && p < Partitions {
 				r.sched.mark(p)
 			} else {

@@ -343,16 +343,74 @@ func TestRelayWakesOnNotificationsWithoutPolling(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go func() { _ = notifier.Run(ctx) }()
-	uow := store.NewUnitOfWork(pool, notifier)
-	for i := range 20 {
+	addNamedProducts(t, store.NewUnitOfWork(pool, notifier), "N", 20)
+	// With polling an hour away, only the notifications can bring these.
+	testenv.CheckOrder(t, s.WaitFor(t, committed(t, pool), 10*time.Second))
+}
+
+// TestRelayWakesFromCommitsOfItsProcess checks that a relay woken by the
+// notifier of its own process (`shop run`) needs no notification through
+// Postgres: this notifier never sends one, and polling is an hour away.
+func TestRelayWakesFromCommitsOfItsProcess(t *testing.T) {
+	t.Parallel()
+	dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
+	pool := openPool(t, dbURL, 8)
+	recordCommits(t, pool)
+	s := testenv.NewSink(t, amqpURL)
+	relay := startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) { c.PollInterval = time.Hour })
+	testenv.Eventually(t, 10*time.Second, func() error { // listening, and idle
+		if !relay.Connected() {
+			return fmt.Errorf("not connected yet")
+		}
+		return nil
+	})
+
+	notifier := outbox.NewNotifier(pool, quiet) // not running: it sends nothing to Postgres
+	notifier.WakeLocal(relay)
+	addNamedProducts(t, store.NewUnitOfWork(pool, notifier), "L", 20)
+	testenv.CheckOrder(t, s.WaitFor(t, committed(t, pool), 10*time.Second))
+}
+
+// TestNotificationsOfAProcessWithARelayWakeTheOthers checks that the
+// notifications of a process that wakes its own relay directly still wake
+// the relays of other processes.
+func TestNotificationsOfAProcessWithARelayWakeTheOthers(t *testing.T) {
+	t.Parallel()
+	dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
+	pool := openPool(t, dbURL, 8)
+	recordCommits(t, pool)
+	s := testenv.NewSink(t, amqpURL)
+	other := startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) { c.PollInterval = time.Hour })
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if !other.Connected() {
+			return fmt.Errorf("not connected yet")
+		}
+		return nil
+	})
+	// This process's relay is marked by every commit but never runs: only
+	// the other one can publish.
+	own, err := outbox.NewRelay(outbox.RelayConfig{Pool: pool, AMQPURL: amqpURL, Logger: quiet})
+	testenv.Must(t, err, "own relay")
+
+	notifier := outbox.NewNotifier(pool, quiet)
+	notifier.WakeLocal(own)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _ = notifier.Run(ctx) }()
+	addNamedProducts(t, store.NewUnitOfWork(pool, notifier), "O", 20)
+	testenv.CheckOrder(t, s.WaitFor(t, committed(t, pool), 10*time.Second))
+}
+
+// addNamedProducts commits n products, one per transaction, SKUs prefix-i.
+func addNamedProducts(t *testing.T, uow *store.UnitOfWork, prefix string, n int) {
+	t.Helper()
+	for i := range n {
 		err := uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
-			_, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: fmt.Sprintf("N-%d", i), Name: "N", PriceCents: 1}, time.Now())
+			_, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: fmt.Sprintf("%s-%d", prefix, i), Name: prefix, PriceCents: 1}, time.Now())
 			return err
 		})
 		testenv.Must(t, err, "add product")
 	}
-	// With polling an hour away, only the notifications can bring these.
-	testenv.CheckOrder(t, s.WaitFor(t, committed(t, pool), 10*time.Second))
 }
 
 // TestRelayVacuumsTheOutbox checks that the relay vacuums the outbox itself

@@ -85,6 +85,7 @@ func apiProcess(ctx context.Context, cfg config, log *slog.Logger, reg *promethe
 	}
 	notifier := outbox.NewNotifier(pool, log)
 	return &process{
+		notifier: notifier,
 		run: func(ctx context.Context) error {
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()

@@ -121,7 +121,7 @@ func consumeProcess(ctx context.Context, cfg config, log *slog.Logger, reg *prom
 		wg.Wait()
 		return nil
 	}
-	return &process{run: run, ready: ready, close: release}, nil
+	return &process{run: run, ready: ready, close: release, notifier: notifier}, nil
 }
 
 func openRedis(cfg config) (*redis.Client, error) {

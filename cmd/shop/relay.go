@@ -43,7 +43,8 @@ func relayProcess(ctx context.Context, cfg config, log *slog.Logger, reg *promet
 		return nil, err
 	}
 	return &process{
-		run: relay.Run,
+		relay: relay,
+		run:   relay.Run,
 		ready: func(ctx context.Context) error {
 			if err := pool.Ping(ctx); err != nil {
 				return fmt.Errorf("postgres: %w", err)
@@ -96,6 +97,9 @@ type process struct {
 	run   func(ctx context.Context) error
 	ready func(ctx context.Context) error
 	close func()
+
+	notifier *outbox.Notifier // wakes the relays after its commits, if it writes
+	relay    *outbox.Relay    // if it relays
 }
 
 // runWithOps runs a long-lived process with its operations server on addr:

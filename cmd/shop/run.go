@@ -32,6 +32,9 @@ func runCmd(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	defer consumers.close()
+	// Commits wake the relay beside them directly, not through Postgres.
+	api.notifier.WakeLocal(relay.relay)
+	consumers.notifier.WakeLocal(relay.relay)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
