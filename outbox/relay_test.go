@@ -325,80 +325,59 @@ func TestRelayStartsBeforeRabbitMQ(t *testing.T) {
 	}
 }
 
-func TestRelayWakesOnNotificationsWithoutPolling(t *testing.T) {
+// TestRelayWakesWithoutPolling checks that, with polling an hour away, a
+// commit wakes a relay listening in another process through Postgres, and
+// one in its own process (`shop run`) directly.
+func TestRelayWakesWithoutPolling(t *testing.T) {
 	t.Parallel()
-	dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
-	pool := openPool(t, dbURL, 8)
-	recordCommits(t, pool)
-	s := testenv.NewSink(t, amqpURL)
-	relay := startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) { c.PollInterval = time.Hour })
-	testenv.Eventually(t, 10*time.Second, func() error { // listening, and idle
-		if !relay.Connected() {
-			return fmt.Errorf("not connected yet")
-		}
-		return nil
-	})
-
-	notifier := outbox.NewNotifier(pool, quiet)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go func() { _ = notifier.Run(ctx) }()
-	addNamedProducts(t, store.NewUnitOfWork(pool, notifier), "N", 20)
-	// With polling an hour away, only the notifications can bring these.
-	testenv.CheckOrder(t, s.WaitFor(t, committed(t, pool), 10*time.Second))
-}
-
-// TestRelayWakesFromCommitsOfItsProcess checks that a relay woken by the
-// notifier of its own process (`shop run`) needs no notification through
-// Postgres: this notifier never sends one, and polling is an hour away.
-func TestRelayWakesFromCommitsOfItsProcess(t *testing.T) {
-	t.Parallel()
-	dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
-	pool := openPool(t, dbURL, 8)
-	recordCommits(t, pool)
-	s := testenv.NewSink(t, amqpURL)
-	relay := startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) { c.PollInterval = time.Hour })
-	testenv.Eventually(t, 10*time.Second, func() error { // listening, and idle
-		if !relay.Connected() {
-			return fmt.Errorf("not connected yet")
-		}
-		return nil
-	})
-
-	notifier := outbox.NewNotifier(pool, quiet) // not running: it sends nothing to Postgres
-	notifier.WakeLocal(relay)
-	addNamedProducts(t, store.NewUnitOfWork(pool, notifier), "L", 20)
-	testenv.CheckOrder(t, s.WaitFor(t, committed(t, pool), 10*time.Second))
-}
-
-// TestNotificationsOfAProcessWithARelayWakeTheOthers checks that the
-// notifications of a process that wakes its own relay directly still wake
-// the relays of other processes.
-func TestNotificationsOfAProcessWithARelayWakeTheOthers(t *testing.T) {
-	t.Parallel()
-	dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
-	pool := openPool(t, dbURL, 8)
-	recordCommits(t, pool)
-	s := testenv.NewSink(t, amqpURL)
-	other := startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) { c.PollInterval = time.Hour })
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if !other.Connected() {
-			return fmt.Errorf("not connected yet")
-		}
-		return nil
-	})
-	// This process's relay is marked by every commit but never runs: only
-	// the other one can publish.
-	own, err := outbox.NewRelay(outbox.RelayConfig{Pool: pool, AMQPURL: amqpURL, Logger: quiet})
-	testenv.Must(t, err, "own relay")
-
-	notifier := outbox.NewNotifier(pool, quiet)
-	notifier.WakeLocal(own)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go func() { _ = notifier.Run(ctx) }()
-	addNamedProducts(t, store.NewUnitOfWork(pool, notifier), "O", 20)
-	testenv.CheckOrder(t, s.WaitFor(t, committed(t, pool), 10*time.Second))
+	running := func(t *testing.T, n *outbox.Notifier) *outbox.Notifier {
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		go func() { _ = n.Run(ctx) }()
+		return n
+	}
+	cases := []struct {
+		name string
+		// writer returns the notifier of the process that commits; relay
+		// is the one listening.
+		writer func(t *testing.T, pool *pgxpool.Pool, amqpURL string, relay *outbox.Relay) *outbox.Notifier
+	}{
+		{"another process notifies through Postgres", func(t *testing.T, pool *pgxpool.Pool, _ string, _ *outbox.Relay) *outbox.Notifier {
+			return running(t, outbox.NewNotifier(pool, quiet))
+		}},
+		{"its own process wakes it directly, sending nothing to Postgres", func(_ *testing.T, pool *pgxpool.Pool, _ string, relay *outbox.Relay) *outbox.Notifier {
+			n := outbox.NewNotifier(pool, quiet) // not running: no notification
+			n.WakeLocal(relay)
+			return n
+		}},
+		{"another process that woke its own relay still notifies", func(t *testing.T, pool *pgxpool.Pool, amqpURL string, _ *outbox.Relay) *outbox.Notifier {
+			// That process's relay is marked by every commit but never
+			// runs: only the listening one can publish.
+			own, err := outbox.NewRelay(outbox.RelayConfig{Pool: pool, AMQPURL: amqpURL, Logger: quiet})
+			testenv.Must(t, err, "own relay")
+			n := outbox.NewNotifier(pool, quiet)
+			n.WakeLocal(own)
+			return running(t, n)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
+			pool := openPool(t, dbURL, 8)
+			recordCommits(t, pool)
+			s := testenv.NewSink(t, amqpURL)
+			relay := startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) { c.PollInterval = time.Hour })
+			testenv.Eventually(t, 10*time.Second, func() error { // listening, and idle
+				if !relay.Connected() {
+					return fmt.Errorf("not connected yet")
+				}
+				return nil
+			})
+			addNamedProducts(t, store.NewUnitOfWork(pool, tc.writer(t, pool, amqpURL, relay)), "W", 20)
+			testenv.CheckOrder(t, s.WaitFor(t, committed(t, pool), 10*time.Second))
+		})
+	}
 }
 
 // addNamedProducts commits n products, one per transaction, SKUs prefix-i.
