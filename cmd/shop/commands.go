@@ -18,7 +18,7 @@ import (
 	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/auth"
 	"github.com/shopdev/shop/domain/user"
-	shophttp "github.com/shopdev/shop/handlers/http"
+	"github.com/shopdev/shop/handlers/httpapi"
 	"github.com/shopdev/shop/outbox"
 	"github.com/shopdev/shop/projections"
 	"github.com/shopdev/shop/store"
@@ -89,7 +89,7 @@ func apiProcess(ctx context.Context, cfg config, log *slog.Logger, reg *promethe
 		run: func(ctx context.Context) error {
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
-			handler, err := shophttp.New(shophttp.Config{Pool: pool, Auth: a, Logger: log, Notifier: notifier,
+			handler, err := httpapi.New(httpapi.Config{Pool: pool, Auth: a, Logger: log, Notifier: notifier,
 				Registry: reg, Redis: models, Watcher: models.Watch(ctx), RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst})
 			if err != nil {
 				return err

@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/shopdev/shop/consumer"
 	"github.com/shopdev/shop/domain"
-	"github.com/shopdev/shop/handlers/consumer"
 	"github.com/shopdev/shop/handlers/emails"
 	"github.com/shopdev/shop/handlers/inventory"
 	"github.com/shopdev/shop/handlers/orders"

@@ -21,10 +21,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/wneessen/go-mail"
 
+	"github.com/shopdev/shop/consumer"
 	"github.com/shopdev/shop/domain"
 	"github.com/shopdev/shop/domain/order"
 	"github.com/shopdev/shop/domain/user"
-	"github.com/shopdev/shop/handlers/consumer"
 	"github.com/shopdev/shop/outbox"
 	"github.com/shopdev/shop/store"
 )

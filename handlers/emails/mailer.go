@@ -11,7 +11,7 @@ import (
 
 	"github.com/wneessen/go-mail"
 
-	"github.com/shopdev/shop/handlers/consumer"
+	"github.com/shopdev/shop/consumer"
 )
 
 // Message is one email to send.

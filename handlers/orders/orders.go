@@ -14,10 +14,10 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/shopdev/shop/consumer"
 	"github.com/shopdev/shop/domain"
 	"github.com/shopdev/shop/domain/order"
 	"github.com/shopdev/shop/domain/stock"
-	"github.com/shopdev/shop/handlers/consumer"
 	"github.com/shopdev/shop/outbox"
 	"github.com/shopdev/shop/store"
 )

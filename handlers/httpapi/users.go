@@ -1,9 +1,9 @@
-package http
+package httpapi
 
 import (
 	"context"
 	"errors"
-	stdhttp "net/http"
+	"net/http"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -52,7 +52,7 @@ func (s *Server) registerUser(c echo.Context) error {
 			return reply{}, err
 		}
 		// No Location: no route reads a user back.
-		return reply{status: stdhttp.StatusCreated, body: newUserResponse(u)}, nil
+		return reply{status: http.StatusCreated, body: newUserResponse(u)}, nil
 	})
 }
 
@@ -83,5 +83,5 @@ func (s *Server) issueToken(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(stdhttp.StatusOK, token)
+	return c.JSON(http.StatusOK, token)
 }

@@ -17,8 +17,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/shopdev/shop/consumer"
 	"github.com/shopdev/shop/domain"
-	"github.com/shopdev/shop/handlers/consumer"
 	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/outbox"
 	"github.com/shopdev/shop/store"

@@ -1,4 +1,4 @@
-package http_test
+package httpapi_test
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shopdev/shop/domain/order"
-	shophttp "github.com/shopdev/shop/handlers/http"
+	"github.com/shopdev/shop/handlers/httpapi"
 	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/projections"
 )
@@ -24,7 +24,7 @@ import (
 // withRedis serves the read models from Redis at addr under a key prefix of
 // the test's own (deleted when it ends), with ?min_version waiting up to
 // wait.
-func withRedis(t *testing.T, addr string, wait time.Duration) (func(*shophttp.Config), *projections.Store) {
+func withRedis(t *testing.T, addr string, wait time.Duration) (func(*httpapi.Config), *projections.Store) {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
 	prefix := "shop_test_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12] + ":"
@@ -40,12 +40,12 @@ func withRedis(t *testing.T, addr string, wait time.Duration) (func(*shophttp.Co
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	watcher := models.Watch(ctx)
-	return func(c *shophttp.Config) {
+	return func(c *httpapi.Config) {
 		c.Redis, c.Watcher, c.MinVersionWait = models, watcher, wait
 	}, models
 }
 
-func source(r response) string { return r.header.Get(shophttp.HeaderReadSource) }
+func source(r response) string { return r.header.Get(httpapi.HeaderReadSource) }
 
 func TestQueriesMissRedisThenServeIt(t *testing.T) {
 	t.Parallel()
@@ -155,7 +155,7 @@ func TestMinVersionWaitsForTheProjection(t *testing.T) {
 	// in parallel) can neither make the projection late nor make a Redis
 	// read time out and fall back to Postgres.
 	withModels, models := withRedis(t, "127.0.0.1:6379", 20*time.Second)
-	a := newAPIWith(t, func(c *shophttp.Config) {
+	a := newAPIWith(t, func(c *httpapi.Config) {
 		withModels(c)
 		c.RedisTimeout = 10 * time.Second
 	})
@@ -185,7 +185,7 @@ func TestMinVersionWaitsForTheProjection(t *testing.T) {
 	if err := json.Unmarshal(r.raw, &got); err != nil || got.Status != "confirmed" || got.Version != 2 || source(r) != "redis" {
 		t.Fatalf("min_version=2 answered %s from %s; want the confirmed order v2 from redis", r.raw, source(r))
 	}
-	if r.header.Get(shophttp.HeaderStale) != "" {
+	if r.header.Get(httpapi.HeaderStale) != "" {
 		t.Errorf("a reached min_version is marked stale")
 	}
 
@@ -202,8 +202,8 @@ func TestMinVersionNotReachedAnswersTheLatestViewMarkedStale(t *testing.T) {
 	r := a.do(t, "GET", "/v1/orders/"+o.ID+"?min_version=9", annToken, nil, nil).expect(t, http.StatusOK)
 	var got orderJSON
 	r.into(t, &got)
-	if r.header.Get(shophttp.HeaderStale) != "true" || got.Version != 1 || got.Status != "pending" {
-		t.Errorf("min_version=9: %+v with stale header %q; want the pending v1, marked stale", got, r.header.Get(shophttp.HeaderStale))
+	if r.header.Get(httpapi.HeaderStale) != "true" || got.Version != 1 || got.Status != "pending" {
+		t.Errorf("min_version=9: %+v with stale header %q; want the pending v1, marked stale", got, r.header.Get(httpapi.HeaderStale))
 	}
 }
 
@@ -218,9 +218,9 @@ func TestQueriesAnswerFromPostgresWhenRedisIsDown(t *testing.T) {
 	for i := range 6 { // past the breaker's threshold: it opens, answers stay right
 		for _, path := range []string{"/v1/products/" + p.ID, "/v1/orders/" + o.ID + "?min_version=1", "/v1/products", "/v1/orders"} {
 			r := a.do(t, "GET", path, annToken, nil, nil).expect(t, http.StatusOK)
-			if source(r) != "postgres" || r.header.Get(shophttp.HeaderRedis) != "unavailable" {
+			if source(r) != "postgres" || r.header.Get(httpapi.HeaderRedis) != "unavailable" {
 				t.Fatalf("round %d %s: source %q, %s %q; want postgres and unavailable", i, path, source(r),
-					shophttp.HeaderRedis, r.header.Get(shophttp.HeaderRedis))
+					httpapi.HeaderRedis, r.header.Get(httpapi.HeaderRedis))
 			}
 		}
 	}
@@ -276,8 +276,8 @@ func TestRedisStoppedAndStartedAgain(t *testing.T) {
 	stop()
 	for range 5 { // a hang would fail the request's own deadline (see send)
 		r := a.do(t, "GET", path, "", nil, nil).expect(t, http.StatusOK)
-		if source(r) != "postgres" || r.header.Get(shophttp.HeaderRedis) != "unavailable" {
-			t.Fatalf("Redis down: source %q, %s %q", source(r), shophttp.HeaderRedis, r.header.Get(shophttp.HeaderRedis))
+		if source(r) != "postgres" || r.header.Get(httpapi.HeaderRedis) != "unavailable" {
+			t.Fatalf("Redis down: source %q, %s %q", source(r), httpapi.HeaderRedis, r.header.Get(httpapi.HeaderRedis))
 		}
 	}
 

@@ -1,8 +1,8 @@
-package http
+package httpapi
 
 import (
 	"context"
-	stdhttp "net/http"
+	"net/http"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -57,7 +57,7 @@ func (s *Server) createProduct(c echo.Context) error {
 		if err != nil {
 			return reply{}, err
 		}
-		return reply{status: stdhttp.StatusCreated, location: productLocation(p), body: newProductResponse(p)}, nil
+		return reply{status: http.StatusCreated, location: productLocation(p), body: newProductResponse(p)}, nil
 	})
 }
 
@@ -77,7 +77,7 @@ func (s *Server) updateProduct(c echo.Context) error {
 		if err != nil {
 			return reply{}, err
 		}
-		return reply{status: stdhttp.StatusOK, body: newProductResponse(p)}, nil
+		return reply{status: http.StatusOK, body: newProductResponse(p)}, nil
 	})
 }
 
@@ -97,6 +97,6 @@ func (s *Server) restockProduct(c echo.Context) error {
 		if err != nil {
 			return reply{}, err
 		}
-		return reply{status: stdhttp.StatusAccepted, location: productLocation(p), body: newProductResponse(p)}, nil
+		return reply{status: http.StatusAccepted, location: productLocation(p), body: newProductResponse(p)}, nil
 	})
 }

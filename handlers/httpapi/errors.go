@@ -1,11 +1,11 @@
-package http
+package httpapi
 
 import (
 	"context"
 	"errors"
 	"log/slog"
 	"math"
-	stdhttp "net/http"
+	"net/http"
 	"strconv"
 
 	"github.com/labstack/echo/v4"
@@ -54,7 +54,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	)
 	switch {
 	case errors.As(err, &validation):
-		p.Status, p.Detail, p.Errors = stdhttp.StatusUnprocessableEntity, "the request has invalid fields", validation.Fields
+		p.Status, p.Detail, p.Errors = http.StatusUnprocessableEntity, "the request has invalid fields", validation.Fields
 	case errors.As(err, &pe):
 		p.Status, p.Detail = pe.status, pe.detail
 	case errors.As(err, &he):
@@ -63,27 +63,27 @@ func (s *Server) handleError(err error, c echo.Context) {
 			p.Detail = msg
 		}
 	case errors.Is(err, domain.ErrUnauthorized):
-		p.Status, p.Detail = stdhttp.StatusUnauthorized, publicMessage(err)
+		p.Status, p.Detail = http.StatusUnauthorized, publicMessage(err)
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="shop"`)
 	case errors.Is(err, domain.ErrForbidden):
-		p.Status, p.Detail = stdhttp.StatusForbidden, publicMessage(err)
+		p.Status, p.Detail = http.StatusForbidden, publicMessage(err)
 	case errors.Is(err, domain.ErrNotFound):
-		p.Status, p.Detail = stdhttp.StatusNotFound, publicMessage(err)
+		p.Status, p.Detail = http.StatusNotFound, publicMessage(err)
 	case errors.Is(err, domain.ErrConflict):
-		p.Status, p.Detail = stdhttp.StatusConflict, publicMessage(err)
+		p.Status, p.Detail = http.StatusConflict, publicMessage(err)
 	case errors.Is(err, domain.ErrInvalid):
-		p.Status, p.Detail = stdhttp.StatusUnprocessableEntity, publicMessage(err)
+		p.Status, p.Detail = http.StatusUnprocessableEntity, publicMessage(err)
 	case errors.Is(err, errRateLimited):
-		p.Status, p.Detail = stdhttp.StatusTooManyRequests, err.Error()
+		p.Status, p.Detail = http.StatusTooManyRequests, err.Error()
 		// A client past its burst gets its next request after 1/RateLimit s.
 		c.Response().Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(1/s.cfg.RateLimit)))))
 	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		p.Status, p.Detail = stdhttp.StatusServiceUnavailable, "a dependency is unavailable; retry later"
+		p.Status, p.Detail = http.StatusServiceUnavailable, "a dependency is unavailable; retry later"
 		c.Response().Header().Set("Retry-After", "1")
 	case errors.Is(err, context.Canceled) && req.Context().Err() != nil:
 		p.Status = 499 // the client went away; nobody reads this answer
 	default:
-		p.Status, p.Detail = stdhttp.StatusInternalServerError, "internal error; quote the request id when reporting it"
+		p.Status, p.Detail = http.StatusInternalServerError, "internal error; quote the request id when reporting it"
 	}
 	if p.Status >= 500 {
 		s.cfg.Logger.LogAttrs(req.Context(), slog.LevelError, "request failed",
@@ -91,8 +91,8 @@ func (s *Server) handleError(err error, c echo.Context) {
 			slog.String("request_id", p.RequestID), slog.String("correlation_id", correlationID(c)),
 			slog.String("error", err.Error()))
 	}
-	p.Title = stdhttp.StatusText(p.Status)
-	if req.Method == stdhttp.MethodHead {
+	p.Title = http.StatusText(p.Status)
+	if req.Method == http.MethodHead {
 		_ = c.NoContent(p.Status)
 		return
 	}

@@ -4,14 +4,14 @@
 // and the one error handler that turns every error into problem+json.
 // Handlers are thin: decode, call a command of package app in a unit of work
 // or a read, encode.
-package http
+package httpapi
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	stdhttp "net/http"
+	"net/http"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -191,7 +191,7 @@ func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 func (s *Server) healthz(c echo.Context) error {
-	return c.JSON(stdhttp.StatusOK, map[string]string{"status": "ok"})
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // readyz answers 200 when Postgres answers within ReadyTimeout, else 503.
@@ -199,7 +199,7 @@ func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.ReadyTimeout)
 	defer cancel()
 	if err := s.cfg.Pool.Ping(ctx); err != nil {
-		return problemError{status: stdhttp.StatusServiceUnavailable, detail: "postgres is not answering"}
+		return problemError{status: http.StatusServiceUnavailable, detail: "postgres is not answering"}
 	}
-	return c.JSON(stdhttp.StatusOK, map[string]string{"status": "ready", "postgres": "ok"})
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready", "postgres": "ok"})
 }

@@ -1,4 +1,4 @@
-package http_test
+package httpapi_test
 
 import (
 	"bytes"
@@ -21,7 +21,7 @@ import (
 	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/auth"
 	"github.com/shopdev/shop/domain/user"
-	shophttp "github.com/shopdev/shop/handlers/http"
+	"github.com/shopdev/shop/handlers/httpapi"
 	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/store"
 )
@@ -50,13 +50,13 @@ func newAPI(t *testing.T) *api {
 }
 
 // newAPIWith starts the API like newAPI, with tune changing its Config.
-func newAPIWith(t *testing.T, tune func(*shophttp.Config)) *api {
+func newAPIWith(t *testing.T, tune func(*httpapi.Config)) *api {
 	t.Helper()
 	a, err := auth.New(auth.Config{Secret: testSecret, PasswordCost: bcrypt.MinCost})
 	testenv.Must(t, err, "auth")
 	pool := testenv.Pool(t)
 	logs := &testenv.Logs{}
-	cfg := shophttp.Config{
+	cfg := httpapi.Config{
 		Pool:   pool,
 		Auth:   a,
 		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
@@ -64,7 +64,7 @@ func newAPIWith(t *testing.T, tune func(*shophttp.Config)) *api {
 	if tune != nil {
 		tune(&cfg)
 	}
-	e, err := shophttp.New(cfg)
+	e, err := httpapi.New(cfg)
 	testenv.Must(t, err, "http server")
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)

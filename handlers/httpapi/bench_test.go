@@ -1,4 +1,4 @@
-package http_test
+package httpapi_test
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/auth"
 	"github.com/shopdev/shop/domain/user"
-	shophttp "github.com/shopdev/shop/handlers/http"
+	"github.com/shopdev/shop/handlers/httpapi"
 	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/projections"
 	"github.com/shopdev/shop/store"
@@ -34,7 +34,7 @@ func BenchmarkPlaceOrder(b *testing.B) {
 	pool := testenv.Pool(b)
 	a, err := auth.New(auth.Config{Secret: []byte(strings.Repeat("b", 32)), PasswordCost: bcrypt.MinCost})
 	testenv.Must(b, err, "auth")
-	h, err := shophttp.New(shophttp.Config{Pool: pool, Auth: a, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	h, err := httpapi.New(httpapi.Config{Pool: pool, Auth: a, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	testenv.Must(b, err, "api")
 	uow := store.NewUnitOfWork(pool, nil)
 	now := time.Now()
@@ -117,7 +117,7 @@ func benchmarkGetProduct(b *testing.B, client func(*redis.Client) (redis.Univers
 	testenv.Must(b, err, "redis client")
 	models, err := projections.New(projections.Config{Client: reads, Prefix: prefix})
 	testenv.Must(b, err, "projections")
-	h, err := shophttp.New(shophttp.Config{Pool: pool, Auth: a, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Redis: models, RateLimit: limit})
+	h, err := httpapi.New(httpapi.Config{Pool: pool, Auth: a, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Redis: models, RateLimit: limit})
 	testenv.Must(b, err, "api")
 	ids := make([]string, 100)
 	for i := range ids {
@@ -135,8 +135,8 @@ func benchmarkGetProduct(b *testing.B, client func(*redis.Client) (redis.Univers
 			req := httptest.NewRequest(http.MethodGet, "/v1/products/"+ids[n.Add(1)%int64(len(ids))], nil)
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
-			if rec.Code != http.StatusOK || rec.Header().Get(shophttp.HeaderReadSource) != "redis" {
-				b.Errorf("status %d from %q: %s", rec.Code, rec.Header().Get(shophttp.HeaderReadSource), rec.Body)
+			if rec.Code != http.StatusOK || rec.Header().Get(httpapi.HeaderReadSource) != "redis" {
+				b.Errorf("status %d from %q: %s", rec.Code, rec.Header().Get(httpapi.HeaderReadSource), rec.Body)
 				return
 			}
 		}

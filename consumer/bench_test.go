@@ -17,9 +17,9 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/shopdev/shop/app"
+	"github.com/shopdev/shop/consumer"
 	"github.com/shopdev/shop/domain/order"
 	"github.com/shopdev/shop/domain/user"
-	"github.com/shopdev/shop/handlers/consumer"
 	"github.com/shopdev/shop/handlers/emails"
 	"github.com/shopdev/shop/handlers/inventory"
 	"github.com/shopdev/shop/handlers/orders"

@@ -1,4 +1,4 @@
-package http
+package httpapi
 
 import (
 	"bytes"
@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	stdhttp "net/http"
+	"net/http"
 	"strings"
 
 	"github.com/google/uuid"
@@ -21,11 +21,11 @@ func readBody(c echo.Context) ([]byte, error) {
 	if err != nil {
 		// net/http's MaxBytesReader caps a body with a Content-Length,
 		// Echo's BodyLimit a chunked one.
-		var tooLarge *stdhttp.MaxBytesError
+		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) || errors.Is(err, echo.ErrStatusRequestEntityTooLarge) {
 			return nil, echo.ErrStatusRequestEntityTooLarge
 		}
-		return nil, problemError{status: stdhttp.StatusBadRequest, detail: "could not read the request body"}
+		return nil, problemError{status: http.StatusBadRequest, detail: "could not read the request body"}
 	}
 	return body, nil
 }
@@ -45,7 +45,7 @@ func bind(c echo.Context, dst any) ([]byte, error) {
 // naming the field.
 func decode(body []byte, dst any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
-		return problemError{status: stdhttp.StatusBadRequest, detail: "the request body must be a JSON object"}
+		return problemError{status: http.StatusBadRequest, detail: "the request body must be a JSON object"}
 	}
 	return decodeAt("", body, dst)
 }
@@ -69,22 +69,22 @@ func decodeAt(path string, body []byte, dst any) error {
 	switch {
 	case err == nil:
 		if dec.More() {
-			return problemError{status: stdhttp.StatusBadRequest, detail: "the request body must hold one JSON object"}
+			return problemError{status: http.StatusBadRequest, detail: "the request body must hold one JSON object"}
 		}
 		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-			return problemError{status: stdhttp.StatusBadRequest, detail: "the request body must hold one JSON object"}
+			return problemError{status: http.StatusBadRequest, detail: "the request body must hold one JSON object"}
 		}
 		return nil
 	case errors.As(err, &typeErr):
 		if at(typeErr.Field) == "" {
-			return problemError{status: stdhttp.StatusBadRequest, detail: "the request body must be a JSON object"}
+			return problemError{status: http.StatusBadRequest, detail: "the request body must be a JSON object"}
 		}
 		return domain.Invalid(at(typeErr.Field), "must be "+jsonKind(typeErr.Type.Kind().String()))
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 		return domain.Invalid(at(field), "is not a field of this request")
 	default:
-		return problemError{status: stdhttp.StatusBadRequest, detail: "malformed JSON: " + err.Error()}
+		return problemError{status: http.StatusBadRequest, detail: "malformed JSON: " + err.Error()}
 	}
 }
 

@@ -1,9 +1,9 @@
-package http
+package httpapi
 
 import (
 	"context"
 	"fmt"
-	stdhttp "net/http"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -257,7 +257,7 @@ func answer(c echo.Context, source string, body any, stale bool) error {
 	if stale {
 		c.Response().Header().Set(HeaderStale, "true")
 	}
-	return c.JSON(stdhttp.StatusOK, body)
+	return c.JSON(http.StatusOK, body)
 }
 
 type pageBody[T any] struct {
@@ -275,5 +275,5 @@ func answerPage[T any](c echo.Context, source string, items []T, next uuid.UUID)
 		body.Next = &s
 	}
 	c.Response().Header().Set(HeaderReadSource, source)
-	return c.JSON(stdhttp.StatusOK, body)
+	return c.JSON(http.StatusOK, body)
 }

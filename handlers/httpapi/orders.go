@@ -1,11 +1,11 @@
-package http
+package httpapi
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	stdhttp "net/http"
+	"net/http"
 	"time"
 
 	"github.com/google/uuid"
@@ -114,7 +114,7 @@ func (s *Server) placeOrder(c echo.Context) error {
 		if err != nil {
 			return reply{}, err
 		}
-		return reply{status: stdhttp.StatusAccepted, location: orderLocation(o), body: newOrderResponse(o)}, nil
+		return reply{status: http.StatusAccepted, location: orderLocation(o), body: newOrderResponse(o)}, nil
 	})
 }
 
@@ -134,6 +134,6 @@ func (s *Server) cancelOrder(c echo.Context) error {
 		if err != nil {
 			return reply{}, err
 		}
-		return reply{status: stdhttp.StatusAccepted, location: orderLocation(o), body: newOrderResponse(o)}, nil
+		return reply{status: http.StatusAccepted, location: orderLocation(o), body: newOrderResponse(o)}, nil
 	})
 }

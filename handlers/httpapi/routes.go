@@ -1,7 +1,7 @@
-package http
+package httpapi
 
 import (
-	stdhttp "net/http"
+	"net/http"
 
 	"github.com/labstack/echo/v4"
 
@@ -9,7 +9,7 @@ import (
 )
 
 // routes lists every route of the API.
-func (s *Server) routes(e *echo.Echo, metrics stdhttp.Handler) {
+func (s *Server) routes(e *echo.Echo, metrics http.Handler) {
 	signedIn := s.authenticate
 	admin := requireRole(user.RoleAdmin)
 	customer := requireRole(user.RoleCustomer)

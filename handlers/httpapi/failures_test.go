@@ -1,4 +1,4 @@
-package http_test
+package httpapi_test
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/shopdev/shop/auth"
-	shophttp "github.com/shopdev/shop/handlers/http"
+	"github.com/shopdev/shop/handlers/httpapi"
 	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/store"
 )
@@ -32,7 +32,7 @@ func TestPostgresDownIs503(t *testing.T) {
 	t.Cleanup(pool.Close)
 	au, err := auth.New(auth.Config{Secret: testSecret, PasswordCost: bcrypt.MinCost})
 	testenv.Must(t, err, "auth")
-	e, err := shophttp.New(shophttp.Config{Pool: pool, Auth: au, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	e, err := httpapi.New(httpapi.Config{Pool: pool, Auth: au, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	testenv.Must(t, err, "api")
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)

@@ -1,4 +1,4 @@
-package http_test
+package httpapi_test
 
 import (
 	"io"
@@ -8,7 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
-	shophttp "github.com/shopdev/shop/handlers/http"
+	"github.com/shopdev/shop/handlers/httpapi"
 )
 
 // TestRateLimitAnswers429PerClient: a client past its burst gets 429
@@ -20,7 +20,7 @@ func TestRateLimitAnswers429PerClient(t *testing.T) {
 	t.Parallel()
 	// One request in 100 s refills the bucket: within the test, only the
 	// burst of 3 goes through.
-	a := newAPIWith(t, func(c *shophttp.Config) { c.RateLimit, c.RateBurst = 0.01, 3 })
+	a := newAPIWith(t, func(c *httpapi.Config) { c.RateLimit, c.RateBurst = 0.01, 3 })
 	from := func(ip string) headers { return headers{"X-Forwarded-For": ip} }
 	unknown := "/v1/products/" + uuid.NewString()
 
@@ -77,10 +77,10 @@ func TestRateLimitIsOffByDefault(t *testing.T) {
 
 func TestRateLimitMustNotBeNegative(t *testing.T) {
 	t.Parallel()
-	for _, cfg := range []shophttp.Config{{RateLimit: -1}, {RateLimit: 1, RateBurst: -1}} {
+	for _, cfg := range []httpapi.Config{{RateLimit: -1}, {RateLimit: 1, RateBurst: -1}} {
 		a := newAPIWith(t, nil) // for a valid pool, auth and logger
 		cfg.Pool, cfg.Auth, cfg.Logger = a.pool, a.auth, slog.New(slog.NewTextHandler(io.Discard, nil))
-		if _, err := shophttp.New(cfg); err == nil {
+		if _, err := httpapi.New(cfg); err == nil {
 			t.Errorf("New accepted rate limit %v, burst %d", cfg.RateLimit, cfg.RateBurst)
 		}
 	}

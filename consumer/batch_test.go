@@ -17,8 +17,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/shopdev/shop/consumer"
 	"github.com/shopdev/shop/domain"
-	"github.com/shopdev/shop/handlers/consumer"
 	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/outbox"
 	"github.com/shopdev/shop/store"
