@@ -17,8 +17,11 @@ import (
 	"github.com/shopdev/shop/domain/user"
 )
 
-// ErrInvalidToken means a token is missing, malformed, forged or expired.
+// ErrInvalidToken means a token is malformed, forged or expired.
 var ErrInvalidToken = fmt.Errorf("%w: invalid or expired token", domain.ErrUnauthorized)
+
+// ErrMissingToken means a request that needs a token came without one.
+var ErrMissingToken = fmt.Errorf("%w: this needs a bearer token (Authorization: Bearer <token from POST /v1/tokens>)", domain.ErrUnauthorized)
 
 // Issuer name written into and required of every token.
 const Issuer = "shop"

@@ -96,16 +96,16 @@ func (b *batcher) do(j *job) {
 }
 
 // applyBatch applies every job of batch in one transaction: one statement
-// claims their inbox rows, then the new events are applied in order, each
-// by its type's handler or, in runs of one type, by the type's batch
-// handler; what each event causes is tagged with its own metadata. If
+// claims their inbox rows, the group's prefetches lock what the new events
+// need, then each new event is applied in order by its type's handler,
+// what it causes tagged with its own metadata. If
 // anything fails (a handler's error, a lock waited on too long, Postgres),
 // nothing is committed and every job is told to go alone (errAlone), where
 // the usual retries and dead-queue rules apply to each on its own. A batch
 // of one is applied as a delivery without batches is, once, in the
 // committer: the deliveries that arrive meanwhile wait for it, and form the
 // next batch. A Project group's batch goes to projectBatch.
-func (g *Group) applyBatch(batch []*job) {
+func (g *Runner) applyBatch(batch []*job) {
 	if len(batch) == 1 {
 		j := batch[0]
 		defer func() {
@@ -116,7 +116,7 @@ func (g *Group) applyBatch(batch []*job) {
 		j.applied, j.err = g.apply(j.ctx, j.log, j.h, j.env)
 		return
 	}
-	if g.cfg.Project != nil {
+	if g.cfg.Group.Project != nil {
 		g.projectBatch(batch)
 		return
 	}
@@ -143,12 +143,14 @@ func (g *Group) applyBatch(batch []*job) {
 				fresh = append(fresh, j) // the others are duplicates
 			}
 		}
-		for len(fresh) > 0 {
-			n, err := g.applyRun(ctx, tx, fresh)
-			if err != nil {
-				return err
+		if err := g.prefetch(ctx, tx, fresh); err != nil {
+			return err
+		}
+		for _, j := range fresh {
+			tx.Tag(outbox.MetadataFrom(j.ctx))
+			if err := j.h(context.WithoutCancel(j.ctx), tx, j.env); err != nil {
+				return fmt.Errorf("apply %s %s: %w", j.env.Type, j.env.ID, err)
 			}
-			fresh = fresh[n:]
 		}
 		applied = first
 		return nil
@@ -169,47 +171,33 @@ func (g *Group) applyBatch(batch []*job) {
 	}
 }
 
-// applyRun applies the first of jobs, and with it the jobs right behind it
-// of the same type when the type has a BatchHandler, in tx; it returns how
-// many it applied. What each event causes carries that event's metadata.
-func (g *Group) applyRun(ctx context.Context, tx *store.Tx, jobs []*job) (int, error) {
-	first := jobs[0]
-	many := g.cfg.BatchHandlers[first.env.Type]
-	if many == nil {
-		tx.Tag(outbox.MetadataFrom(first.ctx))
-		if err := first.h(context.WithoutCancel(first.ctx), tx, first.env); err != nil {
-			return 0, fmt.Errorf("apply %s %s: %w", first.env.Type, first.env.ID, err)
+// prefetch runs, for each event type of jobs that has a Prefetch, the
+// prefetch of all its events, in the order the types first appear: each
+// event's handler then finds what it locks in tx.
+func (g *Runner) prefetch(ctx context.Context, tx *store.Tx, jobs []*job) error {
+	var types []string
+	byType := map[string][]outbox.Envelope{}
+	for _, j := range jobs {
+		if g.cfg.Group.Prefetch[j.env.Type] == nil {
+			continue
 		}
-		return 1, nil
+		if _, ok := byType[j.env.Type]; !ok {
+			types = append(types, j.env.Type)
+		}
+		byType[j.env.Type] = append(byType[j.env.Type], j.env)
 	}
-	n := 1
-	for n < len(jobs) && jobs[n].env.Type == first.env.Type {
-		n++
-	}
-	envs := make([]outbox.Envelope, n)
-	for i, j := range jobs[:n] {
-		envs[i] = j.env
-	}
-	caused, err := many(ctx, tx, envs)
-	if err != nil {
-		return 0, fmt.Errorf("apply %d %s events from %s: %w", n, first.env.Type, first.env.ID, err)
-	}
-	if err := causedEach(first.env.Type, caused, n); err != nil {
-		return 0, err
-	}
-	for i, j := range jobs[:n] {
-		tx.Tag(outbox.MetadataFrom(j.ctx))
-		if err := tx.Append(caused[i]...); err != nil {
-			return 0, fmt.Errorf("append what %s %s caused: %w", j.env.Type, j.env.ID, err)
+	for _, typ := range types {
+		if err := g.cfg.Group.Prefetch[typ](ctx, tx, byType[typ]); err != nil {
+			return fmt.Errorf("prefetch %d %s events: %w", len(byType[typ]), typ, err)
 		}
 	}
-	return n, nil
+	return nil
 }
 
 // projectBatch applies a batch of a Project group with ProjectEach, in one
 // round trip: the jobs whose event failed (and all of them if ProjectEach
 // panics) are applied again alone, where their errors are handled as usual.
-func (g *Group) projectBatch(batch []*job) {
+func (g *Runner) projectBatch(batch []*job) {
 	envs := make([]outbox.Envelope, len(batch))
 	for i, j := range batch {
 		envs[i] = j.env
@@ -222,7 +210,7 @@ func (g *Group) projectBatch(batch []*job) {
 				changed, errs = nil, nil
 			}
 		}()
-		changed, errs = g.cfg.ProjectEach(context.WithoutCancel(batch[0].ctx), envs)
+		changed, errs = g.cfg.Group.ProjectEach(context.WithoutCancel(batch[0].ctx), envs)
 	}()
 	outcome := "committed"
 	for i, j := range batch {

@@ -3,8 +3,6 @@ package consumer_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -52,7 +50,7 @@ func envelopes(t *testing.T, n int) []outbox.Envelope {
 func batches(t *testing.T, m *consumer.Metrics, outcome string) (count uint64, events float64) {
 	t.Helper()
 	var out dto.Metric
-	testenv.Must(t, m.Batch.WithLabelValues(group.Name, outcome).(prometheus.Histogram).Write(&out), "read batch histogram")
+	testenv.Must(t, m.Batch.WithLabelValues(group.Group, outcome).(prometheus.Histogram).Write(&out), "read batch histogram")
 	return out.GetHistogram().GetSampleCount(), out.GetHistogram().GetSampleSum()
 }
 
@@ -130,10 +128,10 @@ func TestBatchAppliesEachEventOnceWithItsOwnMetadata(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name string
-		many bool // the group has a batch handler
+		many bool // the group has a prefetch
 	}{
 		{"with the handler of one event", false},
-		{"with a batch handler", true},
+		{"with a prefetch", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -146,20 +144,16 @@ func TestBatchAppliesEachEventOnceWithItsOwnMetadata(t *testing.T) {
 			queue := append(append(append([]outbox.Envelope{}, envs[:4]...), envs[1]), envs[4:]...)
 			queue = append(queue, envs[10:19]...)
 			var mu sync.Mutex
-			var largest int // the most events the batch handler got at once
+			var largest int // the most events the prefetch got at once
 			x, release := holding(t, len(queue), concurrency, metrics, echo, func(c *consumer.Config) {
 				if !tc.many {
 					return
 				}
-				c.BatchHandlers = map[string]consumer.BatchHandler{envs[0].Type: func(ctx context.Context, tx *store.Tx, events []outbox.Envelope) ([][]domain.Event, error) {
+				c.Group.Prefetch = map[string]consumer.Prefetch{envs[0].Type: func(_ context.Context, _ *store.Tx, events []outbox.Envelope) error {
 					mu.Lock()
 					largest = max(largest, len(events))
 					mu.Unlock()
-					caused := make([][]domain.Event, len(events))
-					for i, e := range events {
-						caused[i] = []domain.Event{echoOf(e)}
-					}
-					return caused, nil
+					return nil
 				}}
 			})
 			for _, env := range queue {
@@ -171,7 +165,7 @@ func TestBatchAppliesEachEventOnceWithItsOwnMetadata(t *testing.T) {
 				if n := x.inboxRows(t, env.ID); n != 1 {
 					t.Errorf("event %s: %d inbox rows, want 1", env.ID, n)
 				}
-				if n := x.attempts(env.ID); !tc.many && n != 1 {
+				if n := x.attempts(env.ID); n != 1 {
 					t.Errorf("event %s: handler ran %d times, want once", env.ID, n)
 				}
 			}
@@ -187,7 +181,7 @@ func TestBatchAppliesEachEventOnceWithItsOwnMetadata(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			if tc.many && largest < 2 {
-				t.Errorf("the batch handler got %d events at most, want the batches' events at once", largest)
+				t.Errorf("the prefetch got %d events at most, want the batches' events at once", largest)
 			}
 		})
 	}
@@ -241,26 +235,34 @@ func TestAFailingEventLeavesTheRestOfItsBatchApplied(t *testing.T) {
 
 func TestBatchSettingsMustBeValid(t *testing.T) {
 	t.Parallel()
-	none := func(context.Context, *store.Tx, []outbox.Envelope) ([][]domain.Event, error) { return nil, nil }
+	none := func(context.Context, *store.Tx, []outbox.Envelope) error { return nil }
 	for _, tc := range []struct {
 		name string
 		tune func(*consumer.Config)
 		want string
 	}{
-		{"negative batch", func(c *consumer.Config) { c.Batch = -1 }, "batch must be positive"},
-		{"very negative batch", func(c *consumer.Config) { c.Batch = -16 }, "batch must be positive"},
-		{"batch handler of a key without a handler", func(c *consumer.Config) {
-			c.BatchHandlers = map[string]consumer.BatchHandler{"order.placed": none}
-		}, "a batch handler for order.placed, which has no handler"},
+		{"negative batch", func(c *consumer.Config) { c.Batch = -1 }, "must be positive"},
+		{"very negative batch", func(c *consumer.Config) { c.Batch = -16 }, "must be positive"},
+		{"negative retries", func(c *consumer.Config) { c.MaxRetries = -1 }, "retries and unavailable-for not negative"},
+		{"prefetch of a key without a handler", func(c *consumer.Config) {
+			c.Group.Prefetch = map[string]consumer.Prefetch{"order.placed": none}
+		}, "a prefetch for order.placed, which has no handler"},
+		{"handler of a key the queue is not bound to", func(c *consumer.Config) {
+			c.Group.Handlers["order.placed"] = echo
+		}, "a handler for order.placed, which its queue is not bound to"},
+		{"a key without a handler", func(c *consumer.Config) {
+			delete(c.Group.Handlers, group.Keys[0])
+		}, "no handler for " + group.Keys[0]},
 		{"ProjectEach without Project", func(c *consumer.Config) {
-			c.ProjectEach = func(context.Context, []outbox.Envelope) ([]bool, []error) { return nil, nil }
+			c.Group.ProjectEach = func(context.Context, []outbox.Envelope) ([]bool, []error) { return nil, nil }
 		}, "ProjectEach needs Project"},
+		{"a group the topology does not know", func(c *consumer.Config) { c.Group.Name = "nobody" }, "the topology has no queue"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := consumer.Config{Group: group, AMQPURL: "amqp://127.0.0.1", UnitOfWork: &store.UnitOfWork{},
-				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Handlers: map[string]consumer.Handler{}}
+			cfg := consumer.Config{Group: consumer.Group{Name: group.Group, Keys: group.Keys, Handlers: map[string]consumer.Handler{}, Batches: true},
+				Broker: newBroker(t, "amqp://127.0.0.1"), UnitOfWork: &store.UnitOfWork{}, Logger: quiet}
 			for _, k := range group.Keys {
-				cfg.Handlers[k] = echo
+				cfg.Group.Handlers[k] = echo
 			}
 			tc.tune(&cfg)
 			if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -324,9 +326,9 @@ func TestProjectionsApplyABatchInOneCallAndAFailedEventAlone(t *testing.T) {
 	urls := make(chan string, 1)
 	var first sync.Once
 	x := start(t, echo, func(c *consumer.Config) {
-		c.Handlers = nil
+		c.Group.Handlers = nil
 		c.Batch, c.Concurrency, c.Prefetch, c.Metrics, c.MaxRetries = 16, concurrency, 1, metrics, 1
-		c.Project = func(_ context.Context, e outbox.Envelope) (bool, error) {
+		c.Group.Project = func(_ context.Context, e outbox.Envelope) (bool, error) {
 			first.Do(func() {
 				mu.Lock()
 				failing = envs[0]
@@ -344,7 +346,7 @@ func TestProjectionsApplyABatchInOneCallAndAFailedEventAlone(t *testing.T) {
 			projected[e.ID]++
 			return true, nil
 		}
-		c.ProjectEach = func(_ context.Context, events []outbox.Envelope) ([]bool, []error) {
+		c.Group.ProjectEach = func(_ context.Context, events []outbox.Envelope) ([]bool, []error) {
 			mu.Lock()
 			defer mu.Unlock()
 			largest = max(largest, len(events))

@@ -19,39 +19,53 @@ import (
 
 	"github.com/shopdev/shop/consumer"
 	"github.com/shopdev/shop/domain"
+	"github.com/shopdev/shop/internal/retry"
 	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/outbox"
 	"github.com/shopdev/shop/store"
 )
 
-// The tests run the "orders" group's queue with handlers of their own, on a
+// The tests run a group of their own, with handlers of their own, on a
 // vhost and a database of their own.
-var group = outbox.Group{Name: "orders", Keys: []string{"stock.reserved", "stock.rejected", "stock.released"}}
+var (
+	group    = outbox.Route{Group: "orders", Keys: []string{"stock.reserved", "stock.rejected", "stock.released"}}
+	topology = outbox.Topology{group}
+	quiet    = slog.New(slog.NewTextHandler(io.Discard, nil))
+)
+
+// newBroker reaches amqpURL with the tests' topology.
+func newBroker(t *testing.T, amqpURL string) *outbox.Broker {
+	t.Helper()
+	b, err := outbox.NewBroker(outbox.BrokerConfig{URL: amqpURL, Topology: topology, Logger: quiet})
+	testenv.Must(t, err, "broker")
+	return b
+}
 
 type harness struct {
-	pool  *pgxpool.Pool
-	url   string
-	ch    *amqp.Channel
-	calls sync.Map // event id → *atomic.Int32: attempts of the handler
+	pool   *pgxpool.Pool
+	url    string
+	broker *outbox.Broker
+	ch     *amqp.Channel
+	calls  sync.Map // event id → *atomic.Int32: attempts of the handler
 }
 
 // start runs the group with handler h for every key until the test ends.
 func start(t *testing.T, h consumer.Handler, tune func(*consumer.Config)) *harness {
 	t.Helper()
 	x := &harness{pool: testenv.Pool(t), url: testenv.AMQPURL(t)}
+	x.broker = newBroker(t, x.url)
 	counted := func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
 		n, _ := x.calls.LoadOrStore(e.ID, new(atomic.Int32))
 		n.(*atomic.Int32).Add(1)
 		return h(ctx, tx, e)
 	}
 	cfg := consumer.Config{
-		Group: group, AMQPURL: x.url, UnitOfWork: store.NewUnitOfWork(x.pool, nil),
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Handlers:   map[string]consumer.Handler{},
-		MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+		Group:  consumer.Group{Name: group.Group, Keys: group.Keys, Handlers: map[string]consumer.Handler{}, Batches: true},
+		Broker: x.broker, UnitOfWork: store.NewUnitOfWork(x.pool, nil), Logger: quiet,
+		MaxRetries: 5, Backoff: retry.Backoff{Min: 5 * time.Millisecond, Max: 20 * time.Millisecond},
 	}
 	for _, k := range group.Keys {
-		cfg.Handlers[k] = counted
+		cfg.Group.Handlers[k] = counted
 	}
 	if tune != nil {
 		tune(&cfg)
@@ -68,7 +82,7 @@ func start(t *testing.T, h consumer.Handler, tune func(*consumer.Config)) *harne
 	t.Cleanup(func() { _ = conn.Close() })
 	x.ch, err = conn.Channel()
 	testenv.Must(t, err, "open channel")
-	testenv.Must(t, outbox.Declare(x.ch), "declare topology")
+	testenv.Must(t, topology.Declare(x.ch), "declare topology")
 	return x
 }
 
@@ -108,7 +122,7 @@ func (x *harness) attempts(id uuid.UUID) int {
 
 func (x *harness) inboxRows(t *testing.T, id uuid.UUID) int {
 	t.Helper()
-	return testenv.Count(t, x.pool, `SELECT count(*) FROM inbox WHERE consumer = $1 AND event_id = $2`, group.Name, id)
+	return testenv.Count(t, x.pool, `SELECT count(*) FROM inbox WHERE consumer = $1 AND event_id = $2`, group.Group, id)
 }
 
 // waitDead waits until the dead queue holds want messages and returns them.
@@ -117,7 +131,7 @@ func (x *harness) waitDead(t *testing.T, want int) []consumer.DeadMessage {
 	var dead []consumer.DeadMessage
 	testenv.Eventually(t, 10*time.Second, func() error {
 		var err error
-		dead, err = consumer.ListDead(context.Background(), x.url, group, 0)
+		dead, err = consumer.ListDead(context.Background(), x.broker, group, 0)
 		if err != nil {
 			return err
 		}
@@ -252,7 +266,7 @@ func TestDeadListShowsWhyRabbitMQDeadLettered(t *testing.T) {
 	t.Cleanup(func() { _ = conn.Close() })
 	ch, err := conn.Channel()
 	testenv.Must(t, err, "open channel")
-	testenv.Must(t, outbox.Declare(ch), "declare topology")
+	testenv.Must(t, topology.Declare(ch), "declare topology")
 	env := envelope(t)
 	body, err := json.Marshal(env)
 	testenv.Must(t, err, "encode envelope")
@@ -269,13 +283,13 @@ func TestDeadListShowsWhyRabbitMQDeadLettered(t *testing.T) {
 			testenv.Must(t, d.Nack(false, true), "requeue")
 			return errors.New("still in the queue")
 		}
-		dead, err := consumer.ListDead(context.Background(), url, group, 0)
+		dead, err := consumer.ListDead(context.Background(), newBroker(t, url), group, 0)
 		if err != nil || len(dead) != 1 {
 			return fmt.Errorf("dead queue: %d messages, %v", len(dead), err)
 		}
 		return nil
 	})
-	dead, err := consumer.ListDead(context.Background(), url, group, 0)
+	dead, err := consumer.ListDead(context.Background(), newBroker(t, url), group, 0)
 	testenv.Must(t, err, "list dead")
 	if len(dead) != 1 || dead[0].ID != env.ID.String() {
 		t.Fatalf("dead = %+v, want the one message %s", dead, env.ID)
@@ -305,7 +319,7 @@ func TestReplayMovesDeadMessagesBack(t *testing.T) {
 	x.waitDead(t, 2)
 	broken.Store(false) // the operator fixed the cause
 
-	n, err := consumer.ReplayDead(context.Background(), x.url, group, 0)
+	n, err := consumer.ReplayDead(context.Background(), x.broker, group, 0)
 	if err != nil || n != 2 {
 		t.Fatalf("ReplayDead = %d, %v; want 2, nil", n, err)
 	}
@@ -344,7 +358,7 @@ func TestHandlesDeliveriesConcurrently(t *testing.T) {
 		x.publishEnvelope(t, envs[i])
 	}
 	testenv.Eventually(t, 20*time.Second, func() error {
-		n := testenv.Count(t, x.pool, `SELECT count(*) FROM inbox WHERE consumer = $1`, group.Name)
+		n := testenv.Count(t, x.pool, `SELECT count(*) FROM inbox WHERE consumer = $1`, group.Group)
 		if n != len(envs) {
 			return fmt.Errorf("%d of %d events applied", n, len(envs))
 		}
@@ -387,7 +401,7 @@ func TestAFailureIsLoggedOnceWithTheEventsIDs(t *testing.T) {
 				return nil
 			})
 			for key, want := range map[string]any{
-				"level": "ERROR", "group": group.Name, "event_id": env.ID.String(), "event_type": env.Type,
+				"level": "ERROR", "group": group.Group, "event_id": env.ID.String(), "event_type": env.Type,
 				"correlation_id": env.CorrelationID, "causation_id": env.CausationID, "attempts": tt.wantAttempts,
 			} {
 				if dead[key] != want {

@@ -3,12 +3,44 @@ package consumer
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/shopdev/shop/outbox"
 )
+
+// settle logs and counts how a delivery that failed ended, once: in the
+// dead queue (the poison middleware inside it published it there and set
+// the reason), requeued because the process is stopping, or requeued
+// because the dead queue did not confirm it.
+func (g *Runner) settle(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		reason := msg.Metadata.Get(MetaReason)
+		switch {
+		case err == nil && reason == "":
+			return out, nil
+		case err == nil:
+			g.cfg.Metrics.Dead.WithLabelValues(g.cfg.Group.Name).Inc()
+			attempts, _ := strconv.Atoi(msg.Metadata.Get(MetaAttempts))
+			g.deliveryLogger(msg).Error("message to the dead queue", "attempts", attempts, "reason", reason)
+			return out, nil
+		case stopping(err):
+			// The router nacks it without logging (a context.Canceled).
+			g.deliveryLogger(msg).Debug("delivery interrupted by shutdown; requeued")
+			return nil, err
+		default:
+			// Nacked here so that the router, seeing no error, does not log
+			// it a second time; it is delivered again later.
+			g.deliveryLogger(msg).Error("dead queue did not take the message; requeued", "reason", reason, "error", err.Error())
+			msg.Nack()
+			return nil, nil
+		}
+	}
+}
 
 // DeadMessage is a message in a group's dead queue.
 type DeadMessage struct {
@@ -19,11 +51,11 @@ type DeadMessage struct {
 	Body     []byte
 }
 
-// ListDead returns up to limit (0: all) messages of the group's dead queue
-// without removing them: they are read unacknowledged and put back when the
-// channel closes.
-func ListDead(ctx context.Context, url string, g outbox.Group, limit int) ([]DeadMessage, error) {
-	conn, ch, err := dial(url)
+// ListDead returns up to limit (0: all) messages of the dead queue of the
+// group's route without removing them: they are read unacknowledged and
+// put back when the channel closes.
+func ListDead(ctx context.Context, b *outbox.Broker, g outbox.Route, limit int) ([]DeadMessage, error) {
+	conn, ch, err := dial(b)
 	if err != nil {
 		return nil, err
 	}
@@ -73,8 +105,8 @@ func brokerDeath(headers amqp.Table) (reason, at string) {
 // failure headers. Each is removed from the dead queue only after RabbitMQ
 // confirmed the copy: a crash in between leaves a message in both, which the
 // inbox makes harmless.
-func ReplayDead(ctx context.Context, url string, g outbox.Group, limit int) (int, error) {
-	conn, ch, err := dial(url)
+func ReplayDead(ctx context.Context, b *outbox.Broker, g outbox.Route, limit int) (int, error) {
+	conn, ch, err := dial(b)
 	if err != nil {
 		return 0, err
 	}
@@ -120,19 +152,15 @@ func ReplayDead(ctx context.Context, url string, g outbox.Group, limit int) (int
 	return n, nil
 }
 
-func dial(url string) (*amqp.Connection, *amqp.Channel, error) {
-	conn, err := amqp.Dial(url)
+func dial(b *outbox.Broker) (*amqp.Connection, *amqp.Channel, error) {
+	conn, err := b.Dial()
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to rabbitmq: %w", err)
+		return nil, nil, err
 	}
 	ch, err := conn.Channel()
 	if err != nil {
 		_ = conn.Close()
 		return nil, nil, fmt.Errorf("open channel: %w", err)
-	}
-	if err := outbox.Declare(ch); err != nil {
-		_ = conn.Close()
-		return nil, nil, err
 	}
 	return conn, ch, nil
 }

@@ -98,14 +98,3 @@ func decode(body []byte) (outbox.Envelope, error) {
 	}
 	return env, nil
 }
-
-// Decode unmarshals an event's data. Data that does not fit T (a type
-// mismatch, not JSON) is a permanent failure: the message goes to the dead
-// queue. Unknown fields are ignored, so producers may add fields.
-func Decode[T any](env outbox.Envelope) (T, error) {
-	var v T
-	if err := json.Unmarshal(env.Data, &v); err != nil {
-		return v, fmt.Errorf("%w: decode %s data: %w", errPermanent, env.Type, err)
-	}
-	return v, nil
-}

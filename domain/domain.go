@@ -23,6 +23,10 @@ var (
 	ErrConflict     = errors.New("conflict")
 	ErrUnauthorized = errors.New("unauthorized")
 	ErrForbidden    = errors.New("forbidden")
+	// ErrUnavailable means a dependency (Postgres, Redis, an SMTP server)
+	// could not be reached or refused for now: the same request may
+	// succeed later. The API answers 503; a consumer waits and retries.
+	ErrUnavailable = errors.New("unavailable")
 )
 
 // FieldError says what is wrong with one input field. Field uses the JSON
@@ -118,10 +122,15 @@ func NewEvent(typ, aggregateType string, aggregateID uuid.UUID, version int64, a
 		AggregateType:    aggregateType,
 		AggregateID:      aggregateID,
 		AggregateVersion: version,
-		OccurredAt:       at.UTC(),
+		OccurredAt:       Time(at),
 		Data:             data,
 	}
 }
+
+// Time is t as the domain keeps it: in UTC, to the microsecond (what
+// Postgres stores), so that an aggregate reads the same whether it was
+// just made or loaded again, and every answer about it shows one time.
+func Time(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
 // Recorder is embedded by aggregates to keep the events they record until
 // they are saved.

@@ -233,8 +233,8 @@ func TestNewEvent(t *testing.T) {
 			if e.AggregateVersion != tt.version {
 				t.Errorf("AggregateVersion = %d, want %d", e.AggregateVersion, tt.version)
 			}
-			if !e.OccurredAt.Equal(tt.at) {
-				t.Errorf("OccurredAt = %v, want the instant %v", e.OccurredAt, tt.at)
+			if want := tt.at.Truncate(time.Microsecond); !e.OccurredAt.Equal(want) {
+				t.Errorf("OccurredAt = %v, want the instant %v to the microsecond", e.OccurredAt, want)
 			}
 			if e.OccurredAt.Location() != time.UTC {
 				t.Errorf("OccurredAt location = %v, want UTC", e.OccurredAt.Location())

@@ -10,62 +10,131 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/shopdev/shop/internal/retry"
 )
 
-// broker keeps one AMQP connection, reconnecting with backoff, and declares
-// the topology on every new connection before any channel is handed out.
-type broker struct {
-	url     string
-	log     *slog.Logger
-	backoff backoff
+// BrokerConfig configures a Broker.
+type BrokerConfig struct {
+	// URL is the RabbitMQ URL (AMQP_URL). Required.
+	URL string
+	// Name is the connection name RabbitMQ shows for this process's
+	// connections ("shop relay"). Default "shop".
+	Name string
+	// Topology is declared on every new connection before it is used.
+	// Required.
+	Topology Topology
+	// Logger receives reconnection warnings. Required.
+	Logger *slog.Logger
+	// Backoff paces reconnection attempts. Default 100ms doubling to 5s.
+	Backoff retry.Backoff
+}
+
+// Validate fills defaults and checks the configuration.
+func (c *BrokerConfig) Validate() error {
+	switch {
+	case c.URL == "":
+		return errors.New("broker: amqp url is required")
+	case c.Topology == nil:
+		return errors.New("broker: topology is required")
+	case c.Logger == nil:
+		return errors.New("broker: logger is required")
+	}
+	if _, err := amqp.ParseURI(c.URL); err != nil {
+		return fmt.Errorf("broker: amqp url: %w", err)
+	}
+	if c.Name == "" {
+		c.Name = "shop"
+	}
+	if c.Backoff == (retry.Backoff{}) {
+		c.Backoff = retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	}
+	return nil
+}
+
+// Broker is shop's one way to reach RabbitMQ. Every connection is dialled
+// with the same settings (Config) and has the topology declared before
+// anything uses it. The relay keeps one connection through Channel, which
+// reconnects with backoff; the operator commands dial their own; the
+// consumers hand Config to watermill-amqp, which dials itself.
+type Broker struct {
+	cfg BrokerConfig
 
 	mu   sync.Mutex       // serializes connecting: one dial at a time
 	conn *amqp.Connection // guarded by mu
 
-	// live is conn once its topology is declared, for connected(), which
-	// must never wait behind a dial that holds mu (up to its timeout).
+	// live is conn once its topology is declared, for Connected, which must
+	// never wait behind a dial that holds mu (up to its timeout).
 	live atomic.Pointer[amqp.Connection]
 }
 
-// channel returns a new channel in confirm mode, connecting first if needed.
-// It blocks, retrying, until it succeeds or ctx ends: the relay starts (and
-// keeps running) while RabbitMQ is down.
-func (b *broker) channel(ctx context.Context) (*amqp.Channel, error) {
+// NewBroker returns a broker for cfg; it connects when first asked to.
+func NewBroker(cfg BrokerConfig) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Broker{cfg: cfg}, nil
+}
+
+// Config is the client configuration of every connection shop makes.
+func (b *Broker) Config() amqp.Config {
+	return amqp.Config{Heartbeat: 10 * time.Second, Properties: amqp.Table{"connection_name": b.cfg.Name}}
+}
+
+// URL is the RabbitMQ URL the broker dials.
+func (b *Broker) URL() string { return b.cfg.URL }
+
+// Topology is what the broker declares on every connection.
+func (b *Broker) Topology() Topology { return b.cfg.Topology }
+
+// Dial opens a new connection of the caller's own, with the topology
+// declared; one attempt.
+func (b *Broker) Dial() (*amqp.Connection, error) {
+	conn, err := amqp.DialConfig(b.cfg.URL, b.Config())
+	if err != nil {
+		return nil, fmt.Errorf("connect to rabbitmq: %w", err)
+	}
+	ch, err := conn.Channel()
+	if err == nil {
+		err = b.cfg.Topology.Declare(ch)
+		_ = ch.Close()
+	}
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("declare topology: %w", err)
+	}
+	return conn, nil
+}
+
+// Channel returns a new channel in confirm mode on the broker's own
+// connection, connecting first if needed. It blocks, retrying with backoff,
+// until it succeeds or ctx ends: the relay starts (and keeps running) while
+// RabbitMQ is down.
+func (b *Broker) Channel(ctx context.Context) (*amqp.Channel, error) {
 	for attempt := 0; ; attempt++ {
 		ch, err := b.tryChannel()
 		if err == nil {
 			return ch, nil
 		}
-		wait := b.backoff.delay(attempt)
-		b.log.Warn("rabbitmq unavailable; retrying", "error", err.Error(), "retry_in", wait)
-		select {
-		case <-ctx.Done():
+		wait := b.cfg.Backoff.Delay(attempt)
+		b.cfg.Logger.Warn("rabbitmq unavailable; retrying", "error", err.Error(), "retry_in", wait)
+		if !retry.Sleep(ctx, wait) {
 			return nil, ctx.Err()
-		case <-time.After(wait):
 		}
 	}
 }
 
-func (b *broker) tryChannel() (*amqp.Channel, error) {
+func (b *Broker) tryChannel() (*amqp.Channel, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.conn == nil || b.conn.IsClosed() {
-		conn, err := amqp.DialConfig(b.url, amqp.Config{Heartbeat: 10 * time.Second, Properties: amqp.Table{"connection_name": "shop relay"}})
+		conn, err := b.Dial()
 		if err != nil {
-			return nil, fmt.Errorf("connect: %w", err)
-		}
-		ch, err := conn.Channel()
-		if err == nil {
-			err = Declare(ch)
-			_ = ch.Close()
-		}
-		if err != nil {
-			_ = conn.Close()
-			return nil, fmt.Errorf("declare topology: %w", err)
+			return nil, err
 		}
 		b.conn = conn
 		b.live.Store(conn)
-		b.log.Info("connected to rabbitmq; topology declared")
+		b.cfg.Logger.Info("connected to rabbitmq; topology declared")
 	}
 	ch, err := b.conn.Channel()
 	if err != nil {
@@ -78,14 +147,15 @@ func (b *broker) tryChannel() (*amqp.Channel, error) {
 	return ch, nil
 }
 
-// connected reports whether the connection is open. It does not block,
-// even while another goroutine is dialling.
-func (b *broker) connected() bool {
+// Connected reports whether the broker's own connection is open. It does
+// not block, even while another goroutine is dialling.
+func (b *Broker) Connected() bool {
 	conn := b.live.Load()
 	return conn != nil && !conn.IsClosed()
 }
 
-func (b *broker) close() error {
+// Close closes the broker's own connection.
+func (b *Broker) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.conn == nil || b.conn.IsClosed() {
@@ -96,17 +166,4 @@ func (b *broker) close() error {
 		return nil
 	}
 	return err
-}
-
-// backoff is an exponential delay between min and max.
-type backoff struct {
-	min, max time.Duration
-}
-
-func (b backoff) delay(attempt int) time.Duration {
-	d := b.min
-	for i := 0; i < attempt && d < b.max; i++ {
-		d *= 2
-	}
-	return min(d, b.max)
 }

@@ -143,19 +143,19 @@ func TestBrokerReturnStopsItsPartition(t *testing.T) {
 	t.Parallel()
 	dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
 	pool := openPool(t, dbURL, 4)
-	s := testenv.NewGroupSink(t, amqpURL, "shop.orders") // declares the topology
+	s := testenv.NewGroupSink(t, amqpURL, topology, "shop.orders") // declares the topology
 	metrics := outbox.NewMetrics(nil)
 	waitConnected(t, startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) { c.Metrics = metrics }))
 
 	// The relay declared the topology when it connected; from now on no
 	// queue is bound to key until the test binds it again.
 	const key = "stock.reserved"
-	if !outbox.Routed(key) {
+	if !topology.Routed(key) {
 		t.Fatalf("%s is not in the topology", key)
 	}
 	admin := amqpChannel(t, amqpURL)
-	var bound []outbox.Group
-	for _, g := range outbox.Groups() {
+	var bound []outbox.Route
+	for _, g := range topology {
 		if slices.Contains(g.Keys, key) {
 			bound = append(bound, g)
 			testenv.Must(t, admin.QueueUnbind(g.Queue(), key, outbox.Exchange, nil), "unbind "+g.Queue())
@@ -216,7 +216,7 @@ func TestBrokerNackStopsItsPartition(t *testing.T) {
 	vhost := testenv.VHost(t)
 	amqpURL := testenv.AMQPServerURL() + vhost
 	pool := openPool(t, dbURL, 4)
-	orders := testenv.NewGroupSink(t, amqpURL, "shop.orders") // declares the topology
+	orders := testenv.NewGroupSink(t, amqpURL, topology, "shop.orders") // declares the topology
 
 	// A quorum queue's length limit is soft: it takes a message past it
 	// before it refuses. Fill shop.inventory until a publish is nacked.
@@ -262,7 +262,7 @@ func TestBrokerNackStopsItsPartition(t *testing.T) {
 	}
 
 	testenv.ClearPolicy(t, vhost, "refuse")
-	inventory := testenv.NewGroupSink(t, amqpURL, "shop.inventory") // the fillers, then the event
+	inventory := testenv.NewGroupSink(t, amqpURL, topology, "shop.inventory") // the fillers, then the event
 	// The quorum queue applies the cleared policy on its own time (slow on
 	// a loaded machine): wait until it takes a publish again, then give
 	// the relay its time.

@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/shopdev/shop/internal/retry"
 )
 
 // NotifyChannel is the Postgres channel a Notifier notifies after rows were
@@ -29,8 +31,9 @@ const lockClass = 0x6f757462
 type RelayConfig struct {
 	// Pool is the Postgres pool. Required.
 	Pool *pgxpool.Pool
-	// AMQPURL is the RabbitMQ URL. Required.
-	AMQPURL string
+	// Broker reaches RabbitMQ and knows the topology: the relay publishes
+	// only the events some group's queue is bound to. Required.
+	Broker *Broker
 	// Logger receives the relay's logs. Required.
 	Logger *slog.Logger
 	// Metrics receives the relay's metrics; default none.
@@ -41,14 +44,13 @@ type RelayConfig struct {
 	// Workers is how many rounds this replica runs at once, each on its own
 	// AMQP channel; a round relays every partition marked when it starts.
 	// Default 1: one round at a time takes everything marked while it
-	// ran, the least CPU per event. At 1,000 events/s on 2 cores one worker
-	// left the machine 65 % busy where 8 left it 79 %; 8 drain a backlog
-	// about 20 % faster (BENCHMARKS.md).
+	// ran, which costs the least CPU per event; more drain a backlog
+	// faster (BENCHMARKS.md).
 	Workers int
 	// Linger is how long a worker waits, once a partition was marked, for
 	// more to be marked before its round starts: fewer, bigger rounds cost
 	// Postgres and RabbitMQ less per event, at the price of that wait.
-	// Default 2ms; -1 none.
+	// 0: no wait (RELAY_LINGER's default is 2ms).
 	Linger time.Duration
 	// PollInterval is how often every partition is looked at even without a
 	// notification, so a lost one only delays a row. Default 1s.
@@ -62,10 +64,9 @@ type RelayConfig struct {
 	// up between autovacuum's visits (once a minute by default) and the
 	// table stays small under sustained load. Default 5,000; -1 never.
 	VacuumAfter int
-	// MinBackoff and MaxBackoff bound the delay before retrying after
-	// RabbitMQ or Postgres failed, or a row could not be published.
-	// Defaults 100ms and 5s.
-	MinBackoff, MaxBackoff time.Duration
+	// Backoff paces the retries after RabbitMQ or Postgres failed, or a
+	// row could not be published. Default 100ms doubling to 5s.
+	Backoff retry.Backoff
 }
 
 // Validate fills defaults and checks the configuration.
@@ -73,13 +74,10 @@ func (c *RelayConfig) Validate() error {
 	switch {
 	case c.Pool == nil:
 		return errors.New("relay: pool is required")
-	case c.AMQPURL == "":
-		return errors.New("relay: amqp url is required")
+	case c.Broker == nil:
+		return errors.New("relay: broker is required")
 	case c.Logger == nil:
 		return errors.New("relay: logger is required")
-	}
-	if _, err := amqp.ParseURI(c.AMQPURL); err != nil {
-		return fmt.Errorf("relay: amqp url: %w", err)
 	}
 	def := func(v *time.Duration, d time.Duration) {
 		if *v == 0 {
@@ -92,18 +90,16 @@ func (c *RelayConfig) Validate() error {
 	if c.Workers == 0 {
 		c.Workers = 1
 	}
-	if c.Linger == 0 {
-		c.Linger = 2 * time.Millisecond
-	}
 	if c.VacuumAfter == 0 {
 		c.VacuumAfter = 5000
 	}
 	def(&c.PollInterval, time.Second)
 	def(&c.ConfirmTimeout, 10*time.Second)
-	def(&c.MinBackoff, 100*time.Millisecond)
-	def(&c.MaxBackoff, 5*time.Second)
-	if c.BatchSize < 1 || c.Workers < 1 || c.Workers > Partitions || c.PollInterval < 0 || c.MinBackoff > c.MaxBackoff {
-		return fmt.Errorf("relay: batch size and workers (1..%d) must be positive, min backoff <= max backoff", Partitions)
+	if c.Backoff == (retry.Backoff{}) {
+		c.Backoff = retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	}
+	if c.BatchSize < 1 || c.Workers < 1 || c.Workers > Partitions || c.PollInterval < 0 || c.Linger < 0 || c.Backoff.Min > c.Backoff.Max {
+		return fmt.Errorf("relay: batch size and workers (1..%d) must be positive, linger not negative, min backoff <= max backoff", Partitions)
 	}
 	if c.Metrics == nil {
 		c.Metrics = NewMetrics(nil)
@@ -120,7 +116,6 @@ func (c *RelayConfig) Validate() error {
 // commit publishes that batch again.
 type Relay struct {
 	cfg     RelayConfig
-	broker  *broker
 	sched   *scheduler
 	deleted atomic.Int64 // rows deleted since the last vacuum
 	origin  string       // names the notifications of this process's Notifiers
@@ -133,7 +128,6 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	}
 	return &Relay{
 		cfg:    cfg,
-		broker: &broker{url: cfg.AMQPURL, log: cfg.Logger, backoff: backoff{cfg.MinBackoff, cfg.MaxBackoff}},
 		sched:  newScheduler(),
 		origin: uuid.NewString(),
 	}, nil
@@ -151,7 +145,7 @@ func (r *Relay) Wake(partitions []int16) {
 }
 
 // Connected reports whether the relay holds an open RabbitMQ connection.
-func (r *Relay) Connected() bool { return r.broker.connected() }
+func (r *Relay) Connected() bool { return r.cfg.Broker.Connected() }
 
 // Run relays until ctx ends, then finishes the rounds in flight and returns
 // nil. RabbitMQ or Postgres being down is not an error: it retries.
@@ -169,7 +163,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	return r.broker.close()
+	return r.cfg.Broker.Close()
 }
 
 // listen marks partitions as the appender notifies them. Every
@@ -181,9 +175,9 @@ func (r *Relay) listen(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		wait := backoff{r.cfg.MinBackoff, r.cfg.MaxBackoff}.delay(attempt)
+		wait := r.cfg.Backoff.Delay(attempt)
 		r.cfg.Logger.Warn("outbox notifications lost; relying on polling until reconnected", "error", err.Error(), "retry_in", wait)
-		sleep(ctx, wait)
+		retry.Sleep(ctx, wait)
 	}
 }
 
@@ -345,7 +339,7 @@ func (r *Relay) work(ctx context.Context) {
 		for i, job := range jobs {
 			if ch == nil || ch.IsClosed() {
 				var err error
-				if ch, err = r.broker.channel(ctx); err != nil {
+				if ch, err = r.cfg.Broker.Channel(ctx); err != nil {
 					r.giveBack(jobs[i:])
 					return // ctx ended
 				}
@@ -362,7 +356,7 @@ func (r *Relay) work(ctx context.Context) {
 					return
 				}
 				failures++
-				wait := backoff{r.cfg.MinBackoff, r.cfg.MaxBackoff}.delay(failures - 1)
+				wait := r.cfg.Backoff.Delay(failures - 1)
 				r.cfg.Metrics.Failures.WithLabelValues("round").Inc()
 				r.cfg.Logger.Warn("outbox round failed; retrying", "partitions", job.parts, "error", err.Error(), "retry_in", wait)
 				_ = ch.Close()
@@ -370,7 +364,7 @@ func (r *Relay) work(ctx context.Context) {
 				for _, p := range job.parts {
 					r.sched.retryLater(p, wait)
 				}
-				sleep(ctx, wait)
+				retry.Sleep(ctx, wait)
 				continue
 			}
 			failures = 0
@@ -393,7 +387,7 @@ func (r *Relay) work(ctx context.Context) {
 					_ = ch.Close()
 					ch = nil
 				}
-				r.sched.retryLater(res.partition, backoff{r.cfg.MinBackoff, r.cfg.MaxBackoff}.delay(r.sched.strikes(res.partition)))
+				r.sched.retryLater(res.partition, r.cfg.Backoff.Delay(r.sched.strikes(res.partition)))
 			}
 		}
 	}
@@ -509,7 +503,7 @@ func (r *Relay) round(ctx context.Context, ch *amqp.Channel, returns <-chan amqp
 		count[x.partition]++
 		switch {
 		case blocked[x.partition] != nil:
-		case !Routed(x.key):
+		case !r.cfg.Broker.Topology().Routed(x.key):
 			blocked[x.partition] = x
 		default:
 			publishable = append(publishable, *x)
@@ -617,11 +611,4 @@ func (r *Relay) publish(ctx context.Context, ch *amqp.Channel, returns <-chan am
 		break
 	}
 	return failed, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
 }

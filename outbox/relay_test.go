@@ -19,12 +19,30 @@ import (
 
 	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/domain"
+	"github.com/shopdev/shop/internal/retry"
 	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/outbox"
 	"github.com/shopdev/shop/store"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// topology is what the relays of these tests declare and publish to: three
+// of shop's groups, as far as these tests need them.
+var topology = outbox.Topology{
+	{Group: "orders", Keys: []string{"stock.reserved", "stock.rejected", "stock.released"}},
+	{Group: "inventory", Keys: []string{"order.placed", "order.cancelled"}},
+	{Group: "projections", Keys: []string{"product.created", "product.updated", "stock.changed", "order.placed"}},
+}
+
+// newBroker returns a broker of amqpURL with the tests' topology.
+func newBroker(t *testing.T, amqpURL string) *outbox.Broker {
+	t.Helper()
+	b, err := outbox.NewBroker(outbox.BrokerConfig{URL: amqpURL, Topology: topology, Logger: quiet,
+		Backoff: retry.Backoff{Min: 20 * time.Millisecond, Max: 500 * time.Millisecond}})
+	testenv.Must(t, err, "broker")
+	return b
+}
 
 // openPool opens a pool on dbURL, closed when t ends.
 func openPool(t *testing.T, dbURL string, maxConns int32) *pgxpool.Pool {
@@ -40,8 +58,8 @@ func startRelay(t *testing.T, dbURL, amqpURL string, tune func(*outbox.RelayConf
 	t.Helper()
 	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 8})
 	testenv.Must(t, err, "relay pool")
-	cfg := outbox.RelayConfig{Pool: pool, AMQPURL: amqpURL, Logger: quiet, PollInterval: 200 * time.Millisecond,
-		MinBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond}
+	cfg := outbox.RelayConfig{Pool: pool, Broker: newBroker(t, amqpURL), Logger: quiet, PollInterval: 200 * time.Millisecond,
+		Linger: 2 * time.Millisecond, Backoff: retry.Backoff{Min: 20 * time.Millisecond, Max: 500 * time.Millisecond}}
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -145,7 +163,7 @@ func TestRelayDeliversEveryEventInAggregateOrder(t *testing.T) {
 			dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
 			pool := openPool(t, dbURL, 16)
 			recordCommits(t, pool)
-			s := testenv.NewSink(t, amqpURL)
+			s := testenv.NewSink(t, amqpURL, topology)
 			for range replicas {
 				startRelay(t, dbURL, amqpURL, nil)
 			}
@@ -178,7 +196,7 @@ func TestStuckRowDoesNotBlockOtherPartitions(t *testing.T) {
 	dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
 	pool := openPool(t, dbURL, 8)
 	recordCommits(t, pool)
-	s := testenv.NewSink(t, amqpURL)
+	s := testenv.NewSink(t, amqpURL, topology)
 
 	// An event no queue is bound to, in the partition of aggregate stuck.
 	stuck := uuid.New()
@@ -263,7 +281,7 @@ func TestRelayRecoversFromLostConnections(t *testing.T) {
 	amqpURL := testenv.AMQPServerURL() + vhost
 	pool := openPool(t, dbURL, 8)
 	recordCommits(t, pool)
-	s := testenv.NewSink(t, amqpURL)
+	s := testenv.NewSink(t, amqpURL, topology)
 	startRelay(t, dbURL+"&application_name=relay", amqpURL, func(c *outbox.RelayConfig) { c.BatchSize = 50 })
 	products := addProducts(t, pool, 20)
 
@@ -317,7 +335,7 @@ func TestRelayStartsBeforeRabbitMQ(t *testing.T) {
 	// The relay may publish before a test queue could be bound; the
 	// projections group's queue, which it declares first, gets every
 	// product event.
-	s := testenv.NewGroupSink(t, amqpURL, "shop.projections")
+	s := testenv.NewGroupSink(t, amqpURL, topology, "shop.projections")
 	got := s.WaitFor(t, committed(t, pool), 30*time.Second)
 	testenv.CheckOrder(t, got)
 	if !relay.Connected() {
@@ -353,7 +371,7 @@ func TestRelayWakesWithoutPolling(t *testing.T) {
 		{"another process that woke its own relay still notifies", func(t *testing.T, pool *pgxpool.Pool, amqpURL string, _ *outbox.Relay) *outbox.Notifier {
 			// That process's relay is marked by every commit but never
 			// runs: only the listening one can publish.
-			own, err := outbox.NewRelay(outbox.RelayConfig{Pool: pool, AMQPURL: amqpURL, Logger: quiet})
+			own, err := outbox.NewRelay(outbox.RelayConfig{Pool: pool, Broker: newBroker(t, amqpURL), Logger: quiet})
 			testenv.Must(t, err, "own relay")
 			n := outbox.NewNotifier(pool, quiet)
 			n.WakeLocal(own)
@@ -366,7 +384,7 @@ func TestRelayWakesWithoutPolling(t *testing.T) {
 			dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
 			pool := openPool(t, dbURL, 8)
 			recordCommits(t, pool)
-			s := testenv.NewSink(t, amqpURL)
+			s := testenv.NewSink(t, amqpURL, topology)
 			relay := startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) { c.PollInterval = time.Hour })
 			testenv.Eventually(t, 10*time.Second, func() error { // listening, and idle
 				if !relay.Connected() {
@@ -412,7 +430,7 @@ func TestRelayVacuumsTheOutbox(t *testing.T) {
 			// Autovacuum off for the table, so that any vacuum is the relay's.
 			_, err := pool.Exec(context.Background(), `ALTER TABLE outbox SET (autovacuum_enabled = false)`)
 			testenv.Must(t, err, "disable autovacuum")
-			s := testenv.NewSink(t, amqpURL)
+			s := testenv.NewSink(t, amqpURL, topology)
 			metrics := outbox.NewMetrics(nil)
 			startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) { c.VacuumAfter = tt.vacuumAfter; c.Metrics = metrics })
 			recordCommits(t, pool)
@@ -530,7 +548,7 @@ func TestOneRoundRelaysEveryPartitionMarked(t *testing.T) {
 			uow := store.NewUnitOfWork(pool, nil)
 			testenv.Must(t, uow.Do(context.Background(), func(_ context.Context, tx *store.Tx) error { return tx.Append(events...) }), "append")
 
-			s := testenv.NewSink(t, amqpURL)
+			s := testenv.NewSink(t, amqpURL, topology)
 			reg := prometheus.NewRegistry()
 			metrics := outbox.NewMetrics(reg)
 			startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/shopdev/shop/internal/retry"
 )
 
 // scheduler hands partitions that may have rows to the relay's workers,
@@ -66,7 +68,7 @@ func (s *scheduler) next(ctx context.Context, linger time.Duration) ([]int, bool
 		parts = append(parts, p)
 	}
 	if linger > 0 {
-		sleep(ctx, linger)
+		retry.Sleep(ctx, linger)
 	}
 	for more := true; more; {
 		select {

@@ -63,7 +63,7 @@ func TestRelayDeclaresTopologyBeforePublishing(t *testing.T) {
 	err := ch.ExchangeDeclarePassive(outbox.Exchange, amqp.ExchangeTopic, true, false, false, false, nil)
 	testenv.Must(t, err, "exchange "+outbox.Exchange)
 	keys := map[string]bool{}
-	for _, g := range outbox.Groups() {
+	for _, g := range topology {
 		for _, q := range []string{g.Queue(), g.DeadQueue()} {
 			_, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
 			testenv.Must(t, err, "queue "+q)
@@ -81,7 +81,7 @@ func TestRelayDeclaresTopologyBeforePublishing(t *testing.T) {
 		}
 	}
 	// Each group's queue holds the probes of its keys, and only those.
-	for _, g := range outbox.Groups() {
+	for _, g := range topology {
 		var got []string
 		testenv.Eventually(t, 10*time.Second, func() error {
 			for {
@@ -110,8 +110,8 @@ func TestRelayDeclaresTopologyBeforePublishing(t *testing.T) {
 func TestGroupQueueArgumentsAreTheContract(t *testing.T) {
 	t.Parallel()
 	amqpURL := testenv.AMQPURL(t)
-	testenv.Must(t, outbox.Declare(amqpChannel(t, amqpURL)), "declare topology")
-	g := outbox.Groups()[0]
+	testenv.Must(t, topology.Declare(amqpChannel(t, amqpURL)), "declare topology")
+	g := topology[0]
 	tests := []struct {
 		name     string
 		args     amqp.Table
@@ -145,8 +145,8 @@ func TestGroupQueueArgumentsAreTheContract(t *testing.T) {
 func TestGroupQueueDeadLettersPastDeliveryLimit(t *testing.T) {
 	t.Parallel()
 	amqpURL := testenv.AMQPURL(t)
-	testenv.Must(t, outbox.Declare(amqpChannel(t, amqpURL)), "declare topology")
-	g := outbox.Groups()[0]
+	testenv.Must(t, topology.Declare(amqpChannel(t, amqpURL)), "declare topology")
+	g := topology[0]
 	id := uuid.NewString()
 	if acked, returned := publishConfirmed(t, amqpURL, outbox.Exchange, g.Keys[0], amqp.Publishing{MessageId: id, Body: []byte("{}")}); !acked || returned {
 		t.Fatalf("publish: acked %v, returned %v", acked, returned)

@@ -22,7 +22,8 @@ type Event struct {
 	Data             json.RawMessage
 }
 
-// Types lists the event types the projections apply.
+// Types lists the event types the read models are made of: the keys the
+// projections group's queue is bound to.
 func Types() []string {
 	return []string{product.EventCreated, product.EventUpdated, product.EventStockChanged,
 		order.EventPlaced, order.EventConfirmed, order.EventRejected, order.EventCancelled}
@@ -98,26 +99,26 @@ func (s *Store) plan(e Event) ([]write, error) {
 		if err != nil {
 			return nil, err
 		}
-		return []write{details, s.orderStatus(e, d.Status)}, nil
+		return []write{details, s.orderStatus(e, d.Status, "")}, nil
 	case order.EventConfirmed, order.EventRejected, order.EventCancelled:
 		d, err := decode[order.StatusChanged](e)
 		if err != nil {
 			return nil, err
 		}
-		return []write{s.orderStatus(e, d.Status)}, nil
+		return []write{s.orderStatus(e, d.Status, d.Reason)}, nil
 	default:
 		return nil, fmt.Errorf("%w: projections do not apply %q", domain.ErrInvalid, e.Type)
 	}
 }
 
 func (s *Store) productCatalog(e Event, sku, name string, price int64) write {
-	return s.write(s.productKey(e.AggregateID), s.productsKey(), groupCatalog, e.AggregateVersion,
+	return s.write(s.productKey(e.AggregateID), []string{s.productsKey()}, groupCatalog, e.AggregateVersion,
 		0, e.AggregateID.String(), // the list is ordered by id: UUIDv7, so by creation
 		"id", e.AggregateID.String(), "sku", sku, "name", name, "price_cents", itoa(price))
 }
 
 func (s *Store) productStock(e Event, available int64) write {
-	return s.write(s.productKey(e.AggregateID), "", groupStock, e.AggregateVersion, 0, "",
+	return s.write(s.productKey(e.AggregateID), nil, groupStock, e.AggregateVersion, 0, "",
 		"stock_available", itoa(available))
 }
 
@@ -126,15 +127,15 @@ func (s *Store) orderDetails(id, user uuid.UUID, lines []order.Line, total int64
 	if err != nil {
 		return write{}, fmt.Errorf("encode items: %w", err)
 	}
-	return s.write(s.orderKey(id), s.userOrdersKey(user), groupDetails, version,
+	return s.write(s.orderKey(id), []string{s.userOrdersKey(user), s.ordersKey()}, groupDetails, version,
 		0, id.String(), // listed by id, newest first: UUIDv7 ids follow creation
 		"id", id.String(), "user_id", user.String(), "items", string(items),
 		"total_cents", itoa(total), "created_at", formatTime(created)), nil
 }
 
-func (s *Store) orderStatus(e Event, status order.Status) write {
-	return s.write(s.orderKey(e.AggregateID), "", groupStatus, e.AggregateVersion, 0, "",
-		"status", string(status), "updated_at", formatTime(e.OccurredAt))
+func (s *Store) orderStatus(e Event, status order.Status, reason string) write {
+	return s.write(s.orderKey(e.AggregateID), nil, groupStatus, e.AggregateVersion, 0, "",
+		"status", string(status), "reason", reason, "updated_at", formatTime(e.OccurredAt))
 }
 
 func decode[T any](e Event) (T, error) {
@@ -161,7 +162,7 @@ func (s *Store) PutOrder(ctx context.Context, o Order) error {
 	if err != nil {
 		return err
 	}
-	return s.put(ctx, details, s.orderStatus(Event{AggregateID: o.ID, AggregateVersion: o.Version, OccurredAt: o.UpdatedAt}, o.Status))
+	return s.put(ctx, details, s.orderStatus(Event{AggregateID: o.ID, AggregateVersion: o.Version, OccurredAt: o.UpdatedAt}, o.Status, o.Reason))
 }
 
 // put runs writes and returns the first error.

@@ -23,6 +23,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/shopdev/shop/domain"
 )
 
 // Config configures a Store.
@@ -59,6 +61,14 @@ func New(cfg Config) (*Store, error) {
 	return &Store{rdb: cfg.Client, prefix: cfg.Prefix}, nil
 }
 
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("%w: redis: %w", domain.ErrUnavailable, err)
+	}
+	return nil
+}
+
 // Field groups and their version fields.
 const (
 	groupCatalog = "catalog"
@@ -70,6 +80,7 @@ const (
 func (s *Store) productKey(id uuid.UUID) string { return s.prefix + "product:" + id.String() }
 func (s *Store) productsKey() string            { return s.prefix + "products" }
 func (s *Store) orderKey(id uuid.UUID) string   { return s.prefix + "order:" + id.String() }
+func (s *Store) ordersKey() string              { return s.prefix + "orders" }
 func (s *Store) userOrdersKey(id uuid.UUID) string {
 	return s.prefix + "user-orders:" + id.String()
 }
@@ -82,10 +93,10 @@ func (s *Store) ChangesChannel() string { return s.prefix + "changes" }
 // range: the members are UUIDv7 ids, so lex order is creation order.
 //
 // applyScript writes one field group of a model hash if the event's version
-// is newer than the group's, adds the model to an index (a sorted set) when
-// one is given, raises the model's version, and announces the change.
+// is newer than the group's, adds the model to its indexes (sorted sets),
+// raises the model's version, and announces the change.
 //
-//	KEYS[1] model hash, KEYS[2] index (or "" for none)
+//	KEYS[1] model hash, KEYS[2..] indexes
 //	ARGV[1] group, ARGV[2] version, ARGV[3] index score, ARGV[4] index
 //	member, ARGV[5] changes channel, ARGV[6..] field, value pairs
 //
@@ -102,7 +113,7 @@ if v > top then
   redis.call('HSET', KEYS[1], 'version', v)
   top = v
 end
-if KEYS[2] ~= '' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4]) end
+for i = 2, #KEYS do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4]) end
 redis.call('PUBLISH', ARGV[5], KEYS[1] .. ' ' .. top)
 return 1
 `)
@@ -113,14 +124,15 @@ type write struct {
 	args []any
 }
 
-// write returns the write of one field group.
-func (s *Store) write(key, index, group string, version int64, score float64, member string, fields ...string) write {
+// write returns the write of one field group of the model at key, which
+// the indexes list (as member, with score).
+func (s *Store) write(key string, indexes []string, group string, version int64, score float64, member string, fields ...string) write {
 	args := make([]any, 0, 5+len(fields))
 	args = append(args, group, version, score, member, s.ChangesChannel())
 	for _, f := range fields {
 		args = append(args, f)
 	}
-	return write{keys: []string{key, index}, args: args}
+	return write{keys: append([]string{key}, indexes...), args: args}
 }
 
 // run sends writes in one pipeline and reports for each whether it wrote,
@@ -155,8 +167,8 @@ func (s *Store) run(ctx context.Context, writes []write) (wrote []bool, failed [
 				again = append(again, i)
 			case errors.As(err, &replied):
 				failed[i] = fmt.Errorf("apply %s of %s: %w", writes[i].args[0], writes[i].keys[0], err)
-			default:
-				return nil, nil, fmt.Errorf("apply %d field groups: %w", len(writes), err)
+			default: // Redis did not answer: no write of the pipeline can be known
+				return nil, nil, fmt.Errorf("%w: redis: apply %d field groups: %w", domain.ErrUnavailable, len(writes), err)
 			}
 		}
 		todo = again

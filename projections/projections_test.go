@@ -4,9 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"math/rand/v2"
-	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,33 +17,17 @@ import (
 	"github.com/shopdev/shop/domain"
 	"github.com/shopdev/shop/domain/order"
 	"github.com/shopdev/shop/domain/product"
+	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/projections"
 )
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-// redisAddr is the Redis the tests use: TEST_REDIS_ADDR, or the local one.
-func redisAddr() string {
-	if addr := os.Getenv("TEST_REDIS_ADDR"); addr != "" {
-		return addr
-	}
-	return "127.0.0.1:6379"
-}
-
 // newStore returns a Store on the real Redis under a key prefix of the
 // test's own; its keys are deleted when the test ends.
 func newStore(t *testing.T) *projections.Store {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr()})
-	prefix := "shop_test_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12] + ":"
-	t.Cleanup(func() {
-		ctx := context.Background()
-		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			rdb.Del(ctx, iter.Val())
-		}
-		_ = rdb.Close()
-	})
+	rdb, prefix := testenv.Redis(t)
 	s, err := projections.New(projections.Config{Client: rdb, Prefix: prefix})
 	if err != nil {
 		t.Fatalf("new store: %v", err)
@@ -136,7 +119,7 @@ func TestDuplicatesAndShuffledEventsConverge(t *testing.T) {
 	}
 	wantP, _, _ := ordered.Product(ctx, pid)
 	wantO, _, _ := ordered.Order(ctx, oid)
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	rng := testenv.Rand(t)
 	for run := range 30 {
 		s := newStore(t)
 		deliveries := append(append([]projections.Event{}, events...), events...)
@@ -177,9 +160,11 @@ func TestDuplicatesAndShuffledEventsConverge(t *testing.T) {
 		if p != wantP || !reflect.DeepEqual(o, wantO) {
 			t.Fatalf("run %d: product %+v, order %+v; want %+v, %+v", run, p, o, wantP, wantO)
 		}
-		list, _, err := s.UserOrders(ctx, uid, uuid.Nil, 10)
-		if err != nil || len(list) != 1 || list[0].ID != oid {
-			t.Fatalf("run %d: UserOrders = %+v, %v", run, list, err)
+		for _, owner := range []uuid.UUID{uid, uuid.Nil} { // the user's orders, and everyone's
+			list, _, err := s.Orders(ctx, owner, uuid.Nil, 10)
+			if err != nil || len(list) != 1 || list[0].ID != oid {
+				t.Fatalf("run %d: Orders(%s) = %+v, %v", run, owner, list, err)
+			}
 		}
 	}
 }
@@ -261,25 +246,53 @@ func TestPaging(t *testing.T) {
 	if !reflect.DeepEqual(gotProducts, products) {
 		t.Errorf("products paged = %v, want %v (creation order)", gotProducts, products)
 	}
-	var gotOrders []uuid.UUID
-	for cursor, pages := uuid.Nil, 0; ; pages++ {
-		page, next, err := s.UserOrders(ctx, user, cursor, 2)
-		if err != nil || pages > 4 {
-			t.Fatalf("UserOrders: %v after %d pages", err, pages)
+	slices.Reverse(orders)
+	for _, owner := range []uuid.UUID{user, uuid.Nil} { // the user's orders, and everyone's
+		var gotOrders []uuid.UUID
+		for cursor, pages := uuid.Nil, 0; ; pages++ {
+			page, next, err := s.Orders(ctx, owner, cursor, 2)
+			if err != nil || pages > 4 {
+				t.Fatalf("Orders(%s): %v after %d pages", owner, err, pages)
+			}
+			for _, o := range page {
+				gotOrders = append(gotOrders, o.ID)
+			}
+			if next == uuid.Nil {
+				break
+			}
+			cursor = next
 		}
-		for _, o := range page {
-			gotOrders = append(gotOrders, o.ID)
+		if !reflect.DeepEqual(gotOrders, orders) {
+			t.Errorf("orders of %s paged = %v, want %v (newest first)", owner, gotOrders, orders)
 		}
-		if next == uuid.Nil {
-			break
-		}
-		cursor = next
 	}
-	for i, j := 0, len(orders)-1; i < j; i, j = i+1, j-1 {
-		orders[i], orders[j] = orders[j], orders[i]
+}
+
+// TestRejectedOrderKeepsItsReason: the read model of a rejected order says
+// why, as order.rejected does.
+func TestRejectedOrderKeepsItsReason(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	o, err := order.Place(uuid.Must(uuid.NewV7()), uuid.New(), []order.Line{{ProductID: uuid.New(), SKU: "A", Name: "A", Quantity: 2, UnitPriceCents: 5}}, t0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(gotOrders, orders) {
-		t.Errorf("orders paged = %v, want %v (newest first)", gotOrders, orders)
+	placed := o.Events()
+	if err := o.Reject("not enough stock: A: 2 wanted, 1 available", t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range asEvents(t, append(placed, o.Events()...)...) {
+		if _, err := s.Apply(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, found, err := s.Order(ctx, o.ID())
+	if err != nil || !found || got.Status != order.StatusRejected || got.Reason != o.Reason() {
+		t.Fatalf("Order = %+v, %v, %v; want rejected with the reason %q", got, found, err, o.Reason())
+	}
+	if want := projections.OrderOf(o); !reflect.DeepEqual(got, want) {
+		t.Errorf("the projected order %+v differs from the write side's %+v", got, want)
 	}
 }
 
@@ -322,7 +335,7 @@ func TestWritesGoOnAfterRedisLosesItsScript(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
 	pid, _, _, events := history(t)
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr()})
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
 	t.Cleanup(func() { _ = rdb.Close() })
 	// Redis forgets its scripts when it restarts; SCRIPT FLUSH does the same.
 	flush := func() {

@@ -13,7 +13,8 @@ import (
 	"github.com/shopdev/shop/domain/order"
 )
 
-// Product is the read model of a product.
+// Product is the read model of a product: the one shape of a product in
+// the API, whichever endpoint answers it.
 type Product struct {
 	ID             uuid.UUID `json:"id"`
 	SKU            string    `json:"sku"`
@@ -23,11 +24,13 @@ type Product struct {
 	Version        int64     `json:"version"`
 }
 
-// Order is the read model of an order.
+// Order is the read model of an order: the one shape of an order in the
+// API, whichever endpoint answers it.
 type Order struct {
 	ID         uuid.UUID    `json:"id"`
 	UserID     uuid.UUID    `json:"user_id"`
 	Status     order.Status `json:"status"`
+	Reason     string       `json:"reason,omitempty"` // why it was rejected
 	Items      []order.Line `json:"items"`
 	TotalCents int64        `json:"total_cents"`
 	Version    int64        `json:"version"`
@@ -81,15 +84,19 @@ func (s *Store) Order(ctx context.Context, id uuid.UUID) (o Order, found bool, e
 	return parseOrder(h)
 }
 
-// UserOrders returns up to limit of a user's orders, newest first, starting
-// after the order with id before (uuid.Nil: the newest), and the cursor of
-// the next page.
-func (s *Store) UserOrders(ctx context.Context, user, before uuid.UUID, limit int) ([]Order, uuid.UUID, error) {
+// Orders returns up to limit of a user's orders (uuid.Nil: everyone's),
+// newest first, starting after the order with id before (uuid.Nil: the
+// newest), and the cursor of the next page.
+func (s *Store) Orders(ctx context.Context, user, before uuid.UUID, limit int) ([]Order, uuid.UUID, error) {
 	from := "+"
 	if before != uuid.Nil {
 		from = "(" + before.String()
 	}
-	ids, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.userOrdersKey(user), Start: from, Stop: "-",
+	index := s.ordersKey()
+	if user != uuid.Nil {
+		index = s.userOrdersKey(user)
+	}
+	ids, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: index, Start: from, Stop: "-",
 		ByLex: true, Rev: true, Count: int64(limit + 1)}).Result()
 	if err != nil {
 		return nil, uuid.Nil, fmt.Errorf("list orders of %s: %w", user, err)
@@ -159,7 +166,7 @@ func parseOrder(h map[string]string) (Order, bool, error) {
 	if h[groupDetails+"_v"] == "" || h[groupStatus+"_v"] == "" {
 		return Order{}, false, nil
 	}
-	o := Order{Status: order.Status(h["status"]), TotalCents: atoi(h["total_cents"]), Version: atoi(h["version"])}
+	o := Order{Status: order.Status(h["status"]), Reason: h["reason"], TotalCents: atoi(h["total_cents"]), Version: atoi(h["version"])}
 	var err error
 	if o.ID, err = uuid.Parse(h["id"]); err != nil {
 		return Order{}, false, fmt.Errorf("order model id %q: %w", h["id"], err)

@@ -5,18 +5,11 @@ import (
 	"fmt"
 )
 
-// Source walks the write side's products and orders: Postgres, through
-// store.Reads.
-type Source interface {
-	EachProduct(ctx context.Context, fn func(Product) error) error
-	EachOrder(ctx context.Context, fn func(Order) error) error
-}
-
 // Rebuild writes every product and order of src into Redis, each at the
-// version src has, while the system keeps running: the version guards make
+// version src has (the version it has in Postgres), while the system keeps running: the version guards make
 // a model only move forward, whether the rebuild or an event gets there
 // first. It returns how many products and orders it wrote.
-func (s *Store) Rebuild(ctx context.Context, src Source) (products, orders int, err error) {
+func (s *Store) Rebuild(ctx context.Context, src Origin) (products, orders int, err error) {
 	err = src.EachProduct(ctx, func(p Product) error {
 		products++
 		return s.PutProduct(ctx, p)

@@ -5,8 +5,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/google/uuid"
 )
 
 // Watcher lets readers wait until a model reaches a version, without
@@ -68,18 +66,8 @@ func (w *Watcher) announce(key string, version int64) {
 	}
 }
 
-// WaitProduct waits until the product's model has at least version min, or
-// ctx ends; it reports whether the version was reached.
-func (w *Watcher) WaitProduct(ctx context.Context, id uuid.UUID, min int64) (bool, error) {
-	return w.wait(ctx, w.s.productKey(id), min)
-}
-
-// WaitOrder waits until the order's model has at least version min, or ctx
+// wait waits until the model at key has at least version min, or ctx
 // ends; it reports whether the version was reached.
-func (w *Watcher) WaitOrder(ctx context.Context, id uuid.UUID, min int64) (bool, error) {
-	return w.wait(ctx, w.s.orderKey(id), min)
-}
-
 func (w *Watcher) wait(ctx context.Context, key string, min int64) (bool, error) {
 	x := waiter{min: min, done: make(chan struct{})}
 	w.mu.Lock()
@@ -97,6 +85,17 @@ func (w *Watcher) wait(ctx context.Context, key string, min int64) (bool, error)
 	case <-ctx.Done():
 		return false, nil
 	}
+}
+
+// waiting returns how many reads wait now.
+func (w *Watcher) waiting() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, list := range w.waiters {
+		n += len(list)
+	}
+	return n
 }
 
 func (w *Watcher) forget(key string, done chan struct{}) {

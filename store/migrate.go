@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -17,19 +18,23 @@ import (
 )
 
 // Migrate creates the database named in databaseURL if it does not exist,
-// then applies every pending migration. Several processes may run it at
-// once: goose serializes them with a Postgres advisory lock.
-func Migrate(ctx context.Context, databaseURL string, log *slog.Logger) error {
-	if err := CreateDatabase(ctx, databaseURL); err != nil {
-		return err
+// then applies every pending migration; it reports whether it created the
+// database. Several processes may run it at once: goose serializes them
+// with a Postgres advisory lock.
+func Migrate(ctx context.Context, databaseURL string, log *slog.Logger) (created bool, err error) {
+	if created, err = CreateDatabase(ctx, databaseURL); err != nil {
+		return false, err
 	}
 	cfg, err := pgx.ParseConfig(databaseURL)
 	if err != nil {
-		return fmt.Errorf("parse database url: %w", err)
+		return created, fmt.Errorf("parse database url: %w", err)
 	}
 	db := stdlib.OpenDB(*cfg)
 	defer db.Close()
-	return migrate(ctx, db, log)
+	if created {
+		log.Info("database created", "database", cfg.Database)
+	}
+	return created, migrate(ctx, db, log)
 }
 
 func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
@@ -46,7 +51,7 @@ func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
 		return classify(fmt.Errorf("apply migrations: %w", err))
 	}
 	for _, r := range results {
-		log.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration)
+		log.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration.Round(time.Microsecond))
 	}
 	version, err := provider.GetDBVersion(ctx)
 	if err != nil {
@@ -57,38 +62,39 @@ func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
 }
 
 // CreateDatabase creates the database named in databaseURL, connecting to
-// the server's "postgres" database to do so, unless it already exists.
-func CreateDatabase(ctx context.Context, databaseURL string) error {
+// the server's "postgres" database to do so, unless it already exists; it
+// reports whether it created it.
+func CreateDatabase(ctx context.Context, databaseURL string) (created bool, err error) {
 	cfg, err := pgx.ParseConfig(databaseURL)
 	if err != nil {
-		return fmt.Errorf("parse database url: %w", err)
+		return false, fmt.Errorf("parse database url: %w", err)
 	}
 	name := cfg.Database
 	if name == "" {
-		return errors.New("database url names no database")
+		return false, errors.New("database url names no database")
 	}
 	cfg.Database = "postgres"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return classify(fmt.Errorf("connect to create database %q: %w", name, err))
+		return false, classify(fmt.Errorf("connect to create database %q: %w", name, err))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	var exists bool
 	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
-		return classify(fmt.Errorf("look up database %q: %w", name, err))
+		return false, classify(fmt.Errorf("look up database %q: %w", name, err))
 	}
 	if exists {
-		return nil
+		return false, nil
 	}
 	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && (pgErr.Code == "42P04" || pgErr.Code == "23505") {
-		return nil // created by a concurrent migrate
+		return false, nil // created by a concurrent migrate
 	}
 	if err != nil {
-		return fmt.Errorf("create database %q: %w", name, err)
+		return false, fmt.Errorf("create database %q: %w", name, err)
 	}
-	return nil
+	return true, nil
 }
 
 // DropDatabase drops the database named in databaseURL, closing any

@@ -10,15 +10,16 @@ import (
 	"github.com/shopdev/shop/domain/order"
 )
 
-// Orders loads and saves orders in a transaction.
+// Orders loads and adds orders in a transaction; the transaction writes
+// back the ones it locked and that changed when it commits.
 type Orders struct{ tx *Tx }
 
 // Add queues the insert of a new order and its lines.
 func (s Orders) Add(o *order.Order) {
 	st := o.State()
-	s.tx.queue(`INSERT INTO orders (id, user_id, status, total_cents, version, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		st.ID, st.CustomerID, string(st.Status), st.TotalCents, st.Version, st.CreatedAt, st.UpdatedAt)
+	s.tx.queue(`INSERT INTO orders (id, user_id, status, reason, total_cents, version, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		st.ID, st.CustomerID, string(st.Status), st.Reason, st.TotalCents, st.Version, st.CreatedAt, st.UpdatedAt)
 	n := len(st.Lines)
 	var (
 		products = make([]uuid.UUID, n)
@@ -35,18 +36,20 @@ func (s Orders) Add(o *order.Order) {
 		FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::int8[])
 		     WITH ORDINALITY AS l(product_id, sku, name, quantity, unit_price_cents, n)`,
 		st.ID, products, skus, names, qty, prices)
+	s.tx.orders.hold(st.ID, o)
 }
 
-// Save queues the update of an order loaded at version loadedVersion; the
-// write fails with ErrConcurrentUpdate if another transaction changed it.
-func (s Orders) Save(o *order.Order, loadedVersion int64) {
+// update queues the write of an order loaded at version loaded; it fails
+// with ErrConcurrentUpdate if another transaction changed it.
+func (s Orders) update(o *order.Order, loaded int64) {
 	st := o.State()
-	s.tx.queueUpdate("order", st.ID, `UPDATE orders SET status = $2, version = $3, updated_at = $4 WHERE id = $1 AND version = $5`,
-		st.ID, string(st.Status), st.Version, st.UpdatedAt, loadedVersion)
+	s.tx.queueUpdate("order", st.ID, `UPDATE orders SET status = $2, reason = $3, version = $4, updated_at = $5
+		WHERE id = $1 AND version = $6`,
+		st.ID, string(st.Status), st.Reason, st.Version, st.UpdatedAt, loaded)
 }
 
 // GetForUpdate loads an order with its lines and locks it until the
-// transaction ends, in one round trip; order.ErrNotFound when none.
+// transaction ends; order.ErrNotFound when there is none.
 func (s Orders) GetForUpdate(ctx context.Context, id uuid.UUID) (*order.Order, error) {
 	orders, err := s.LockMany(ctx, []uuid.UUID{id})
 	if err != nil {
@@ -61,38 +64,58 @@ func (s Orders) GetForUpdate(ctx context.Context, id uuid.UUID) (*order.Order, e
 
 // LockMany loads the orders with the given ids that exist, with their lines,
 // and locks them until the transaction ends, in id order so that
-// transactions locking overlapping sets cannot deadlock. One round trip.
+// transactions locking overlapping sets cannot deadlock; one round trip.
+// What the transaction locked already it does not read again.
 func (s Orders) LockMany(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*order.Order, error) {
+	if missing := s.tx.orders.missing(ids); len(missing) > 0 {
+		s.queueLock(missing)
+	}
+	if err := s.tx.sendReads(ctx); err != nil {
+		return nil, fmt.Errorf("lock orders: %w", err)
+	}
+	out := make(map[uuid.UUID]*order.Order, len(ids))
+	for _, id := range ids {
+		if o, found, _ := s.tx.orders.get(id); found {
+			out[id] = o
+		}
+	}
+	return out, nil
+}
+
+// queueLock queues the locking read of orders and the read of their lines,
+// which tracked holds once they are sent.
+func (s Orders) queueLock(ids []uuid.UUID) {
 	var list []order.State
-	s.tx.queue(`SELECT id, user_id, status, total_cents, version, created_at, updated_at
-		FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids).Query(func(rows pgx.Rows) (err error) {
+	s.tx.queueRead(func(rows pgx.Rows) (err error) {
 		list, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (order.State, error) {
 			var st order.State
 			var status string
-			err := row.Scan(&st.ID, &st.CustomerID, &status, &st.TotalCents, &st.Version, &st.CreatedAt, &st.UpdatedAt)
+			err := row.Scan(&st.ID, &st.CustomerID, &status, &st.Reason, &st.TotalCents, &st.Version, &st.CreatedAt, &st.UpdatedAt)
 			st.Status = order.Status(status)
 			return st, err
 		})
 		return err
-	})
-	lines := make(map[uuid.UUID][]order.Line, len(ids))
-	err := s.tx.read(ctx, func(rows pgx.Rows) error {
+	}, `SELECT id, user_id, status, reason, total_cents, version, created_at, updated_at
+		FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+	s.tx.queueRead(func(rows pgx.Rows) error {
+		lines := make(map[uuid.UUID][]order.Line, len(ids))
 		var id uuid.UUID
 		var l order.Line
 		_, err := pgx.ForEachRow(rows, []any{&id, &l.ProductID, &l.SKU, &l.Name, &l.Quantity, &l.UnitPriceCents}, func() error {
 			lines[id] = append(lines[id], l)
 			return nil
 		})
-		return err
+		if err != nil {
+			return err
+		}
+		for _, st := range list {
+			st.Lines = lines[st.ID]
+			s.tx.orders.hold(st.ID, order.Restore(st))
+		}
+		for _, id := range s.tx.orders.missing(ids) {
+			s.tx.orders.absent(id)
+		}
+		return nil
 	}, `SELECT order_id, product_id, sku, name, quantity, unit_price_cents FROM order_items
 		WHERE order_id = ANY($1) ORDER BY order_id, line`, ids)
-	if err != nil {
-		return nil, fmt.Errorf("load orders: %w", err)
-	}
-	out := make(map[uuid.UUID]*order.Order, len(list))
-	for _, st := range list {
-		st.Lines = lines[st.ID]
-		out[st.ID] = order.Restore(st)
-	}
-	return out, nil
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
@@ -11,7 +10,8 @@ import (
 	"github.com/shopdev/shop/domain/product"
 )
 
-// Products loads and saves products in a transaction.
+// Products loads and adds products in a transaction; the transaction
+// writes back the ones it locked and that changed when it commits.
 type Products struct{ tx *Tx }
 
 const productColumns = `id, sku, name, price_cents, stock, version, created_at, updated_at`
@@ -21,34 +21,72 @@ func (s Products) Add(p *product.Product) {
 	st := p.State()
 	s.tx.queue(`INSERT INTO products (`+productColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
 		st.ID, st.SKU, st.Name, st.PriceCents, st.Stock, st.Version, st.CreatedAt, st.UpdatedAt)
+	s.tx.products.hold(st.ID, p)
 }
 
-// Save queues the update of a product loaded at version loadedVersion; the
-// write fails with ErrConcurrentUpdate if another transaction changed it.
-func (s Products) Save(p *product.Product, loadedVersion int64) {
+// update queues the write of a product loaded at version loaded; it fails
+// with ErrConcurrentUpdate if another transaction changed it.
+func (s Products) update(p *product.Product, loaded int64) {
 	st := p.State()
 	s.tx.queueUpdate("product", st.ID, `UPDATE products SET name = $2, price_cents = $3, stock = $4, version = $5, updated_at = $6
 		WHERE id = $1 AND version = $7`,
-		st.ID, st.Name, st.PriceCents, st.Stock, st.Version, st.UpdatedAt, loadedVersion)
+		st.ID, st.Name, st.PriceCents, st.Stock, st.Version, st.UpdatedAt, loaded)
 }
 
-// GetForUpdate loads a product and locks its row until the transaction ends.
+// GetForUpdate loads a product and locks its row until the transaction
+// ends; product.ErrNotFound when there is none.
 func (s Products) GetForUpdate(ctx context.Context, id uuid.UUID) (*product.Product, error) {
-	var st product.State
-	err := s.tx.read(ctx, func(rows pgx.Rows) (err error) {
-		st, err = pgx.CollectExactlyOneRow(rows, scanProduct)
-		return err
-	}, `SELECT `+productColumns+` FROM products WHERE id = $1 FOR UPDATE`, id)
-	if errors.Is(err, pgx.ErrNoRows) {
+	products, err := s.LockMany(ctx, []uuid.UUID{id})
+	if err != nil {
+		return nil, err
+	}
+	p, ok := products[id]
+	if !ok {
 		return nil, product.ErrNotFound
 	}
-	if err != nil {
-		return nil, fmt.Errorf("load product: %w", err)
-	}
-	return product.Restore(st), nil
+	return p, nil
 }
 
-// Catalogue returns the products with the given ids that exist, by id.
+// LockMany loads the products with the given ids that exist and locks their
+// rows until the transaction ends, in id order so that transactions locking
+// overlapping sets cannot deadlock. What the transaction locked already it
+// does not read again.
+func (s Products) LockMany(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*product.Product, error) {
+	if missing := s.tx.products.missing(ids); len(missing) > 0 {
+		s.queueLock(missing)
+	}
+	if err := s.tx.sendReads(ctx); err != nil {
+		return nil, fmt.Errorf("lock products: %w", err)
+	}
+	out := make(map[uuid.UUID]*product.Product, len(ids))
+	for _, id := range ids {
+		if p, found, _ := s.tx.products.get(id); found {
+			out[id] = p
+		}
+	}
+	return out, nil
+}
+
+// queueLock queues the locking read of products, which tracked holds once
+// it is sent.
+func (s Products) queueLock(ids []uuid.UUID) {
+	s.tx.queueRead(func(rows pgx.Rows) error {
+		list, err := pgx.CollectRows(rows, scanProduct)
+		if err != nil {
+			return err
+		}
+		for _, st := range list {
+			s.tx.products.hold(st.ID, product.Restore(st))
+		}
+		for _, id := range s.tx.products.missing(ids) {
+			s.tx.products.absent(id)
+		}
+		return nil
+	}, `SELECT `+productColumns+` FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+}
+
+// Catalogue returns the products with the given ids that exist, by id, as
+// they are now, without locking them.
 func (s Products) Catalogue(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]product.State, error) {
 	var list []product.State
 	err := s.tx.read(ctx, func(rows pgx.Rows) (err error) {
@@ -69,23 +107,4 @@ func scanProduct(row pgx.CollectableRow) (product.State, error) {
 	var st product.State
 	err := row.Scan(&st.ID, &st.SKU, &st.Name, &st.PriceCents, &st.Stock, &st.Version, &st.CreatedAt, &st.UpdatedAt)
 	return st, err
-}
-
-// LockMany loads the products with the given ids that exist and locks their
-// rows until the transaction ends, in id order so that transactions locking
-// overlapping sets cannot deadlock.
-func (s Products) LockMany(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*product.Product, error) {
-	var list []product.State
-	err := s.tx.read(ctx, func(rows pgx.Rows) (err error) {
-		list, err = pgx.CollectRows(rows, scanProduct)
-		return err
-	}, `SELECT `+productColumns+` FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
-	if err != nil {
-		return nil, fmt.Errorf("lock products: %w", err)
-	}
-	out := make(map[uuid.UUID]*product.Product, len(list))
-	for _, st := range list {
-		out[st.ID] = product.Restore(st)
-	}
-	return out, nil
 }

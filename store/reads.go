@@ -14,8 +14,9 @@ import (
 )
 
 // Reads answers queries from Postgres, in the read models' shape: the
-// fallback of the query endpoints when Redis misses or is down, and the
-// source of `shop projections rebuild`. It runs outside any unit of work.
+// projections.Origin that the query endpoints fall back on when Redis
+// misses or is down, and that `shop projections rebuild` walks. It runs
+// outside any unit of work.
 type Reads struct{ pool *pgxpool.Pool }
 
 // NewReads returns the Postgres reads over pool.
@@ -64,7 +65,7 @@ func (r *Reads) Products(ctx context.Context, after uuid.UUID, limit int) ([]pro
 	return list, next, nil
 }
 
-const readOrderSQL = `SELECT o.id, o.user_id, o.status, o.total_cents, o.version, o.updated_at,
+const readOrderSQL = `SELECT o.id, o.user_id, o.status, o.reason, o.total_cents, o.version, o.updated_at,
 	coalesce((SELECT json_agg(json_build_object('product_id', i.product_id, 'sku', i.sku, 'name', i.name,
 		'quantity', i.quantity, 'unit_price_cents', i.unit_price_cents) ORDER BY i.line)
 		FROM order_items i WHERE i.order_id = o.id), '[]')
@@ -73,7 +74,7 @@ const readOrderSQL = `SELECT o.id, o.user_id, o.status, o.total_cents, o.version
 func scanReadOrder(row pgx.CollectableRow) (projections.Order, error) {
 	var o projections.Order
 	var status string
-	err := row.Scan(&o.ID, &o.UserID, &status, &o.TotalCents, &o.Version, &o.UpdatedAt, &o.Items)
+	err := row.Scan(&o.ID, &o.UserID, &status, &o.Reason, &o.TotalCents, &o.Version, &o.UpdatedAt, &o.Items)
 	o.Status = order.Status(status)
 	o.UpdatedAt = o.UpdatedAt.UTC()
 	return o, err
@@ -95,14 +96,18 @@ func (r *Reads) Order(ctx context.Context, id uuid.UUID) (projections.Order, boo
 	return o, true, nil
 }
 
-// UserOrders returns up to limit of a user's orders, newest (highest id)
-// first, before the given id (uuid.Nil: from the newest), and the cursor of
-// the next page.
-func (r *Reads) UserOrders(ctx context.Context, user, before uuid.UUID, limit int) ([]projections.Order, uuid.UUID, error) {
+// Orders returns up to limit of a user's orders (uuid.Nil: everyone's),
+// newest (highest id) first, before the given id (uuid.Nil: from the
+// newest), and the cursor of the next page.
+func (r *Reads) Orders(ctx context.Context, user, before uuid.UUID, limit int) ([]projections.Order, uuid.UUID, error) {
 	if before == uuid.Nil {
 		before = uuid.Max
 	}
-	rows, err := r.pool.Query(ctx, readOrderSQL+` WHERE o.user_id = $1 AND o.id < $2 ORDER BY o.id DESC LIMIT $3`, user, before, limit+1)
+	sql, args := readOrderSQL+` WHERE o.user_id = $1 AND o.id < $2 ORDER BY o.id DESC LIMIT $3`, []any{user, before, limit + 1}
+	if user == uuid.Nil {
+		sql, args = readOrderSQL+` WHERE o.id < $1 ORDER BY o.id DESC LIMIT $2`, []any{before, limit + 1}
+	}
+	rows, err := r.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, uuid.Nil, classify(fmt.Errorf("list orders: %w", err))
 	}

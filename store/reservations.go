@@ -3,62 +3,62 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/shopdev/shop/domain/product"
 	"github.com/shopdev/shop/domain/stock"
 )
 
-// Reservations loads and saves inventory's reservations in a transaction.
+// Reservations loads and adds inventory's reservations in a transaction;
+// the transaction writes back the ones it locked and that changed when it
+// commits.
 type Reservations struct{ tx *Tx }
+
+const reservationColumns = `order_id, status, lines, reason, version, updated_at`
 
 // GetForUpdate loads the reservation of an order and locks it until the
 // transaction ends; found is false when the order has none yet.
 func (s Reservations) GetForUpdate(ctx context.Context, orderID uuid.UUID) (r *stock.Reservation, found bool, err error) {
-	var st stock.State
-	err = s.tx.read(ctx, func(rows pgx.Rows) (err error) {
-		st, err = pgx.CollectExactlyOneRow(rows, scanReservation)
-		return err
-	}, reservationSQL, orderID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, false, nil
+	if err := s.Lock(ctx, []uuid.UUID{orderID}, nil); err != nil {
+		return nil, false, err
 	}
-	if err != nil {
-		return nil, false, fmt.Errorf("load reservation: %w", err)
-	}
-	return stock.Restore(st), true, nil
+	r, found, _ = s.tx.reservations.get(orderID)
+	return r, found, nil
 }
 
-// LockManyWithProducts loads the reservations of the orders that have one
-// and the products with the given ids that exist, and locks them all until
-// the transaction ends, in one round trip: deciding orders' stock needs
-// both, and the products' ids come with the events, not with the
-// reservations. Each kind is locked in id order, so that transactions
-// locking overlapping sets cannot deadlock.
-func (s Reservations) LockManyWithProducts(ctx context.Context, orderIDs, productIDs []uuid.UUID) (
-	reservations map[uuid.UUID]*stock.Reservation, products map[uuid.UUID]*product.Product, err error) {
-	var list []stock.State
-	s.tx.queue(`SELECT order_id, status, lines, reason, version, updated_at FROM reservations
-		WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE`, orderIDs).Query(func(rows pgx.Rows) (err error) {
-		list, err = pgx.CollectRows(rows, scanReservation)
-		return err
-	})
-	products, err = s.tx.Products.LockMany(ctx, productIDs) // sends both
-	if err != nil {
-		return nil, nil, fmt.Errorf("load reservations with their products: %w", err)
+// Lock locks, in one round trip, the reservations of the orders that have
+// one and the products with the given ids that exist, until the transaction
+// ends: deciding orders' stock needs both, and the products' ids come with
+// the events, not with the reservations. Each kind is locked in id order,
+// so that transactions locking overlapping sets cannot deadlock. The
+// transaction then finds them with GetForUpdate and Products.LockMany
+// without reading them again.
+func (s Reservations) Lock(ctx context.Context, orderIDs, productIDs []uuid.UUID) error {
+	if missing := s.tx.reservations.missing(orderIDs); len(missing) > 0 {
+		s.tx.queueRead(func(rows pgx.Rows) error {
+			list, err := pgx.CollectRows(rows, scanReservation)
+			if err != nil {
+				return err
+			}
+			for _, st := range list {
+				s.tx.reservations.hold(st.OrderID, stock.Restore(st))
+			}
+			for _, id := range s.tx.reservations.missing(missing) {
+				s.tx.reservations.absent(id)
+			}
+			return nil
+		}, `SELECT `+reservationColumns+` FROM reservations WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE`, missing)
 	}
-	reservations = make(map[uuid.UUID]*stock.Reservation, len(list))
-	for _, st := range list {
-		reservations[st.OrderID] = stock.Restore(st)
+	if missing := s.tx.products.missing(productIDs); len(missing) > 0 {
+		s.tx.Products.queueLock(missing)
 	}
-	return reservations, products, nil
+	if err := s.tx.sendReads(ctx); err != nil {
+		return fmt.Errorf("lock reservations and their products: %w", err)
+	}
+	return nil
 }
-
-const reservationSQL = `SELECT order_id, status, lines, reason, version, updated_at FROM reservations WHERE order_id = $1 FOR UPDATE`
 
 func scanReservation(row pgx.CollectableRow) (stock.State, error) {
 	var st stock.State
@@ -80,16 +80,17 @@ func (s Reservations) Add(r *stock.Reservation) error {
 	if err != nil {
 		return fmt.Errorf("encode reservation lines: %w", err)
 	}
-	s.tx.queue(`INSERT INTO reservations (order_id, status, lines, reason, version, updated_at)
+	s.tx.queue(`INSERT INTO reservations (`+reservationColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6)`, st.OrderID, string(st.Status), string(lines), st.Reason, st.Version, st.UpdatedAt)
+	s.tx.reservations.hold(st.OrderID, r)
 	return nil
 }
 
-// Save queues the update of a reservation loaded at version loadedVersion.
-func (s Reservations) Save(r *stock.Reservation, loadedVersion int64) {
+// update queues the write of a reservation loaded at version loaded.
+func (s Reservations) update(r *stock.Reservation, loaded int64) {
 	st := r.State()
 	s.tx.queueUpdate("reservation", st.OrderID, `UPDATE reservations SET status = $2, version = $3, updated_at = $4
-		WHERE order_id = $1 AND version = $5`, st.OrderID, string(st.Status), st.Version, st.UpdatedAt, loadedVersion)
+		WHERE order_id = $1 AND version = $5`, st.OrderID, string(st.Status), st.Version, st.UpdatedAt, loaded)
 }
 
 func linesOrEmpty(l []stock.Line) []stock.Line {

@@ -23,13 +23,16 @@ import (
 	pgxuuid "github.com/vgarvardt/pgx-google-uuid/v5"
 
 	"github.com/shopdev/shop/domain"
+	"github.com/shopdev/shop/domain/order"
 	"github.com/shopdev/shop/domain/product"
+	"github.com/shopdev/shop/domain/stock"
 	"github.com/shopdev/shop/domain/user"
 	"github.com/shopdev/shop/outbox"
 )
 
-// ErrUnavailable means Postgres could not be reached; the API answers 503.
-var ErrUnavailable = errors.New("database unavailable")
+// ErrUnavailable means Postgres could not be reached: domain.ErrUnavailable,
+// which the API answers 503 and a consumer waits out.
+var ErrUnavailable = fmt.Errorf("database %w", domain.ErrUnavailable)
 
 // ErrConcurrentUpdate means an aggregate changed between its load and its
 // save; the caller may retry the command.
@@ -112,16 +115,34 @@ func NewUnitOfWork(pool *pgxpool.Pool, notifier CommitNotifier) *UnitOfWork {
 	return &UnitOfWork{pool: pool, notifier: notifier}
 }
 
+// Ping checks that Postgres answers.
+func (u *UnitOfWork) Ping(ctx context.Context) error {
+	if err := u.pool.Ping(ctx); err != nil {
+		return classify(err)
+	}
+	return nil
+}
+
 // Tx is one transaction and the stores bound to it.
 //
 // Statements travel in pipelined batches: BEGIN goes with the first read,
 // queued writes go with the next read or with COMMIT. A command that reads
 // twice and then writes costs three round trips, however many rows it writes.
+//
+// The stores remember every aggregate the transaction locked or added, and
+// the version it had then: at commit, each one that changed is written back
+// once, guarded by that version. Use cases change aggregates and append
+// their events; they never save them.
 type Tx struct {
 	conn    *pgxpool.Conn
 	pending *pgx.Batch // statements not sent yet; starts with BEGIN
+	reads   int        // queries in pending whose rows a caller waits for
 	md      outbox.Metadata
 	written []int16 // outbox partitions appended to
+
+	products     tracked[*product.Product]
+	orders       tracked[*order.Order]
+	reservations tracked[*stock.Reservation]
 
 	Users        Users
 	Products     Products
@@ -154,6 +175,7 @@ func (u *UnitOfWork) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx
 	if err := fn(ctx, tx); err != nil {
 		return classify(err)
 	}
+	tx.saveChanged()
 	if tx.pending.Len() == 1 && tx.pending.QueuedQueries[0].SQL == "BEGIN" {
 		return nil // nothing was read or written
 	}
@@ -168,6 +190,14 @@ func (u *UnitOfWork) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx
 		u.notifier.Notify(tx.written)
 	}
 	return nil
+}
+
+// saveChanged queues the write of every aggregate that changed since the
+// transaction locked or added it, each guarded by the version it had then.
+func (t *Tx) saveChanged() {
+	t.products.changed(t.Products.update)
+	t.orders.changed(t.Orders.update)
+	t.reservations.changed(t.Reservations.update)
 }
 
 // rollbackIfOpen ends a transaction that fn's error or a failed write left
@@ -210,7 +240,7 @@ func (t *Tx) queue(sql string, args ...any) *pgx.QueuedQuery {
 }
 
 // queueUpdate queues an UPDATE that must change exactly one row: the
-// aggregate row at the version it was loaded at. Otherwise Postgres raises
+// aggregate row at the version it was loaded at (tracked remembers it). Otherwise Postgres raises
 // SH409 inside the statement (shop_expect_one, migration 5), which aborts
 // the transaction, and the write fails with ErrConcurrentUpdate. The check
 // runs in the transaction, not in Go, so the UPDATE can travel with COMMIT.
@@ -223,14 +253,29 @@ func (t *Tx) queueUpdate(what string, id uuid.UUID, update string, args ...any) 
 // read sends the pending statements followed by a query whose rows scan
 // consumes.
 func (t *Tx) read(ctx context.Context, scan func(pgx.Rows) error, sql string, args ...any) error {
+	t.queueRead(scan, sql, args...)
+	return t.sendReads(ctx)
+}
+
+// queueRead queues a query whose rows scan consumes when the pending
+// statements are sent: several reads travel in one round trip.
+func (t *Tx) queueRead(scan func(pgx.Rows) error, sql string, args ...any) {
 	t.pending.Queue(sql, args...).Query(scan)
+	t.reads++
+}
+
+// sendReads sends the pending statements if a read is among them.
+func (t *Tx) sendReads(ctx context.Context) error {
+	if t.reads == 0 {
+		return nil
+	}
 	return t.send(ctx)
 }
 
 // send sends the pending statements in one round trip.
 func (t *Tx) send(ctx context.Context) error {
 	b := t.pending
-	t.pending = &pgx.Batch{}
+	t.pending, t.reads = &pgx.Batch{}, 0
 	return t.conn.SendBatch(ctx, b).Close()
 }
 

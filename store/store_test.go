@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -105,14 +106,14 @@ func TestUnitOfWorkRollsBackEverything(t *testing.T) {
 			wantErr: product.ErrSKUTaken,
 		},
 		{
-			name: "a stale save is refused",
+			name: "a row that moved on since its load is not overwritten",
 			fn: func(ctx context.Context, tx *store.Tx) error {
 				p, err := tx.Products.GetForUpdate(ctx, existing.ID())
 				if err != nil {
 					return err
 				}
+				store.QueueBehindTheBack(tx, `UPDATE products SET version = version + 1 WHERE id = $1`, existing.ID())
 				testenv.Must(t, p.Restock(1, now), "restock")
-				tx.Products.Save(p, p.Version()) // claims to have loaded the new version
 				return tx.Append(p.Events()...)
 			},
 			wantErr: store.ErrConcurrentUpdate,
@@ -271,7 +272,7 @@ func TestMigrateIsIdempotentAndSafeConcurrently(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = store.Migrate(context.Background(), dbURL, log)
+			_, errs[i] = store.Migrate(context.Background(), dbURL, log)
 		}()
 	}
 	wg.Wait()
@@ -297,17 +298,62 @@ func TestCreateDatabaseConcurrently(t *testing.T) {
 	t.Cleanup(func() { _ = store.DropDatabase(context.Background(), fresh) })
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
+	created := make([]bool, len(errs))
 	for i := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = store.CreateDatabase(context.Background(), fresh)
-		}()
+		wg.Go(func() { created[i], errs[i] = store.CreateDatabase(context.Background(), fresh) })
 	}
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("create #%d: %v", i, err)
 		}
+	}
+	if n := len(slices.DeleteFunc(created, func(c bool) bool { return !c })); n != 1 {
+		t.Errorf("%d of the concurrent calls say they created the database, want 1", n)
+	}
+}
+
+// TestTransactionWritesBackWhatChangedOnce: the stores hand the same
+// aggregate to every load of one transaction, and the transaction writes
+// back the aggregates that changed, each once, whatever the number of
+// changes, and nothing for those that did not.
+func TestTransactionWritesBackWhatChangedOnce(t *testing.T) {
+	t.Parallel()
+	pool := testenv.Pool(t)
+	uow := store.NewUnitOfWork(pool, nil)
+	changed, untouched := addProduct(t, uow, "CHANGED", 100, 1), addProduct(t, uow, "UNTOUCHED", 100, 1)
+	// xmin is the transaction that wrote the row's current version.
+	writer := func() string {
+		var xmin string
+		testenv.Must(t, pool.QueryRow(context.Background(), `SELECT xmin::text FROM products WHERE id = $1`, untouched.ID()).Scan(&xmin), "xmin")
+		return xmin
+	}
+	before := writer()
+	err := uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
+		locked, err := tx.Products.LockMany(ctx, []uuid.UUID{changed.ID(), untouched.ID(), uuid.New()})
+		if err != nil {
+			return err
+		}
+		if len(locked) != 2 {
+			t.Errorf("LockMany found %d products, want the 2 that exist", len(locked))
+		}
+		again, err := tx.Products.GetForUpdate(ctx, changed.ID())
+		if err != nil {
+			return err
+		}
+		if again != locked[changed.ID()] {
+			t.Error("a second load in the transaction gave another copy of the product")
+		}
+		for range 3 {
+			testenv.Must(t, again.Restock(2, now), "restock")
+		}
+		return tx.Append(again.Events()...)
+	})
+	testenv.Must(t, err, "change one product three times")
+	if n := testenv.Count(t, pool, `SELECT count(*) FROM products WHERE id = $1 AND stock = 7 AND version = 4`, changed.ID()); n != 1 {
+		t.Error("the changed product is not at stock 7, version 4")
+	}
+	if writer() != before {
+		t.Error("the untouched product was written")
 	}
 }

@@ -6,182 +6,104 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"strings"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
-
-	"github.com/shopdev/shop/app"
-	"github.com/shopdev/shop/auth"
-	"github.com/shopdev/shop/domain/user"
-	"github.com/shopdev/shop/handlers/httpapi"
-	"github.com/shopdev/shop/outbox"
-	"github.com/shopdev/shop/projections"
-	"github.com/shopdev/shop/store"
 )
 
-// shutdownTimeout bounds how long in-flight requests may take after SIGTERM.
-const shutdownTimeout = 20 * time.Second
-
-func migrateCmd(ctx context.Context, cfg config, log *slog.Logger) error {
-	if err := store.Migrate(ctx, cfg.DatabaseURL, log); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	return nil
+// command is one subcommand of shop.
+type command struct {
+	name    string // as typed: "run", "user add"
+	args    string // what follows the name, for the usage line
+	summary string
+	details string // what --help adds to the summary
+	// config returns a new configuration of the command, for --help; the
+	// command parses its own.
+	config func() any
+	// flags declares the command's flags, for --help; nil: none.
+	flags func(*flag.FlagSet)
+	run   func(ctx context.Context, inv invocation) error
 }
 
-func newAuth(cfg config, log *slog.Logger) (*auth.Auth, error) {
-	secret, err := cfg.jwtSecret(log)
-	if err != nil {
-		return nil, err
+// commands lists every subcommand, in the order shop help shows them.
+func commands() []command {
+	return []command{
+		{name: "run", summary: "migrate, then the API, the relay and every consumer group in one process: the one-command default",
+			details: "SHOP_ENV defaults to dev here (and says so). SIGINT or SIGTERM stops every part, each draining what it has in flight.",
+			config:  func() any { return new(runConfig) }, run: runCmd},
+		{name: "migrate", summary: "create the database named in DATABASE_URL if it is missing, and apply the migrations",
+			details: "Idempotent; several may run at once (they take turns under an advisory lock).",
+			config:  func() any { return new(migrateConfig) }, run: migrateCmd},
+		{name: "api", summary: "serve the HTTP API on HTTP_ADDR",
+			details: "SIGTERM drains the requests in flight and exits 0.",
+			config:  func() any { return new(apiConfig) }, run: apiCmd},
+		{name: "relay", summary: "forward the outbox to RabbitMQ; any number of replicas may run",
+			details: "SIGTERM lets the round in flight finish and exits 0.",
+			config:  func() any { return new(relayConfig) }, run: relayCmd},
+		{name: "consume", args: "GROUP...", summary: "run consumer groups: " + strings.Join(groupNames(), ", "),
+			details: groupsHelp(), config: func() any { return new(consumeConfig) }, run: consumeCmd},
+		{name: "user add", args: "--email E --password P [--name N] [--admin]", summary: "create a user (how the first admin exists)",
+			config: func() any { return new(userConfig) }, flags: userFlags(new(userInput)), run: userAddCmd},
+		{name: "projections rebuild", summary: "rewrite every Redis read model from Postgres; safe while the system runs",
+			config: func() any { return new(rebuildConfig) }, run: rebuildCmd},
+		{name: "outbox status", summary: "pending outbox rows and the age of the oldest, per partition",
+			config: func() any { return new(outboxConfig) }, run: outboxStatusCmd},
+		{name: "dead list", args: "GROUP [N]", summary: "show the messages (all, or the first N) in a group's dead queue",
+			config: func() any { return new(deadConfig) }, run: deadListCmd},
+		{name: "dead replay", args: "GROUP [N]", summary: "move the messages (all, or the first N) of a group's dead queue back to its queue",
+			config: func() any { return new(deadConfig) }, run: deadReplayCmd},
 	}
-	return auth.New(auth.Config{Secret: secret, TokenTTL: cfg.JWTTTL, PasswordCost: cfg.PasswordCost})
 }
 
-func apiCmd(ctx context.Context, cfg config, log *slog.Logger) error {
-	p, err := apiProcess(ctx, cfg, log, newRegistry())
-	if err != nil {
-		return err
-	}
-	defer p.close()
-	return p.run(ctx)
-}
-
-// apiProcess wires the HTTP API; its metrics go to reg, served on /metrics.
-func apiProcess(ctx context.Context, cfg config, log *slog.Logger, reg *prometheus.Registry) (*process, error) {
-	a, err := newAuth(cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	opts, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
-	}
-	// Short timeouts and no retries: a slow Redis must not slow the API,
-	// which falls back to Postgres.
-	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.MaxRetries = 250*time.Millisecond, 250*time.Millisecond, 250*time.Millisecond, -1
-	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL, MaxConns: cfg.DBMaxConns})
-	if err != nil {
-		return nil, err
-	}
-	rdb := redis.NewClient(opts)
-	release := func() { _ = rdb.Close(); pool.Close() } // closing the client closes its autopipeliner
-	// Reads that arrive together go to Redis together: while one pipeline
-	// is in flight the next one fills, so under load a round trip (and the
-	// syscalls on both ends) serves many requests; a lone read goes at once.
-	reads, err := rdb.AutoPipeline()
-	if err != nil {
-		release()
-		return nil, fmt.Errorf("redis autopipeline: %w", err)
-	}
-	models, err := projections.New(projections.Config{Client: reads, Prefix: cfg.RedisPrefix})
-	if err != nil {
-		release()
-		return nil, err
-	}
-	notifier := outbox.NewNotifier(pool, log)
-	return &process{
-		notifier: notifier,
-		run: func(ctx context.Context) error {
-			ctx, cancel := context.WithCancel(ctx)
-			defer cancel()
-			handler, err := httpapi.New(httpapi.Config{Pool: pool, Auth: a, Logger: log, Notifier: notifier,
-				Registry: reg, Redis: models, Watcher: models.Watch(ctx), RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst})
-			if err != nil {
-				return err
+// lookup finds the command that args start with, and returns the rest.
+func lookup(args []string) (command, []string, error) {
+	var family []string // commands of two words starting with args[0]
+	for _, c := range commands() {
+		words := strings.Fields(c.name)
+		switch {
+		case len(words) == 1 && words[0] == args[0]:
+			return c, args[1:], nil
+		case len(words) == 2 && words[0] == args[0]:
+			if len(args) > 1 && words[1] == args[1] {
+				return c, args[2:], nil
 			}
-			go func() { _ = notifier.Run(ctx) }()
-			return serve(ctx, log, cfg.HTTPAddr, handler)
-		},
-		close: release,
-	}, nil
+			family = append(family, c.name+" "+c.args)
+		}
+	}
+	if len(family) > 0 {
+		return command{}, nil, fmt.Errorf("%w: shop %s", errUsage, strings.Join(family, " | shop "))
+	}
+	return command{}, nil, fmt.Errorf("%w: %w %q", errUsage, errUnknown, args[0])
 }
 
-// serve runs an HTTP server on addr until ctx is cancelled, then drains
-// in-flight requests for up to shutdownTimeout.
-func serve(ctx context.Context, log *slog.Logger, addr string, handler http.Handler) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
+// errUnknown is a command shop does not have.
+var errUnknown = errors.New("unknown command")
+
+// printHelp writes the usage of shop: every command, and every variable.
+func printHelp(w io.Writer) {
+	fmt.Fprintln(w, "usage: shop COMMAND [ARGS]    (shop COMMAND --help: what it does and reads)")
+	fmt.Fprintln(w, "\ncommands:")
+	var configs []any
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %s\n      %s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
+		configs = append(configs, c.config())
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String())
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	log.Info("shutting down: draining in-flight requests")
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve: %w", err)
-	}
-	log.Info("stopped")
-	return nil
+	fmt.Fprintln(w, "\nenvironment (every variable, its default, what it is for):")
+	printVariables(w, configs...)
 }
 
-func userCmd(ctx context.Context, cfg config, log *slog.Logger, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "add" {
-		return fmt.Errorf("%w: shop user add --email E --password P [--name N] [--admin]", errUsage)
+// printUsage writes what c does, its flags and the variables it reads.
+func (c command) printUsage(w io.Writer) {
+	fmt.Fprintf(w, "usage: shop %s\n\n%s", strings.TrimSpace(c.name+" "+c.args), c.summary)
+	if c.details != "" {
+		fmt.Fprintf(w, ".\n%s", c.details)
 	}
-	fs := flag.NewFlagSet("user add", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	email := fs.String("email", "", "email address (required)")
-	password := fs.String("password", "", "password, at least 8 characters (required)")
-	name := fs.String("name", "", "display name (default: the part of the email before @)")
-	admin := fs.Bool("admin", false, "make the user an administrator")
-	if err := fs.Parse(args[1:]); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+	fmt.Fprintln(w)
+	if c.flags != nil {
+		fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+		c.flags(fs)
+		fs.SetOutput(w)
+		fmt.Fprintln(w, "\nflags:")
+		fs.PrintDefaults()
 	}
-	if *name == "" {
-		*name, _, _ = strings.Cut(*email, "@")
-	}
-	role := user.RoleCustomer
-	if *admin {
-		role = user.RoleAdmin
-	}
-	if err := user.ValidateRegistration(*email, *name, *password); err != nil {
-		return err
-	}
-	a, err := auth.New(auth.Config{Secret: make([]byte, 32), PasswordCost: cfg.PasswordCost}) // hashing only
-	if err != nil {
-		return err
-	}
-	hash, err := a.HashPassword(*password)
-	if err != nil {
-		return err
-	}
-	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL, MaxConns: 1})
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	var u *user.User
-	err = store.NewUnitOfWork(pool, nil).Do(ctx, func(ctx context.Context, tx *store.Tx) error {
-		u, err = app.Register(ctx, tx, app.RegisterUser{Email: *email, Name: *name, PasswordHash: hash, Role: role}, time.Now())
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("add user: %w", err)
-	}
-	log.Info("user added", "id", u.ID(), "role", u.Role())
-	fmt.Fprintf(stdout, "%s %s %s\n", u.ID(), u.Email(), u.Role())
-	return nil
+	fmt.Fprintln(w, "\nenvironment:")
+	printVariables(w, c.config())
 }

@@ -4,163 +4,280 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"strconv"
+	"net/url"
+	"reflect"
 	"strings"
 	"time"
+
+	"github.com/caarlos0/env/v11"
 )
 
-// config is the process configuration, read from the environment.
-type config struct {
-	Env          string // SHOP_ENV: "prod" (default) or "dev"
-	DatabaseURL  string
-	RedisURL     string
-	RedisPrefix  string
-	AMQPURL      string
-	HTTPAddr     string
-	MetricsAddr  string
-	JWTSecret    string
-	JWTTTL       time.Duration
-	PasswordCost int // bcrypt cost; 0 is bcrypt's default
-	SMTPAddr     string
-	SMTPFrom     string
-	SMTPUsername string
-	SMTPPassword string
-	LogLevel     string
-	DBMaxConns   int32
-	// RateLimit and RateBurst limit each client of the API (requests per
-	// second, and at once); RateLimit 0 turns the limit off.
-	RateLimit float64
-	RateBurst int
-	// RelayBatchSize, RelayWorkers and RelayLinger tune `shop relay`.
-	RelayBatchSize int
-	RelayWorkers   int
-	RelayLinger    time.Duration
-	// ConsumerConcurrency is how many deliveries each consumer group of a
-	// `shop consume` process handles at once; ConsumerMaxRetries how many
-	// times a failing one is retried before the dead queue;
-	// ConsumerUnavailableFor how long one waits for an unavailable SMTP
-	// server before the dead queue.
-	ConsumerConcurrency int
-	// ConsumerBatch is how many deliveries one batch of the orders,
-	// inventory and projections groups may apply (a transaction; one round
-	// trip to Redis for the projections); emails, which send mail, apply
-	// one at a time. Those groups hold at least that many deliveries.
-	ConsumerBatch          int
-	ConsumerMaxRetries     int
-	ConsumerUnavailableFor time.Duration
+// The configuration of every process is declared once, here: each section
+// is a struct whose fields name their variable (env), its default
+// (envDefault) and what it is for (help). github.com/caarlos0/env parses
+// them (it reads an environment given as a map, so run stays testable with
+// its own getenv, and it says which variable a bad value came from); `shop
+// help` and `shop CMD --help` print them from the same tags. A process's
+// config is a struct of the sections it uses. Unset (or empty) means the
+// default; any value given, 0 included, is taken as said.
+
+type envSection struct {
+	Env string `env:"SHOP_ENV" envDefault:"prod" help:"prod, or dev: development defaults, such as a JWT secret anyone can read (shop run defaults to dev)"`
 }
 
-// devJWTSecret signs tokens when SHOP_ENV=dev and no JWT_SECRET is set.
-const devJWTSecret = "dev-only-insecure-jwt-secret-change-me!"
+func (s envSection) validate() error {
+	if s.Env != "prod" && s.Env != "dev" {
+		return fmt.Errorf("SHOP_ENV must be prod or dev, not %q", s.Env)
+	}
+	return nil
+}
 
-func loadConfig(getenv func(string) string) (config, error) {
-	get := func(key, def string) string {
-		if v := strings.TrimSpace(getenv(key)); v != "" {
-			return v
-		}
-		return def
-	}
-	c := config{
-		Env:          get("SHOP_ENV", "prod"),
-		DatabaseURL:  get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/shop?sslmode=disable"),
-		RedisURL:     get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-		RedisPrefix:  get("REDIS_PREFIX", "shop:"),
-		AMQPURL:      get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
-		HTTPAddr:     get("HTTP_ADDR", ":8080"),
-		MetricsAddr:  get("METRICS_ADDR", ":9090"),
-		JWTSecret:    getenv("JWT_SECRET"),
-		SMTPAddr:     get("SMTP_ADDR", ""),
-		SMTPFrom:     get("SMTP_FROM", "shop <no-reply@shop.local>"),
-		SMTPUsername: getenv("SMTP_USERNAME"),
-		SMTPPassword: getenv("SMTP_PASSWORD"),
-		LogLevel:     get("LOG_LEVEL", "info"),
-	}
+type logSection struct {
+	Level  string `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
+	Format string `env:"LOG_FORMAT" envDefault:"auto" help:"text, json, or auto: text when stderr is a terminal, JSON lines otherwise"`
+}
+
+func (s logSection) validate() error {
 	var errs []error
-	if c.Env != "prod" && c.Env != "dev" {
-		errs = append(errs, fmt.Errorf("SHOP_ENV must be prod or dev, not %q", c.Env))
+	if _, err := parseLevel(s.Level); err != nil {
+		errs = append(errs, err)
 	}
-	var err error
-	if c.JWTTTL, err = time.ParseDuration(get("JWT_TTL", "24h")); err != nil || c.JWTTTL <= 0 {
-		errs = append(errs, fmt.Errorf("JWT_TTL must be a positive duration like 24h"))
+	if s.Format != "auto" && s.Format != "text" && s.Format != "json" {
+		errs = append(errs, fmt.Errorf("LOG_FORMAT must be text, json or auto, not %q", s.Format))
 	}
-	if n, err := strconv.Atoi(get("DB_MAX_CONNS", "16")); err != nil || n < 1 || n > 1000 {
-		errs = append(errs, fmt.Errorf("DB_MAX_CONNS must be an integer from 1 to 1000"))
-	} else {
-		c.DBMaxConns = int32(n)
-	}
-	if n, err := strconv.Atoi(get("BCRYPT_COST", "0")); err != nil || n < 0 || n > 31 {
-		errs = append(errs, fmt.Errorf("BCRYPT_COST must be an integer from 4 to 31"))
-	} else {
-		c.PasswordCost = n
-	}
-	if n, err := strconv.ParseFloat(get("RATE_LIMIT", "100"), 64); err != nil || n < 0 || n > 1e6 {
-		errs = append(errs, fmt.Errorf("RATE_LIMIT must be a number of requests per second from 0 (no limit) to 1000000"))
-	} else {
-		c.RateLimit = n
-	}
-	if n, err := strconv.Atoi(get("RATE_LIMIT_BURST", "0")); err != nil || n < 0 || n > 1e7 {
-		errs = append(errs, fmt.Errorf("RATE_LIMIT_BURST must be an integer from 0 (twice RATE_LIMIT) to 10000000"))
-	} else {
-		c.RateBurst = n
-	}
-	if n, err := strconv.Atoi(get("RELAY_BATCH_SIZE", "500")); err != nil || n < 1 || n > 10000 {
-		errs = append(errs, fmt.Errorf("RELAY_BATCH_SIZE must be an integer from 1 to 10000"))
-	} else {
-		c.RelayBatchSize = n
-	}
-	if c.RelayLinger, err = time.ParseDuration(get("RELAY_LINGER", "2ms")); err != nil || c.RelayLinger < 0 || c.RelayLinger > time.Second {
-		errs = append(errs, fmt.Errorf("RELAY_LINGER must be a duration from 0 to 1s, like 2ms"))
-	}
-	if c.RelayLinger == 0 {
-		c.RelayLinger = -1 // none (0 would take the relay's default)
-	}
-	if n, err := strconv.Atoi(get("RELAY_WORKERS", "1")); err != nil || n < 1 || n > 16 {
-		errs = append(errs, fmt.Errorf("RELAY_WORKERS must be an integer from 1 to 16"))
-	} else {
-		c.RelayWorkers = n
-	}
-	if n, err := strconv.Atoi(get("CONSUMER_CONCURRENCY", "8")); err != nil || n < 1 || n > 256 {
-		errs = append(errs, fmt.Errorf("CONSUMER_CONCURRENCY must be an integer from 1 to 256"))
-	} else {
-		c.ConsumerConcurrency = n
-	}
-	if n, err := strconv.Atoi(get("CONSUMER_BATCH", "16")); err != nil || n < 1 || n > 256 {
-		errs = append(errs, fmt.Errorf("CONSUMER_BATCH must be an integer from 1 to 256"))
-	} else {
-		c.ConsumerBatch = n
-	}
-	if n, err := strconv.Atoi(get("CONSUMER_MAX_RETRIES", "5")); err != nil || n < 0 || n > 100 {
-		errs = append(errs, fmt.Errorf("CONSUMER_MAX_RETRIES must be an integer from 0 to 100"))
-	} else {
-		c.ConsumerMaxRetries = n
-	}
-	if c.ConsumerUnavailableFor, err = time.ParseDuration(get("CONSUMER_UNAVAILABLE_FOR", "5m")); err != nil || c.ConsumerUnavailableFor <= 0 {
-		errs = append(errs, fmt.Errorf("CONSUMER_UNAVAILABLE_FOR must be a positive duration like 5m"))
-	}
-	return c, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
-// jwtSecret returns the secret that signs tokens: JWT_SECRET, or in dev
-// only, a fixed development secret (logged as a warning).
-func (c config) jwtSecret(log *slog.Logger) ([]byte, error) {
-	if c.JWTSecret != "" {
-		if len(c.JWTSecret) < 32 {
-			return nil, errors.New("JWT_SECRET must be at least 32 bytes")
+type postgresSection struct {
+	URL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/shop?sslmode=disable" help:"the Postgres database; shop migrate creates it if it is missing"`
+}
+
+type poolSection struct {
+	MaxConns int `env:"DB_MAX_CONNS" envDefault:"16" help:"the API's Postgres connections (1 to 1000)"`
+}
+
+func (s poolSection) validate() error {
+	return inRange("DB_MAX_CONNS", s.MaxConns, 1, 1000)
+}
+
+type redisSection struct {
+	URL    string `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0" help:"the Redis of the read models"`
+	Prefix string `env:"REDIS_PREFIX" envDefault:"shop:" help:"starts every Redis key, so that several systems can share one Redis"`
+}
+
+type amqpSection struct {
+	URL string `env:"AMQP_URL" envDefault:"amqp://guest:guest@127.0.0.1:5672/" help:"RabbitMQ"`
+}
+
+type opsSection struct {
+	MetricsAddr string `env:"METRICS_ADDR" envDefault:":9090" help:"where /healthz, /readyz and /metrics are served"`
+}
+
+type httpSection struct {
+	Addr      string  `env:"HTTP_ADDR" envDefault:":8080" help:"where the API listens"`
+	RateLimit float64 `env:"RATE_LIMIT" envDefault:"100" help:"requests per second one client may send on average; 0: no limit"`
+	RateBurst int     `env:"RATE_LIMIT_BURST" envDefault:"0" help:"requests one client may send at once; 0: twice RATE_LIMIT"`
+}
+
+func (s httpSection) validate() error {
+	var errs []error
+	if s.RateLimit < 0 || s.RateLimit > 1e6 {
+		errs = append(errs, fmt.Errorf("RATE_LIMIT must be a number of requests per second from 0 (no limit) to 1000000, not %v", s.RateLimit))
+	}
+	errs = append(errs, inRange("RATE_LIMIT_BURST", s.RateBurst, 0, 10_000_000))
+	return errors.Join(errs...)
+}
+
+type tokenSection struct {
+	Secret string        `env:"JWT_SECRET" help:"signs the tokens, at least 32 bytes; required unless SHOP_ENV=dev"`
+	TTL    time.Duration `env:"JWT_TTL" envDefault:"24h" help:"how long a token is valid"`
+}
+
+func (s tokenSection) validate() error {
+	if s.TTL <= 0 {
+		return fmt.Errorf("JWT_TTL must be a positive duration like 24h, not %s", s.TTL)
+	}
+	return nil
+}
+
+type passwordSection struct {
+	Cost int `env:"BCRYPT_COST" envDefault:"10" help:"bcrypt's cost of a password hash (4 to 31)"`
+}
+
+func (s passwordSection) validate() error { return inRange("BCRYPT_COST", s.Cost, 4, 31) }
+
+type relaySection struct {
+	BatchSize int           `env:"RELAY_BATCH_SIZE" envDefault:"500" help:"rows one round publishes at most, shared among the partitions it relays (1 to 10000)"`
+	Workers   int           `env:"RELAY_WORKERS" envDefault:"1" help:"rounds one relay runs at once, each on its own channel (1 to 16)"`
+	Linger    time.Duration `env:"RELAY_LINGER" envDefault:"2ms" help:"how long a round waits for more commits before it starts: fewer, bigger rounds for up to that much latency per hop (0 to 1s)"`
+}
+
+func (s relaySection) validate() error {
+	var errs []error
+	errs = append(errs, inRange("RELAY_BATCH_SIZE", s.BatchSize, 1, 10_000), inRange("RELAY_WORKERS", s.Workers, 1, 16))
+	if s.Linger < 0 || s.Linger > time.Second {
+		errs = append(errs, fmt.Errorf("RELAY_LINGER must be a duration from 0 to 1s, like 2ms, not %s", s.Linger))
+	}
+	return errors.Join(errs...)
+}
+
+type consumerSection struct {
+	Concurrency    int           `env:"CONSUMER_CONCURRENCY" envDefault:"8" help:"deliveries each consumer group of a process handles at once; a group that batches holds at least CONSUMER_BATCH (1 to 256)"`
+	Batch          int           `env:"CONSUMER_BATCH" envDefault:"16" help:"deliveries one batch of the orders, inventory and projections groups may apply together; 1: each alone (1 to 256)"`
+	MaxRetries     int           `env:"CONSUMER_MAX_RETRIES" envDefault:"5" help:"retries of a failing delivery, with backoff, before the dead queue; 0: none (0 to 100)"`
+	UnavailableFor time.Duration `env:"CONSUMER_UNAVAILABLE_FOR" envDefault:"5m" help:"how long one delivery waits for an SMTP server that is unreachable or answers 4xx before the dead queue"`
+}
+
+func (s consumerSection) validate() error {
+	errs := []error{inRange("CONSUMER_CONCURRENCY", s.Concurrency, 1, 256), inRange("CONSUMER_BATCH", s.Batch, 1, 256),
+		inRange("CONSUMER_MAX_RETRIES", s.MaxRetries, 0, 100)}
+	if s.UnavailableFor <= 0 {
+		errs = append(errs, fmt.Errorf("CONSUMER_UNAVAILABLE_FOR must be a positive duration like 5m, not %s", s.UnavailableFor))
+	}
+	return errors.Join(errs...)
+}
+
+type smtpSection struct {
+	Addr     string `env:"SMTP_ADDR" help:"host:port of an SMTP server (STARTTLS when offered); unset: emails go to the log and the emails table only"`
+	From     string `env:"SMTP_FROM" envDefault:"shop <no-reply@shop.local>" help:"the sender of every email"`
+	Username string `env:"SMTP_USERNAME" help:"with SMTP_PASSWORD: PLAIN or LOGIN authentication"`
+	Password string `env:"SMTP_PASSWORD" help:"the SMTP user's password"`
+}
+
+// inRange says that name must be an integer from lo to hi, unless v is.
+func inRange(name string, v, lo, hi int) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("%s must be an integer from %d to %d, not %d", name, lo, hi, v)
+	}
+	return nil
+}
+
+// validator is a section that checks its values.
+type validator interface{ validate() error }
+
+// parseConfig fills cfg, a pointer to a struct of sections (or of structs
+// of sections), from getenv: every variable the sections name, parsed and
+// checked, with every error naming its variable, all at once, each once.
+func parseConfig(cfg any, getenv func(string) string) error {
+	var errs []error
+	seen := map[string]bool{}
+	add := func(err error) {
+		for _, e := range unwrapAll(err) {
+			if !seen[e.Error()] {
+				seen[e.Error()] = true
+				errs = append(errs, e)
+			}
 		}
-		return []byte(c.JWTSecret), nil
 	}
-	if c.Env != "dev" {
-		return nil, errors.New("JWT_SECRET is required (set SHOP_ENV=dev to use an insecure development secret)")
+	for _, section := range sections(cfg) {
+		environment := map[string]string{}
+		for _, v := range variables(section.Type()) {
+			if value := strings.TrimSpace(getenv(v.name)); value != "" {
+				environment[v.name] = value
+			}
+		}
+		err := env.ParseWithOptions(section.Addr().Interface(), env.Options{Environment: environment})
+		var parse env.ParseError
+		for _, e := range unwrapAll(err) {
+			if errors.As(e, &parse) {
+				f, _ := section.Type().FieldByName(parse.Name)
+				name := f.Tag.Get("env")
+				e = fmt.Errorf("%s=%q: not %s", name, environment[name], kindOf(parse.Type))
+			}
+			add(e)
+		}
+		if v, ok := section.Interface().(validator); ok && err == nil {
+			add(v.validate())
+		}
 	}
-	log.Warn("JWT_SECRET is not set: signing tokens with the insecure development secret (SHOP_ENV=dev)")
-	return []byte(devJWTSecret), nil
+	return errors.Join(errs...)
 }
 
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("LOG_LEVEL must be debug, info, warn or error, not %q", level)
+func unwrapAll(err error) []error {
+	if err == nil {
+		return nil
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+	if many, ok := err.(interface{ Unwrap() []error }); ok {
+		return many.Unwrap()
+	}
+	return []error{err}
+}
+
+func kindOf(t reflect.Type) string {
+	switch {
+	case t == reflect.TypeFor[time.Duration]():
+		return "a duration like 250ms, 5s or 2m"
+	case t.Kind() == reflect.Float64:
+		return "a number"
+	case t.Kind() == reflect.Int, t.Kind() == reflect.Int32, t.Kind() == reflect.Int64:
+		return "an integer"
+	}
+	return "a " + t.String()
+}
+
+// sections returns the sections of cfg, a pointer to a struct of sections
+// or of structs of them, addressable, in the order declared. A section is
+// a struct whose fields name variables.
+func sections(cfg any) []reflect.Value {
+	var out []reflect.Value
+	var walk func(v reflect.Value)
+	walk = func(v reflect.Value) {
+		if len(variables(v.Type())) > 0 {
+			out = append(out, v)
+			return
+		}
+		for i := range v.NumField() {
+			if v.Field(i).Kind() == reflect.Struct {
+				walk(v.Field(i))
+			}
+		}
+	}
+	walk(reflect.ValueOf(cfg).Elem())
+	return out
+}
+
+// variable is one environment variable of a section.
+type variable struct {
+	name, def, help string
+}
+
+func variables(section reflect.Type) []variable {
+	var out []variable
+	for i := range section.NumField() {
+		f := section.Field(i)
+		if name := f.Tag.Get("env"); name != "" {
+			out = append(out, variable{name: name, def: f.Tag.Get("envDefault"), help: f.Tag.Get("help")})
+		}
+	}
+	return out
+}
+
+// printVariables writes every variable of the configs, once each, in the
+// order they are first declared: its name and default, then what it is for.
+func printVariables(w io.Writer, configs ...any) {
+	seen := map[string]bool{}
+	for _, cfg := range configs {
+		for _, section := range sections(cfg) {
+			for _, v := range variables(section.Type()) {
+				if seen[v.name] {
+					continue
+				}
+				seen[v.name] = true
+				def := "=" + v.def
+				if v.def == "" {
+					def = " (unset)"
+				}
+				fmt.Fprintf(w, "  %s%s\n      %s\n", v.name, def, v.help)
+			}
+		}
+	}
+}
+
+// redact hides the password of a URL, for logs.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }

@@ -1,5 +1,8 @@
 // Command shop is the one binary of the shop backend: the HTTP API, the
-// schema migrations and the operator commands, chosen by subcommand.
+// outbox relay, the consumer groups, the schema migrations and the
+// operator commands, each a subcommand (commands.go lists them). Every
+// process is configured by environment variables, declared once in
+// config.go.
 package main
 
 import (
@@ -7,9 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
+	"slices"
 	"syscall"
 )
 
@@ -26,92 +30,67 @@ func main() {
 	}
 }
 
+// errUsage marks a command line shop cannot run: exit code 2.
 var errUsage = errors.New("usage")
 
-const usage = `usage: shop COMMAND [ARGS]
-
-commands:
-  run         migrate, then the API, the relay and every consumer group in one
-              process (SHOP_ENV defaults to dev): the one-command default
-  migrate     create the database if missing and apply migrations
-  api         serve the HTTP API on HTTP_ADDR
-  relay       forward the outbox to RabbitMQ (any number of replicas)
-  outbox status
-              pending rows and the age of the oldest, per partition
-  user add --email E --password P [--name N] [--admin]
-              create a user (how the first admin exists)
-  consume GROUP...
-              run consumer groups: orders, inventory, emails, projections
-  dead list|replay GROUP [N]
-              show or replay the messages in a group's dead queue
-  projections rebuild
-              rewrite every Redis read model from Postgres (safe while running)
-  help        show this text
-
-configuration comes from the environment: DATABASE_URL, AMQP_URL, HTTP_ADDR,
-METRICS_ADDR, JWT_SECRET, JWT_TTL, SHOP_ENV, LOG_LEVEL, DB_MAX_CONNS,
-RELAY_BATCH_SIZE, RELAY_WORKERS, RELAY_LINGER, CONSUMER_CONCURRENCY, CONSUMER_BATCH,
-CONSUMER_MAX_RETRIES, CONSUMER_UNAVAILABLE_FOR, SMTP_ADDR, SMTP_FROM, SMTP_USERNAME,
-SMTP_PASSWORD, REDIS_URL, REDIS_PREFIX
-(see README.md)
-`
-
-// run is the whole program: it parses args, reads configuration through
-// getenv, and runs one command until it ends or ctx is cancelled.
+// run is the whole program: it finds the command args name, and runs it
+// with the configuration getenv gives until it ends or ctx is cancelled.
+// `-h` or `--help` anywhere prints the command's usage and runs nothing.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		printHelp(stderr)
 		return fmt.Errorf("%w: no command given", errUsage)
 	}
-	if args[0] == "run" && strings.TrimSpace(getenv("SHOP_ENV")) == "" {
-		// The one-command default runs in dev; it says so below.
-		getenv = withEnv(getenv, "SHOP_ENV", "dev")
-	}
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		return err
-	}
-	log, err := newLogger(stderr, cfg.LogLevel)
-	if err != nil {
-		return err
-	}
-	if args[0] == "run" && cfg.Env == "dev" {
-		log.Warn("shop run: SHOP_ENV=dev (development defaults; set SHOP_ENV=prod and JWT_SECRET for production)")
-	}
-	switch cmd, rest := args[0], args[1:]; cmd {
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+	if args[0] == "help" || isHelp(args[0]) {
+		if len(args) > 1 && !isHelp(args[1]) { // shop help CMD
+			return run(ctx, append(args[1:], "--help"), getenv, stdout, stderr)
+		}
+		printHelp(stdout)
 		return nil
-	case "migrate":
-		return migrateCmd(ctx, cfg, log)
-	case "run":
-		return runCmd(ctx, cfg, log)
-	case "api":
-		return apiCmd(ctx, cfg, log)
-	case "relay":
-		return relayCmd(ctx, cfg, log)
-	case "outbox":
-		return outboxCmd(ctx, cfg, rest, stdout)
-	case "user":
-		return userCmd(ctx, cfg, log, rest, stdout, stderr)
-	case "consume":
-		return consumeCmd(ctx, cfg, log, rest)
-	case "dead":
-		return deadCmd(ctx, cfg, rest, stdout)
-	case "projections":
-		return projectionsCmd(ctx, cfg, rest, stdout)
-	default:
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 	}
+	c, rest, err := lookup(args)
+	if errors.Is(err, errUnknown) {
+		printHelp(stderr)
+	}
+	if err != nil {
+		return err
+	}
+	if slices.ContainsFunc(rest, isHelp) {
+		c.printUsage(stdout)
+		return nil
+	}
+	return c.run(ctx, invocation{args: rest, getenv: getenv, stdout: stdout, stderr: stderr})
 }
 
-// withEnv returns getenv with key set to value.
-func withEnv(getenv func(string) string, key, value string) func(string) string {
-	return func(k string) string {
-		if k == key {
-			return value
+func isHelp(arg string) bool { return arg == "-h" || arg == "--help" || arg == "-help" }
+
+// invocation is what a command runs with.
+type invocation struct {
+	args           []string
+	getenv         func(string) string
+	stdout, stderr io.Writer
+}
+
+// load parses the command's configuration into cfg and returns the logger
+// it configures.
+func (inv invocation) load(cfg any) (*slog.Logger, error) {
+	if err := parseConfig(cfg, inv.getenv); err != nil {
+		return nil, err
+	}
+	for _, s := range sections(cfg) {
+		if l, ok := s.Interface().(logSection); ok {
+			return newLogger(inv.stderr, l), nil
 		}
-		return getenv(k)
+	}
+	return newLogger(inv.stderr, logSection{Level: "info", Format: "auto"}), nil
+}
+
+// withDefault returns getenv with key set to value when it is unset.
+func withDefault(getenv func(string) string, key, value string) func(string) string {
+	return func(k string) string {
+		if v := getenv(k); k != key || v != "" {
+			return v
+		}
+		return value
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/shopdev/shop/app"
+	"github.com/shopdev/shop/handlers"
 	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/store"
 )
@@ -70,7 +71,7 @@ func TestRelayKilledMidBatchLosesNothing(t *testing.T) {
 		BEGIN INSERT INTO committed VALUES (NEW.event_id); RETURN NEW; END $$;
 		CREATE TRIGGER remember AFTER INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION remember_event();`)
 	testenv.Must(t, err, "record commits")
-	sink := testenv.NewSink(t, env["AMQP_URL"])
+	sink := testenv.NewSink(t, env["AMQP_URL"], handlers.Topology())
 
 	uow := store.NewUnitOfWork(pool, nil)
 	products := make([]uuid.UUID, 20)

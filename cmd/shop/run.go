@@ -2,56 +2,61 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"log/slog"
-	"sync"
+	"strings"
+
+	"github.com/shopdev/shop/handlers"
 )
 
+type runConfig struct {
+	API     apiSettings
+	Relay   relaySettings
+	Consume consumeSettings
+	Ops     opsSection
+	Log     logSection
+}
+
 // runCmd is `shop run`: migrate, then the API, the relay and every consumer
-// group in one process, sharing one metrics registry served by the API's
-// /metrics. The first part to fail stops the others; SIGINT or SIGTERM stops
-// them all, each draining what it has in flight.
-func runCmd(ctx context.Context, cfg config, log *slog.Logger) error {
-	if err := migrateCmd(ctx, cfg, log); err != nil {
+// group in one process, sharing one metrics registry. The first part to
+// fail stops the others; SIGINT or SIGTERM stops them all, each draining
+// what it has in flight.
+func runCmd(ctx context.Context, inv invocation) error {
+	inv.getenv = withDefault(inv.getenv, "SHOP_ENV", "dev") // the one-command default; it says so below
+	var cfg runConfig
+	log, err := inv.load(&cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.API.Env.Env == "dev" {
+		log.Warn("shop run: SHOP_ENV=dev (development defaults; set SHOP_ENV=prod and JWT_SECRET for production)")
+	}
+	created, err := migrate(ctx, cfg.API.Postgres.URL, log)
+	if err != nil {
 		return err
 	}
 	reg := newRegistry()
-	api, err := apiProcess(ctx, cfg, log, reg)
+	api, err := newAPI(ctx, cfg.API, log, reg)
 	if err != nil {
 		return err
 	}
-	defer api.close()
-	relay, err := relayProcess(ctx, cfg, log, reg)
+	relay, err := newRelay(ctx, cfg.Relay, log, reg)
 	if err != nil {
+		api.close()
 		return err
 	}
-	defer relay.close()
-	consumers, err := consumeProcess(ctx, cfg, log, reg, consumerGroups)
+	groups, err := newConsumers(ctx, cfg.Consume, log, reg, handlers.Names())
 	if err != nil {
+		api.close()
+		relay.close()
 		return err
 	}
-	defer consumers.close()
 	// Commits wake the relay beside them directly, not through Postgres.
 	api.notifier.WakeLocal(relay.relay)
-	consumers.notifier.WakeLocal(relay.relay)
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make([]error, 3)
-	for i, part := range []struct {
-		name string
-		p    *process
-	}{{"api", api}, {"relay", relay}, {"consumers", consumers}} {
-		wg.Go(func() {
-			if err := part.p.run(ctx); err != nil {
-				errs[i] = fmt.Errorf("%s: %w", part.name, err)
-			}
-			cancel() // one part ended: stop the others
-		})
-	}
-	log.Info("shop run: api, relay and consumers started", "http_addr", cfg.HTTPAddr, "groups", consumerGroups)
-	wg.Wait()
-	return errors.Join(errs...)
+	groups.notifier.WakeLocal(relay.relay)
+	return serve(ctx, log, cfg.Ops.MetricsAddr, reg, func(opsAddr string) {
+		log.Info("shop run: serving; Ctrl-C stops it",
+			"api", urlOf(api.server.addr()), "metrics", urlOf(opsAddr)+"/metrics",
+			"database", redact(cfg.API.Postgres.URL), "database_created", created,
+			"rabbitmq", redact(cfg.Relay.AMQP.URL), "redis", redact(cfg.API.Redis.URL), "redis_prefix", cfg.API.Redis.Prefix,
+			"groups", strings.Join(handlers.Names(), ","))
+	}, &api.part, &relay.part, &groups.part)
 }

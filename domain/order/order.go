@@ -91,6 +91,7 @@ type Order struct {
 	id         uuid.UUID
 	customer   uuid.UUID
 	status     Status
+	reason     string // why it was rejected
 	lines      []Line
 	totalCents int64
 	version    int64
@@ -104,6 +105,7 @@ type State struct {
 	ID         uuid.UUID
 	CustomerID uuid.UUID
 	Status     Status
+	Reason     string
 	Lines      []Line
 	TotalCents int64
 	Version    int64
@@ -171,7 +173,7 @@ func Place(id, customer uuid.UUID, lines []Line, now time.Time) (*Order, error) 
 	}
 	o := &Order{id: id, customer: customer, status: StatusPending,
 		lines: append([]Line(nil), lines...), totalCents: total, version: 1,
-		createdAt: now.UTC(), updatedAt: now.UTC()}
+		createdAt: domain.Time(now), updatedAt: domain.Time(now)}
 	o.recorded.Record(domain.NewEvent(EventPlaced, AggregateType, id, o.version, now, Placed{
 		OrderID: id, UserID: customer, Status: o.status, Lines: o.Lines(), TotalCents: total,
 	}))
@@ -180,14 +182,14 @@ func Place(id, customer uuid.UUID, lines []Line, now time.Time) (*Order, error) 
 
 // Restore rebuilds an Order from its persisted state; it records nothing.
 func Restore(s State) *Order {
-	return &Order{id: s.ID, customer: s.CustomerID, status: s.Status,
+	return &Order{id: s.ID, customer: s.CustomerID, status: s.Status, reason: s.Reason,
 		lines: append([]Line(nil), s.Lines...), totalCents: s.TotalCents, version: s.Version,
 		createdAt: s.CreatedAt, updatedAt: s.UpdatedAt}
 }
 
 // State returns the persisted form.
 func (o *Order) State() State {
-	return State{ID: o.id, CustomerID: o.customer, Status: o.status, Lines: o.Lines(),
+	return State{ID: o.id, CustomerID: o.customer, Status: o.status, Reason: o.reason, Lines: o.Lines(),
 		TotalCents: o.totalCents, Version: o.version, CreatedAt: o.createdAt, UpdatedAt: o.updatedAt}
 }
 
@@ -200,11 +202,13 @@ func (o *Order) Confirm(now time.Time) error {
 	return nil
 }
 
-// Reject marks a pending order rejected, e.g. because stock ran out.
+// Reject marks a pending order rejected, e.g. because stock ran out; the
+// order keeps the reason.
 func (o *Order) Reject(reason string, now time.Time) error {
 	if o.status != StatusPending {
 		return fmt.Errorf("reject order %s (%s): %w", o.id, o.status, ErrNotPending)
 	}
+	o.reason = reason
 	o.transition(EventRejected, StatusRejected, reason, now)
 	return nil
 }
@@ -222,7 +226,7 @@ func (o *Order) transition(eventType string, to Status, reason string, now time.
 	from := o.status
 	o.status = to
 	o.version++
-	o.updatedAt = now.UTC()
+	o.updatedAt = domain.Time(now)
 	o.recorded.Record(domain.NewEvent(eventType, AggregateType, o.id, o.version, now, StatusChanged{
 		OrderID: o.id, UserID: o.customer, Status: to, From: from, Reason: reason,
 	}))
@@ -236,6 +240,9 @@ func (o *Order) CustomerID() uuid.UUID { return o.customer }
 
 // Status returns the current status.
 func (o *Order) Status() Status { return o.status }
+
+// Reason says why a rejected order was rejected; empty otherwise.
+func (o *Order) Reason() string { return o.reason }
 
 // Lines returns a copy of the order's lines.
 func (o *Order) Lines() []Line { return append([]Line(nil), o.lines...) }

@@ -120,7 +120,7 @@ func Create(id uuid.UUID, sku, name string, priceCents, stock int64, now time.Ti
 		return nil, err
 	}
 	p := &Product{id: id, sku: sku, name: name, priceCents: priceCents, stock: stock,
-		version: 1, createdAt: now.UTC(), updatedAt: now.UTC()}
+		version: 1, createdAt: domain.Time(now), updatedAt: domain.Time(now)}
 	p.recorded.Record(domain.NewEvent(EventCreated, AggregateType, id, p.version, now, Created{
 		ProductID: id, SKU: sku, Name: name, PriceCents: priceCents, StockAvailable: stock,
 	}))
@@ -230,7 +230,7 @@ func (p *Product) changeStock(delta int64, reason string, orderID *uuid.UUID, no
 
 func (p *Product) bump(now time.Time) {
 	p.version++
-	p.updatedAt = now.UTC()
+	p.updatedAt = domain.Time(now)
 }
 
 // ID returns the product's id.

@@ -99,7 +99,7 @@ func Reserve(orderID uuid.UUID, lines []Line, products map[uuid.UUID]*product.Pr
 	if err := validate(orderID, lines); err != nil {
 		return nil, err
 	}
-	r := &Reservation{orderID: orderID, lines: slices.Clone(lines), version: 1, updatedAt: now.UTC()}
+	r := &Reservation{orderID: orderID, lines: slices.Clone(lines), version: 1, updatedAt: domain.Time(now)}
 	var short []string
 	for _, l := range lines {
 		p, ok := products[l.ProductID]
@@ -136,7 +136,7 @@ func CancelBeforePlaced(orderID uuid.UUID, now time.Time) (*Reservation, error) 
 	if orderID == uuid.Nil {
 		return nil, domain.Invalid("order_id", "is required")
 	}
-	return &Reservation{orderID: orderID, status: StatusCancelled, version: 1, updatedAt: now.UTC()}, nil
+	return &Reservation{orderID: orderID, status: StatusCancelled, version: 1, updatedAt: domain.Time(now)}, nil
 }
 
 // Release gives a reserved order's units back to products (each records
@@ -158,7 +158,7 @@ func (r *Reservation) Release(products map[uuid.UUID]*product.Product, now time.
 	}
 	r.status = StatusReleased
 	r.version++
-	r.updatedAt = now.UTC()
+	r.updatedAt = domain.Time(now)
 	r.recorded.Record(domain.NewEvent(EventReleased, AggregateType, r.orderID, r.version, now,
 		Released{OrderID: r.orderID, Lines: r.Lines()}))
 	return true, nil

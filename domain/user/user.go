@@ -135,7 +135,7 @@ func Register(id uuid.UUID, email, name, passwordHash string, role Role, now tim
 		passwordHash: passwordHash,
 		role:         role,
 		version:      1,
-		createdAt:    now.UTC(),
+		createdAt:    domain.Time(now),
 	}
 	u.recorded.Record(domain.NewEvent(EventRegistered, AggregateType, id, u.version, now,
 		Registered{UserID: id, Email: u.email, Name: u.name, Role: role}))

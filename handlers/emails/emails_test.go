@@ -20,65 +20,33 @@ import (
 	"github.com/shopdev/shop/consumer"
 	"github.com/shopdev/shop/domain/user"
 	"github.com/shopdev/shop/handlers/emails"
+	"github.com/shopdev/shop/internal/retry"
 	"github.com/shopdev/shop/internal/testenv"
+	"github.com/shopdev/shop/mailer"
 	"github.com/shopdev/shop/outbox"
 	"github.com/shopdev/shop/store"
 )
-
-func TestSMTPMailerSendsThroughAServer(t *testing.T) {
-	t.Parallel()
-	srv := testenv.NewSMTPServer(t)
-	m, err := emails.NewSMTPMailer(emails.SMTPConfig{Addr: srv.Addr, From: "shop <no-reply@shop.test>"})
-	testenv.Must(t, err, "mailer")
-	err = m.Send(context.Background(), emails.Message{ID: "abc.welcome@shop", To: "ann@example.com", Subject: "Welcome", Body: "Hello Ann"})
-	testenv.Must(t, err, "send")
-	mails := srv.Mails()
-	if len(mails) != 1 {
-		t.Fatalf("server received %d mails, want 1", len(mails))
-	}
-	got := mails[0]
-	for what, pair := range map[string][2]string{
-		"envelope from": {got.From, "no-reply@shop.test"},
-		"recipient":     {strings.Join(got.To, ","), "ann@example.com"},
-		"Message-ID":    {got.Header.Get("Message-Id"), "<abc.welcome@shop>"},
-		"Subject":       {got.Header.Get("Subject"), "Welcome"},
-	} {
-		if pair[0] != pair[1] {
-			t.Errorf("%s = %q, want %q", what, pair[0], pair[1])
-		}
-	}
-	if !strings.Contains(got.Body, "Hello Ann") {
-		t.Errorf("body = %q", got.Body)
-	}
-}
-
-func TestSMTPConfigValidate(t *testing.T) {
-	t.Parallel()
-	for _, addr := range []string{"", "localhost", ":25", "host:port"} {
-		if _, err := emails.NewSMTPMailer(emails.SMTPConfig{Addr: addr}); err == nil {
-			t.Errorf("SMTP addr %q accepted", addr)
-		}
-	}
-}
 
 // emailsGroup is the emails group running on a database and a vhost of its
 // own, with what a test looks at.
 type emailsGroup struct {
 	pool    *pgxpool.Pool
 	ch      *amqp.Channel
-	url     string
+	broker  *outbox.Broker
 	metrics *consumer.Metrics
 }
 
 // startGroup runs the emails group with mailer until the test ends; tune
 // may change its configuration.
-func startGroup(t *testing.T, mailer emails.Mailer, tune func(*consumer.Config)) *emailsGroup {
+func startGroup(t *testing.T, mail app.Mailer, tune func(*consumer.Config)) *emailsGroup {
 	t.Helper()
-	g := &emailsGroup{pool: testenv.Pool(t), url: testenv.AMQPURL(t), metrics: consumer.NewMetrics(nil)}
-	cfg := consumer.Config{Group: emailsTopology(), Handlers: emails.Handlers(mailer), AMQPURL: g.url,
-		UnitOfWork: store.NewUnitOfWork(g.pool, nil), Metrics: g.metrics,
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}
+	url := testenv.AMQPURL(t)
+	broker, err := outbox.NewBroker(outbox.BrokerConfig{URL: url, Topology: outbox.Topology{group.Route()}, Logger: quiet})
+	testenv.Must(t, err, "broker")
+	g := &emailsGroup{pool: testenv.Pool(t), broker: broker, metrics: consumer.NewMetrics(nil)}
+	cfg := consumer.Config{Group: emails.Group(mail), Broker: broker,
+		UnitOfWork: store.NewUnitOfWork(g.pool, nil), Metrics: g.metrics, Logger: quiet, MaxRetries: 5,
+		Backoff: retry.Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond}}
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -88,27 +56,26 @@ func startGroup(t *testing.T, mailer emails.Mailer, tune func(*consumer.Config))
 	done := make(chan struct{})
 	go func() { defer close(done); _ = c.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	conn, err := amqp.Dial(g.url)
+	conn, err := broker.Dial()
 	testenv.Must(t, err, "dial")
 	t.Cleanup(func() { _ = conn.Close() })
 	g.ch, err = conn.Channel()
 	testenv.Must(t, err, "channel")
-	testenv.Must(t, outbox.Declare(g.ch), "declare")
 	return g
 }
 
 // smtpGroup runs the emails group with an SMTP mailer sending to addr.
 func smtpGroup(t *testing.T, addr string, tune func(*consumer.Config)) *emailsGroup {
 	t.Helper()
-	mailer, err := emails.NewSMTPMailer(emails.SMTPConfig{Addr: addr, Timeout: 2 * time.Second})
+	m, err := mailer.NewSMTP(mailer.Config{Addr: addr, Timeout: 2 * time.Second})
 	testenv.Must(t, err, "mailer")
-	return startGroup(t, mailer, tune)
+	return startGroup(t, m, tune)
 }
 
-func emailsTopology() outbox.Group {
-	g, _ := outbox.GroupNamed("emails")
-	return g
-}
+var (
+	group = emails.Group(nil) // its name and keys
+	quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+)
 
 // rows counts the emails recorded.
 func (g *emailsGroup) rows(t *testing.T) int {
@@ -124,7 +91,7 @@ func (g *emailsGroup) handled(outcome string) int {
 // dead returns the messages in shop.emails.dead.
 func (g *emailsGroup) dead(t *testing.T) []consumer.DeadMessage {
 	t.Helper()
-	dead, err := consumer.ListDead(context.Background(), g.url, emailsTopology(), 0)
+	dead, err := consumer.ListDead(context.Background(), g.broker, group.Route(), 0)
 	testenv.Must(t, err, "list shop.emails.dead")
 	return dead
 }
@@ -271,7 +238,7 @@ func TestARefusalLastingLongerThanUnavailableForGoesToTheDeadQueue(t *testing.T)
 func TestALoggedEmailCarriesTheEventsIDs(t *testing.T) {
 	t.Parallel()
 	logs := &testenv.Logs{}
-	g := startGroup(t, emails.LogMailer{Log: slog.New(slog.NewJSONHandler(logs, nil))}, nil)
+	g := startGroup(t, mailer.Log{Logger: slog.New(slog.NewJSONHandler(logs, nil))}, nil)
 	env := g.registerAndDeliver(t, "fay@example.com", 1)
 	var line map[string]any
 	testenv.Eventually(t, 10*time.Second, func() error {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
 	"github.com/shopdev/shop/app"
@@ -20,6 +21,9 @@ var errForbidden = fmt.Errorf("%w: your role may not do this", domain.ErrForbidd
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		header := c.Request().Header.Get(echo.HeaderAuthorization)
+		if header == "" {
+			return auth.ErrMissingToken
+		}
 		scheme, token, ok := strings.Cut(header, " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
 			return auth.ErrInvalidToken
@@ -45,8 +49,17 @@ func requireRole(role user.Role) echo.MiddlewareFunc {
 	}
 }
 
-// actorOf returns the authenticated actor; the zero Actor when anonymous.
-func actorOf(c echo.Context) app.Actor {
+// actor is who sent a request: the zero value when anonymous.
+type actor struct{ app.Actor }
+
+// actorOf returns the authenticated actor.
+func actorOf(c echo.Context) actor {
 	a, _ := c.Get(actorKey).(app.Actor)
-	return a
+	return actor{a}
+}
+
+// mayRead reports whether the actor may see what owner owns: its own, or
+// anything for an admin.
+func (a actor) mayRead(owner uuid.UUID) bool {
+	return a.UserID == owner || a.Role == user.RoleAdmin
 }

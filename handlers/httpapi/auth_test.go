@@ -128,6 +128,15 @@ func TestProtectedEndpointsRejectInvalidTokens(t *testing.T) {
 				if len(p.Errors) != 0 {
 					t.Errorf("401 names fields %q", p.fields())
 				}
+				// A request without a token hears that it needs one; with one
+				// that does not do, that the token is bad.
+				want := "invalid or expired token"
+				if bad.authorization == "" {
+					want = "needs a bearer token"
+				}
+				if !strings.Contains(p.Detail, want) {
+					t.Errorf("401 says %q, want it to say %q", p.Detail, want)
+				}
 				a.unchanged(t, before)
 			})
 		}

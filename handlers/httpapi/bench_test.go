@@ -3,8 +3,6 @@ package httpapi_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -34,7 +32,7 @@ func BenchmarkPlaceOrder(b *testing.B) {
 	pool := testenv.Pool(b)
 	a, err := auth.New(auth.Config{Secret: []byte(strings.Repeat("b", 32)), PasswordCost: bcrypt.MinCost})
 	testenv.Must(b, err, "auth")
-	h, err := httpapi.New(httpapi.Config{Pool: pool, Auth: a, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	h, err := httpapi.New(newConfig(b, pool, a))
 	testenv.Must(b, err, "api")
 	uow := store.NewUnitOfWork(pool, nil)
 	now := time.Now()
@@ -104,20 +102,16 @@ func benchmarkGetProduct(b *testing.B, client func(*redis.Client) (redis.Univers
 	pool := testenv.Pool(b)
 	a, err := auth.New(auth.Config{Secret: []byte(strings.Repeat("b", 32)), PasswordCost: bcrypt.MinCost})
 	testenv.Must(b, err, "auth")
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-	defer rdb.Close()
-	prefix := fmt.Sprintf("shop_bench_%d:", time.Now().UnixNano())
-	defer func() {
-		iter := rdb.Scan(context.Background(), 0, prefix+"*", 1000).Iterator()
-		for iter.Next(context.Background()) {
-			rdb.Del(context.Background(), iter.Val())
-		}
-	}()
-	reads, err := client(rdb)
+	rdb, prefix := testenv.Redis(b)
+	pipelined, err := client(rdb)
 	testenv.Must(b, err, "redis client")
-	models, err := projections.New(projections.Config{Client: reads, Prefix: prefix})
+	models, err := projections.New(projections.Config{Client: pipelined, Prefix: prefix})
 	testenv.Must(b, err, "projections")
-	h, err := httpapi.New(httpapi.Config{Pool: pool, Auth: a, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Redis: models, RateLimit: limit})
+	cfg := newConfig(b, pool, a)
+	cfg.RateLimit = limit
+	cfg.Reads, err = projections.NewReader(projections.ReaderConfig{Store: models, Origin: store.NewReads(pool)})
+	testenv.Must(b, err, "reader")
+	h, err := httpapi.New(cfg)
 	testenv.Must(b, err, "api")
 	ids := make([]string, 100)
 	for i := range ids {

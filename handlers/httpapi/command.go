@@ -53,7 +53,7 @@ func (s *Server) command(c echo.Context, body []byte, fn func(ctx context.Contex
 	ctx := outbox.WithMetadata(c.Request().Context(), s.metadata(c))
 
 	var res store.Response
-	err := s.uow.Do(ctx, func(ctx context.Context, tx *store.Tx) error {
+	err := s.cfg.UnitOfWork.Do(ctx, func(ctx context.Context, tx *store.Tx) error {
 		r, err := fn(ctx, tx)
 		if err != nil {
 			return err
@@ -107,7 +107,7 @@ func validKey(key string) bool {
 
 // storedReply returns the reply stored under (scope, key), if any.
 func (s *Server) storedReply(ctx context.Context, scope, key string) (res store.Response, found bool, err error) {
-	err = s.uow.Do(ctx, func(ctx context.Context, tx *store.Tx) error {
+	err = s.cfg.UnitOfWork.Do(ctx, func(ctx context.Context, tx *store.Tx) error {
 		res, found, err = tx.Idempotency.Find(ctx, scope, key)
 		return err
 	})

@@ -77,7 +77,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		p.Status, p.Detail = http.StatusTooManyRequests, err.Error()
 		// A client past its burst gets its next request after 1/RateLimit s.
 		c.Response().Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(1/s.cfg.RateLimit)))))
-	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, domain.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		p.Status, p.Detail = http.StatusServiceUnavailable, "a dependency is unavailable; retry later"
 		c.Response().Header().Set("Retry-After", "1")
 	case errors.Is(err, context.Canceled) && req.Context().Err() != nil:
@@ -109,7 +109,7 @@ func publicMessage(err error) string {
 		user.ErrEmailTaken, user.ErrNotFound, user.ErrInvalidCredentials,
 		product.ErrSKUTaken, product.ErrNotFound, product.ErrOutOfStock,
 		order.ErrNotFound, order.ErrNotCancellable, order.ErrNotPending,
-		auth.ErrInvalidToken, store.ErrConcurrentUpdate, store.ErrUnknownUser, errForbidden,
+		auth.ErrInvalidToken, auth.ErrMissingToken, store.ErrConcurrentUpdate, store.ErrUnknownUser, errForbidden,
 	} {
 		if errors.Is(err, known) {
 			return known.Error()

@@ -3,8 +3,6 @@ package httpapi_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -32,7 +30,7 @@ func TestPostgresDownIs503(t *testing.T) {
 	t.Cleanup(pool.Close)
 	au, err := auth.New(auth.Config{Secret: testSecret, PasswordCost: bcrypt.MinCost})
 	testenv.Must(t, err, "auth")
-	e, err := httpapi.New(httpapi.Config{Pool: pool, Auth: au, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	e, err := httpapi.New(newConfig(t, pool, au))
 	testenv.Must(t, err, "api")
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
@@ -54,9 +52,14 @@ func TestPostgresDownIs503(t *testing.T) {
 			if r.status != tt.want {
 				t.Fatalf("%s %s = %d, want %d: %s", tt.method, tt.path, r.status, tt.want, r.raw)
 			}
-			if tt.want == http.StatusServiceUnavailable {
+			switch {
+			case tt.path == "/readyz": // the readiness of every process: it names what does not answer
+				if down, _ := r.body["unavailable"].([]any); len(down) != 1 || down[0] != "postgres" {
+					t.Errorf("/readyz says %s; want postgres unavailable", r.raw)
+				}
+			case tt.want == http.StatusServiceUnavailable:
 				r.problem(t, tt.want)
-				if r.header.Get("Retry-After") == "" && tt.path != "/readyz" {
+				if r.header.Get("Retry-After") == "" {
 					t.Error("503 without Retry-After")
 				}
 			}

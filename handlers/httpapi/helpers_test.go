@@ -16,13 +16,16 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/auth"
 	"github.com/shopdev/shop/domain/user"
 	"github.com/shopdev/shop/handlers/httpapi"
+	"github.com/shopdev/shop/internal/ops"
 	"github.com/shopdev/shop/internal/testenv"
+	"github.com/shopdev/shop/projections"
 	"github.com/shopdev/shop/store"
 )
 
@@ -49,26 +52,39 @@ func newAPI(t *testing.T) *api {
 	return newAPIWith(t, nil)
 }
 
+// tuning changes the Config of a test's API, whose database is pool.
+type tuning func(c *httpapi.Config, pool *pgxpool.Pool)
+
 // newAPIWith starts the API like newAPI, with tune changing its Config.
-func newAPIWith(t *testing.T, tune func(*httpapi.Config)) *api {
+func newAPIWith(t *testing.T, tune tuning) *api {
 	t.Helper()
 	a, err := auth.New(auth.Config{Secret: testSecret, PasswordCost: bcrypt.MinCost})
 	testenv.Must(t, err, "auth")
 	pool := testenv.Pool(t)
 	logs := &testenv.Logs{}
-	cfg := httpapi.Config{
-		Pool:   pool,
-		Auth:   a,
-		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	}
+	cfg := newConfig(t, pool, a)
+	cfg.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if tune != nil {
-		tune(&cfg)
+		tune(&cfg, pool)
 	}
 	e, err := httpapi.New(cfg)
 	testenv.Must(t, err, "http server")
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
 	return &api{pool: pool, auth: a, srv: srv, logs: logs}
+}
+
+// newConfig wires the API to pool as shop api does: its reads from
+// Postgres (a test may add Redis: withRedis), its readiness Postgres's.
+func newConfig(t testing.TB, pool *pgxpool.Pool, a *auth.Auth) httpapi.Config {
+	t.Helper()
+	uow := store.NewUnitOfWork(pool, nil)
+	reads, err := projections.NewReader(projections.ReaderConfig{Origin: store.NewReads(pool)})
+	testenv.Must(t, err, "reader")
+	reg := prometheus.NewRegistry()
+	return httpapi.Config{UnitOfWork: uow, Reads: reads, Auth: a, Registry: reg,
+		Ops:    ops.Handler(reg, ops.Check{Name: "postgres", Ready: uow.Ping}),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
 
 // logLine returns the server's log line about a request, if any.
@@ -356,15 +372,14 @@ func (a *api) login(t *testing.T, email, pw string) string {
 	return tok.Token
 }
 
-// productJSON is a product as the write API answers it.
+// productJSON is a product as every endpoint answers it.
 type productJSON struct {
-	ID             string    `json:"id"`
-	SKU            string    `json:"sku"`
-	Name           string    `json:"name"`
-	PriceCents     int64     `json:"price_cents"`
-	StockAvailable int64     `json:"stock_available"`
-	Version        int64     `json:"version"`
-	UpdatedAt      time.Time `json:"updated_at"`
+	ID             string `json:"id"`
+	SKU            string `json:"sku"`
+	Name           string `json:"name"`
+	PriceCents     int64  `json:"price_cents"`
+	StockAvailable int64  `json:"stock_available"`
+	Version        int64  `json:"version"`
 }
 
 // createProduct adds a product through the API.
@@ -377,11 +392,12 @@ func (a *api) createProduct(t *testing.T, adminToken, sku string, priceCents, st
 	return p
 }
 
-// orderJSON is an order as the write API answers it.
+// orderJSON is an order as every endpoint answers it.
 type orderJSON struct {
 	ID         string          `json:"id"`
 	UserID     string          `json:"user_id"`
 	Status     string          `json:"status"`
+	Reason     string          `json:"reason"`
 	Items      []orderLineJSON `json:"items"`
 	TotalCents int64           `json:"total_cents"`
 	Version    int64           `json:"version"`

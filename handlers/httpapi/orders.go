@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -14,6 +13,7 @@ import (
 	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/domain"
 	"github.com/shopdev/shop/domain/order"
+	"github.com/shopdev/shop/projections"
 	"github.com/shopdev/shop/store"
 )
 
@@ -26,34 +26,6 @@ type placeOrderRequest struct {
 type orderItemRequest struct {
 	ProductID string `json:"product_id"`
 	Quantity  int64  `json:"quantity"`
-}
-
-type orderLineResponse struct {
-	ProductID      string `json:"product_id"`
-	SKU            string `json:"sku"`
-	Name           string `json:"name"`
-	Quantity       int64  `json:"quantity"`
-	UnitPriceCents int64  `json:"unit_price_cents"`
-}
-
-type orderResponse struct {
-	ID         string              `json:"id"`
-	UserID     string              `json:"user_id"`
-	Status     order.Status        `json:"status"`
-	Items      []orderLineResponse `json:"items"`
-	TotalCents int64               `json:"total_cents"`
-	Version    int64               `json:"version"`
-	UpdatedAt  time.Time           `json:"updated_at"`
-}
-
-func newOrderResponse(o *order.Order) orderResponse {
-	lines := o.Lines()
-	items := make([]orderLineResponse, len(lines))
-	for i, l := range lines {
-		items[i] = orderLineResponse{ProductID: l.ProductID.String(), SKU: l.SKU, Name: l.Name, Quantity: l.Quantity, UnitPriceCents: l.UnitPriceCents}
-	}
-	return orderResponse{ID: o.ID().String(), UserID: o.CustomerID().String(), Status: o.Status(), Items: items,
-		TotalCents: o.TotalCents(), Version: o.Version(), UpdatedAt: o.UpdatedAt()}
 }
 
 func orderLocation(o *order.Order) string { return "/v1/orders/" + o.ID().String() }
@@ -110,11 +82,11 @@ func (s *Server) placeOrder(c echo.Context) error {
 	}
 	actor := actorOf(c)
 	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
-		o, err := app.PlaceOrder(ctx, tx, actor, items, s.cfg.Now())
+		o, err := app.PlaceOrder(ctx, tx, actor.Actor, items, s.cfg.Now())
 		if err != nil {
 			return reply{}, err
 		}
-		return reply{status: http.StatusAccepted, location: orderLocation(o), body: newOrderResponse(o)}, nil
+		return reply{status: http.StatusAccepted, location: orderLocation(o), body: projections.OrderOf(o)}, nil
 	})
 }
 
@@ -130,10 +102,10 @@ func (s *Server) cancelOrder(c echo.Context) error {
 	}
 	actor := actorOf(c)
 	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
-		o, err := app.CancelOrder(ctx, tx, actor, id, s.cfg.Now())
+		o, err := app.CancelOrder(ctx, tx, actor.Actor, id, s.cfg.Now())
 		if err != nil {
 			return reply{}, err
 		}
-		return reply{status: http.StatusAccepted, location: orderLocation(o), body: newOrderResponse(o)}, nil
+		return reply{status: http.StatusAccepted, location: orderLocation(o), body: projections.OrderOf(o)}, nil
 	})
 }

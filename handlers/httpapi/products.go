@@ -3,12 +3,12 @@ package httpapi
 import (
 	"context"
 	"net/http"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/domain/product"
+	"github.com/shopdev/shop/projections"
 	"github.com/shopdev/shop/store"
 )
 
@@ -28,21 +28,6 @@ type restockRequest struct {
 	Quantity int64 `json:"quantity"`
 }
 
-type productResponse struct {
-	ID             string    `json:"id"`
-	SKU            string    `json:"sku"`
-	Name           string    `json:"name"`
-	PriceCents     int64     `json:"price_cents"`
-	StockAvailable int64     `json:"stock_available"`
-	Version        int64     `json:"version"`
-	UpdatedAt      time.Time `json:"updated_at"`
-}
-
-func newProductResponse(p *product.Product) productResponse {
-	return productResponse{ID: p.ID().String(), SKU: p.SKU(), Name: p.Name(), PriceCents: p.PriceCents(),
-		StockAvailable: p.Stock(), Version: p.Version(), UpdatedAt: p.UpdatedAt()}
-}
-
 func productLocation(p *product.Product) string { return "/v1/products/" + p.ID().String() }
 
 // createProduct: POST /v1/products (admin).
@@ -57,7 +42,7 @@ func (s *Server) createProduct(c echo.Context) error {
 		if err != nil {
 			return reply{}, err
 		}
-		return reply{status: http.StatusCreated, location: productLocation(p), body: newProductResponse(p)}, nil
+		return reply{status: http.StatusCreated, location: productLocation(p), body: projections.ProductOf(p)}, nil
 	})
 }
 
@@ -77,7 +62,7 @@ func (s *Server) updateProduct(c echo.Context) error {
 		if err != nil {
 			return reply{}, err
 		}
-		return reply{status: http.StatusOK, body: newProductResponse(p)}, nil
+		return reply{status: http.StatusOK, body: projections.ProductOf(p)}, nil
 	})
 }
 
@@ -97,6 +82,6 @@ func (s *Server) restockProduct(c echo.Context) error {
 		if err != nil {
 			return reply{}, err
 		}
-		return reply{status: http.StatusAccepted, location: productLocation(p), body: newProductResponse(p)}, nil
+		return reply{status: http.StatusAccepted, location: productLocation(p), body: projections.ProductOf(p)}, nil
 	})
 }

@@ -1,22 +1,18 @@
 package httpapi
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
-	"github.com/sony/gobreaker/v2"
 
 	"github.com/shopdev/shop/domain"
 	"github.com/shopdev/shop/domain/order"
 	"github.com/shopdev/shop/domain/product"
 	"github.com/shopdev/shop/domain/user"
 	"github.com/shopdev/shop/projections"
-	"github.com/shopdev/shop/store"
 )
 
 // Headers of query responses.
@@ -31,162 +27,42 @@ const (
 	HeaderStale = "X-Read-Stale"
 )
 
-// reads serves the query endpoints: Redis first (behind a circuit breaker,
-// with short timeouts), Postgres when the model is missing (cache-aside: the
-// model is then written back) or Redis is unavailable.
-type reads struct {
-	redis   *projections.Store // nil: Postgres only
-	watcher *projections.Watcher
-	pg      *store.Reads
-	breaker *gobreaker.CircuitBreaker[any]
-	wait    time.Duration
-	timeout time.Duration
-}
-
-func newReads(cfg Config) *reads {
-	r := &reads{redis: cfg.Redis, watcher: cfg.Watcher, pg: store.NewReads(cfg.Pool), wait: cfg.MinVersionWait, timeout: cfg.RedisTimeout}
-	r.breaker = gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
-		Name:        "redis",
-		MaxRequests: 1,               // one probe when half-open
-		Timeout:     2 * time.Second, // open this long before probing
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 3 },
-	})
-	return r
-}
-
-// viaRedis runs fn against Redis through the breaker; ok is false when
-// Redis is not configured, failed, or the breaker is open.
-func viaRedis[T any](c echo.Context, r *reads, fn func(ctx context.Context) (T, error)) (T, bool) {
-	var zero T
-	if r.redis == nil {
-		return zero, false
-	}
-	out, err := r.breaker.Execute(func() (any, error) {
-		ctx, cancel := context.WithTimeout(c.Request().Context(), r.timeout)
-		defer cancel()
-		return fn(ctx)
-	})
-	if err != nil {
-		c.Response().Header().Set(HeaderRedis, "unavailable")
-		return zero, false
-	}
-	return out.(T), true
-}
-
-type found[T any] struct {
-	v  T
-	ok bool
-}
-
-// minVersion parses ?min_version; 0 when absent.
-func minVersion(c echo.Context) (int64, error) {
-	v := c.QueryParam("min_version")
-	if v == "" {
-		return 0, nil
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 1 {
-		return 0, domain.Invalid("min_version", "must be a positive integer")
-	}
-	return n, nil
-}
-
-// waitFor waits, up to MinVersionWait, until the model reaches min.
-func (r *reads) waitFor(c echo.Context, min int64, wait func(context.Context, int64) (bool, error)) {
-	if min == 0 || r.watcher == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(c.Request().Context(), r.wait)
-	defer cancel()
-	_, _ = r.breaker.Execute(func() (any, error) { return wait(ctx, min) })
-}
-
+// getProduct: GET /v1/products/{id}[?min_version=N] (anyone).
 func (s *Server) getProduct(c echo.Context) error {
-	id, err := pathID(c, product.ErrNotFound)
+	id, min, err := oneOf(c, product.ErrNotFound)
 	if err != nil {
 		return err
 	}
-	min, err := minVersion(c)
-	if err != nil {
-		return err
-	}
-	r := s.reads
-	r.waitFor(c, min, func(ctx context.Context, v int64) (bool, error) { return r.watcher.WaitProduct(ctx, id, v) })
-	if got, ok := viaRedis(c, r, func(ctx context.Context) (found[projections.Product], error) {
-		p, ok, err := r.redis.Product(ctx, id)
-		return found[projections.Product]{p, ok}, err
-	}); ok && got.ok {
-		return answer(c, "redis", got.v, got.v.Version < min)
-	}
-	p, ok, err := r.pg.Product(c.Request().Context(), id)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return product.ErrNotFound
-	}
-	s.cacheAside(c, func(ctx context.Context) error { return r.redis.PutProduct(ctx, p) })
-	return answer(c, "postgres", p, p.Version < min)
+	r, err := s.cfg.Reads.Product(c.Request().Context(), id, min)
+	return answer(c, r, err)
 }
 
+// listProducts: GET /v1/products?after=ID&limit=N (anyone).
 func (s *Server) listProducts(c echo.Context) error {
 	after, limit, err := page(c, "after")
 	if err != nil {
 		return err
 	}
-	r := s.reads
-	type result struct {
-		list []projections.Product
-		next uuid.UUID
-	}
-	if got, ok := viaRedis(c, r, func(ctx context.Context) (result, error) {
-		list, next, err := r.redis.Products(ctx, after, limit)
-		return result{list, next}, err
-	}); ok && len(got.list) > 0 {
-		return answerPage(c, "redis", got.list, got.next)
-	}
-	// An empty page from Redis may mean a flushed Redis: Postgres decides.
-	list, next, err := r.pg.Products(c.Request().Context(), after, limit)
-	if err != nil {
-		return err
-	}
-	return answerPage(c, "postgres", list, next)
+	r, err := s.cfg.Reads.Products(c.Request().Context(), after, limit)
+	return answer(c, pageOf(r), err)
 }
 
+// getOrder: GET /v1/orders/{id}[?min_version=N] (its owner, an admin).
+// Another user's order is not given away: 404.
 func (s *Server) getOrder(c echo.Context) error {
-	id, err := pathID(c, order.ErrNotFound)
+	id, min, err := oneOf(c, order.ErrNotFound)
 	if err != nil {
 		return err
 	}
-	min, err := minVersion(c)
-	if err != nil {
-		return err
+	r, err := s.cfg.Reads.Order(c.Request().Context(), id, min)
+	if err == nil && !actorOf(c).mayRead(r.Value.UserID) {
+		err = order.ErrNotFound
 	}
-	actor := actorOf(c)
-	r := s.reads
-	r.waitFor(c, min, func(ctx context.Context, v int64) (bool, error) { return r.watcher.WaitOrder(ctx, id, v) })
-	source := "redis"
-	o, ok := viaRedis(c, r, func(ctx context.Context) (found[projections.Order], error) {
-		o, ok, err := r.redis.Order(ctx, id)
-		return found[projections.Order]{o, ok}, err
-	})
-	if !ok || !o.ok {
-		source = "postgres"
-		o.v, o.ok, err = r.pg.Order(c.Request().Context(), id)
-		if err != nil {
-			return err
-		}
-		if o.ok {
-			v := o.v
-			s.cacheAside(c, func(ctx context.Context) error { return r.redis.PutOrder(ctx, v) })
-		}
-	}
-	if !o.ok || (o.v.UserID != actor.UserID && actor.Role != user.RoleAdmin) {
-		return order.ErrNotFound // another user's order is not given away
-	}
-	return answer(c, source, o.v, o.v.Version < min)
+	return answer(c, r, err)
 }
 
+// listOrders: GET /v1/orders?before=ID&limit=N[&user_id=U]: the caller's
+// orders, newest first; an admin sees everyone's, or user_id's.
 func (s *Server) listOrders(c echo.Context) error {
 	before, limit, err := page(c, "before")
 	if err != nil {
@@ -194,6 +70,9 @@ func (s *Server) listOrders(c echo.Context) error {
 	}
 	actor := actorOf(c)
 	owner := actor.UserID
+	if actor.Role == user.RoleAdmin {
+		owner = uuid.Nil // everyone's
+	}
 	if v := c.QueryParam("user_id"); v != "" {
 		if actor.Role != user.RoleAdmin {
 			return fmt.Errorf("%w: only admins list other users' orders", domain.ErrForbidden)
@@ -202,35 +81,26 @@ func (s *Server) listOrders(c echo.Context) error {
 			return domain.Invalid("user_id", "must be a UUID")
 		}
 	}
-	r := s.reads
-	type result struct {
-		list []projections.Order
-		next uuid.UUID
-	}
-	if got, ok := viaRedis(c, r, func(ctx context.Context) (result, error) {
-		list, next, err := r.redis.UserOrders(ctx, owner, before, limit)
-		return result{list, next}, err
-	}); ok && len(got.list) > 0 {
-		return answerPage(c, "redis", got.list, got.next)
-	}
-	list, next, err := r.pg.UserOrders(c.Request().Context(), owner, before, limit)
-	if err != nil {
-		return err
-	}
-	return answerPage(c, "postgres", list, next)
+	r, err := s.cfg.Reads.Orders(c.Request().Context(), owner, before, limit)
+	return answer(c, pageOf(r), err)
 }
 
-// cacheAside writes a model read from Postgres back to Redis, when Redis is
-// healthy; a failure only counts against the breaker: the answer stands.
-func (s *Server) cacheAside(c echo.Context, put func(ctx context.Context) error) {
-	if s.reads.redis == nil || s.reads.breaker.State() != gobreaker.StateClosed {
-		return
+// oneOf parses the :id of a path (malformed: notFound, as an unknown id
+// would be) and ?min_version (0 when absent).
+func oneOf(c echo.Context, notFound error) (uuid.UUID, int64, error) {
+	id, err := pathID(c, notFound)
+	if err != nil {
+		return uuid.Nil, 0, err
 	}
-	_, _ = s.reads.breaker.Execute(func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), s.reads.timeout)
-		defer cancel()
-		return nil, put(ctx)
-	})
+	v := c.QueryParam("min_version")
+	if v == "" {
+		return id, 0, nil
+	}
+	min, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || min < 1 {
+		return uuid.Nil, 0, domain.Invalid("min_version", "must be a positive integer")
+	}
+	return id, min, nil
 }
 
 // page parses a cursor parameter and ?limit (1..100, default 20).
@@ -252,28 +122,37 @@ func page(c echo.Context, cursor string) (uuid.UUID, int, error) {
 	return id, limit, v.Err()
 }
 
-func answer(c echo.Context, source string, body any, stale bool) error {
-	c.Response().Header().Set(HeaderReadSource, source)
-	if stale {
-		c.Response().Header().Set(HeaderStale, "true")
-	}
-	return c.JSON(http.StatusOK, body)
-}
-
+// pageBody is a page of a list as the API answers it.
 type pageBody[T any] struct {
 	Items []T     `json:"items"`
 	Next  *string `json:"next"` // the cursor of the next page; null on the last
 }
 
-func answerPage[T any](c echo.Context, source string, items []T, next uuid.UUID) error {
-	body := pageBody[T]{Items: items}
-	if items == nil {
+func pageOf[T any](r projections.Read[projections.Page[T]]) projections.Read[pageBody[T]] {
+	body := pageBody[T]{Items: r.Value.Items}
+	if body.Items == nil {
 		body.Items = []T{}
 	}
-	if next != uuid.Nil {
-		s := next.String()
-		body.Next = &s
+	if r.Value.Next != uuid.Nil {
+		next := r.Value.Next.String()
+		body.Next = &next
 	}
-	c.Response().Header().Set(HeaderReadSource, source)
-	return c.JSON(http.StatusOK, body)
+	return projections.Read[pageBody[T]]{Value: body, Source: r.Source, RedisDown: r.RedisDown, Stale: r.Stale}
+}
+
+// answer answers a read, or its error: the body, and headers that say
+// where it came from and whether it is older than asked.
+func answer[T any](c echo.Context, r projections.Read[T], err error) error {
+	h := c.Response().Header()
+	if r.RedisDown {
+		h.Set(HeaderRedis, "unavailable")
+	}
+	if err != nil {
+		return err
+	}
+	h.Set(HeaderReadSource, string(r.Source))
+	if r.Stale {
+		h.Set(HeaderStale, "true")
+	}
+	return c.JSON(http.StatusOK, r.Value)
 }

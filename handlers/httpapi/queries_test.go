@@ -7,49 +7,60 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shopdev/shop/domain/order"
 	"github.com/shopdev/shop/handlers/httpapi"
 	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/projections"
+	"github.com/shopdev/shop/store"
 )
 
+// redisReads are the read models of a test's API, in Redis.
+type redisReads struct {
+	models *projections.Store
+	reader *projections.Reader // once the API is started
+}
+
 // withRedis serves the read models from Redis at addr under a key prefix of
-// the test's own (deleted when it ends), with ?min_version waiting up to
-// wait.
-func withRedis(t *testing.T, addr string, wait time.Duration) (func(*httpapi.Config), *projections.Store) {
+// the test's own (deleted when it ends); cfg sets the reader's timeouts.
+func withRedis(t *testing.T, addr string, cfg projections.ReaderConfig) (tuning, *redisReads) {
 	t.Helper()
+	_, prefix := testenv.Redis(t) // a prefix of the test's own, cleaned up when it ends
 	rdb := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
-	prefix := "shop_test_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12] + ":"
-	t.Cleanup(func() {
-		iter := rdb.Scan(context.Background(), 0, prefix+"*", 1000).Iterator()
-		for iter.Next(context.Background()) {
-			rdb.Del(context.Background(), iter.Val())
-		}
-		_ = rdb.Close()
-	})
+	t.Cleanup(func() { _ = rdb.Close() })
 	models, err := projections.New(projections.Config{Client: rdb, Prefix: prefix})
 	testenv.Must(t, err, "projections")
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	watcher := models.Watch(ctx)
-	return func(c *httpapi.Config) {
-		c.Redis, c.Watcher, c.MinVersionWait = models, watcher, wait
-	}, models
+	rr := &redisReads{models: models}
+	return func(c *httpapi.Config, pool *pgxpool.Pool) {
+		cfg.Store, cfg.Origin = models, store.NewReads(pool)
+		reads, err := projections.NewReader(cfg)
+		testenv.Must(t, err, "reader")
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		reads.Watch(ctx)
+		c.Reads, rr.reader = reads, reads
+	}, rr
+}
+
+// waits is how long ?min_version waits.
+func waits(d time.Duration) projections.ReaderConfig {
+	return projections.ReaderConfig{MinVersionWait: d}
 }
 
 func source(r response) string { return r.header.Get(httpapi.HeaderReadSource) }
 
 func TestQueriesMissRedisThenServeIt(t *testing.T) {
 	t.Parallel()
-	tune, _ := withRedis(t, "127.0.0.1:6379", time.Second)
+	tune, _ := withRedis(t, "127.0.0.1:6379", waits(time.Second))
 	a := newAPIWith(t, tune)
 	_, admin := a.createAdmin(t)
 	ann, annToken := a.registerCustomer(t, "ann@example.com")
@@ -97,12 +108,13 @@ func TestQueriesMissRedisThenServeIt(t *testing.T) {
 	if len(list.Items) != 1 {
 		t.Errorf("ann's orders as the admin sees them = %+v", list)
 	}
+
 	a.do(t, "GET", "/v1/orders?user_id="+ann.String(), bobToken, nil, nil).problem(t, http.StatusForbidden)
 }
 
 func TestProductListPagesInCreationOrder(t *testing.T) {
 	t.Parallel()
-	tune, _ := withRedis(t, "127.0.0.1:6379", time.Second)
+	tune, _ := withRedis(t, "127.0.0.1:6379", waits(time.Second))
 	a := newAPIWith(t, tune)
 	_, admin := a.createAdmin(t)
 	var want []string
@@ -137,7 +149,7 @@ func TestProductListPagesInCreationOrder(t *testing.T) {
 
 func TestQueriesRejectBadInput(t *testing.T) {
 	t.Parallel()
-	tune, _ := withRedis(t, "127.0.0.1:6379", time.Second)
+	tune, _ := withRedis(t, "127.0.0.1:6379", waits(time.Second))
 	a := newAPIWith(t, tune)
 	_, token := a.registerCustomer(t, "ann@example.com")
 	a.do(t, "GET", "/v1/products/not-a-uuid", "", nil, nil).problem(t, http.StatusNotFound)
@@ -154,22 +166,21 @@ func TestMinVersionWaitsForTheProjection(t *testing.T) {
 	// Long bounds, so that a loaded machine (CI's -race with every test
 	// in parallel) can neither make the projection late nor make a Redis
 	// read time out and fall back to Postgres.
-	withModels, models := withRedis(t, "127.0.0.1:6379", 20*time.Second)
-	a := newAPIWith(t, func(c *httpapi.Config) {
-		withModels(c)
-		c.RedisTimeout = 10 * time.Second
-	})
+	tune, rr := withRedis(t, "127.0.0.1:6379", projections.ReaderConfig{MinVersionWait: 20 * time.Second, Timeout: 10 * time.Second})
+	a := newAPIWith(t, tune)
 	_, admin := a.createAdmin(t)
 	_, annToken := a.registerCustomer(t, "ann@example.com")
 	p := a.createProduct(t, admin, "MUG-1", 1200, 10)
 	o := a.placeOrder(t, annToken, item(p.ID, 2))
 
-	// The projector confirms the order a little later (as the consumers
-	// would): the read with min_version=2 waits for it, and answers it.
+	// The projector confirms the order once the read with min_version=2
+	// waits for it (as the consumers would, later): the read answers it.
 	confirmed := make(chan error, 1)
 	go func() {
-		time.Sleep(100 * time.Millisecond)
-		err := models.PutOrder(context.Background(), projections.Order{
+		for deadline := time.Now().Add(20 * time.Second); rr.reader.Waiting() == 0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond) // a poll of the condition, not a guess at the time it takes
+		}
+		err := rr.models.PutOrder(context.Background(), projections.Order{
 			ID: uuid.MustParse(o.ID), UserID: uuid.MustParse(o.UserID), Status: order.StatusConfirmed,
 			Items:      []order.Line{{ProductID: uuid.MustParse(p.ID), SKU: "MUG-1", Name: "Product MUG-1", Quantity: 2, UnitPriceCents: 1200}},
 			TotalCents: 2400, Version: 2, UpdatedAt: time.Now().UTC(),
@@ -193,7 +204,7 @@ func TestMinVersionWaitsForTheProjection(t *testing.T) {
 
 func TestMinVersionNotReachedAnswersTheLatestViewMarkedStale(t *testing.T) {
 	t.Parallel()
-	tune, _ := withRedis(t, "127.0.0.1:6379", 300*time.Millisecond)
+	tune, _ := withRedis(t, "127.0.0.1:6379", waits(300*time.Millisecond))
 	a := newAPIWith(t, tune)
 	_, admin := a.createAdmin(t)
 	_, annToken := a.registerCustomer(t, "ann@example.com")
@@ -209,7 +220,7 @@ func TestMinVersionNotReachedAnswersTheLatestViewMarkedStale(t *testing.T) {
 
 func TestQueriesAnswerFromPostgresWhenRedisIsDown(t *testing.T) {
 	t.Parallel()
-	tune, _ := withRedis(t, "127.0.0.1:1", 200*time.Millisecond) // nothing listens there
+	tune, _ := withRedis(t, "127.0.0.1:1", waits(200*time.Millisecond)) // nothing listens there
 	a := newAPIWith(t, tune)
 	_, admin := a.createAdmin(t)
 	_, annToken := a.registerCustomer(t, "ann@example.com")
@@ -263,7 +274,7 @@ func startRedis(t *testing.T, port int) (addr string, stop func()) {
 func TestRedisStoppedAndStartedAgain(t *testing.T) {
 	t.Parallel()
 	addr, stop := startRedis(t, 0)
-	tune, _ := withRedis(t, addr, 200*time.Millisecond)
+	tune, _ := withRedis(t, addr, waits(200*time.Millisecond))
 	a := newAPIWith(t, tune)
 	_, admin := a.createAdmin(t)
 	p := a.createProduct(t, admin, "MUG-1", 1200, 10)
@@ -289,4 +300,71 @@ func TestRedisStoppedAndStartedAgain(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestAdminsListEveryOrder: an admin's GET /v1/orders is everyone's
+// orders, newest first; a customer's, their own.
+func TestAdminsListEveryOrder(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	_, admin := a.createAdmin(t)
+	_, ann := a.registerCustomer(t, "ann@example.com")
+	_, bob := a.registerCustomer(t, "bob@example.com")
+	p := a.createProduct(t, admin, "MUG-1", 1200, 10)
+	anns, bobs := a.placeOrder(t, ann, item(p.ID, 1)), a.placeOrder(t, bob, item(p.ID, 1))
+	var list struct {
+		Items []orderJSON
+		Next  *string
+	}
+	for _, tc := range []struct {
+		who, token string
+		want       []string
+	}{
+		{"the admin", admin, []string{bobs.ID, anns.ID}},
+		{"ann", ann, []string{anns.ID}},
+	} {
+		a.do(t, "GET", "/v1/orders", tc.token, nil, nil).expect(t, http.StatusOK).into(t, &list)
+		var got []string
+		for _, o := range list.Items {
+			got = append(got, o.ID)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s lists %v, want %v", tc.who, got, tc.want)
+		}
+	}
+}
+
+// TestOneShapePerResource: what a command answers about a product or an
+// order is, byte for byte, what a read of it answers: from Postgres (the
+// first read, a miss) and from Redis (the next, written back).
+func TestOneShapePerResource(t *testing.T) {
+	t.Parallel()
+	tune, _ := withRedis(t, "127.0.0.1:6379", waits(time.Second))
+	a := newAPIWith(t, tune)
+	_, admin := a.createAdmin(t)
+	_, ann := a.registerCustomer(t, "ann@example.com")
+	created := a.do(t, "POST", "/v1/products", admin, map[string]any{"sku": "MUG-1", "name": "Mug", "price_cents": 1200, "stock": 10}, nil).
+		expect(t, http.StatusCreated)
+	var p productJSON
+	created.into(t, &p)
+	placed := a.do(t, "POST", "/v1/orders", ann, orderBody(item(p.ID, 2)), nil).expect(t, http.StatusAccepted)
+	var o orderJSON
+	placed.into(t, &o)
+	for _, tc := range []struct {
+		what, path, token string
+		wrote             response
+	}{
+		{"product", "/v1/products/" + p.ID, "", created},
+		{"order", "/v1/orders/" + o.ID, ann, placed},
+	} {
+		for _, want := range []string{"postgres", "redis"} {
+			r := a.do(t, "GET", tc.path, tc.token, nil, nil).expect(t, http.StatusOK)
+			if source(r) != want {
+				t.Fatalf("%s: read from %s, want %s", tc.what, source(r), want)
+			}
+			if strings.TrimSpace(string(r.raw)) != strings.TrimSpace(string(tc.wrote.raw)) {
+				t.Errorf("%s: the command answered %s\n...and a read from %s %s", tc.what, tc.wrote.raw, want, r.raw)
+			}
+		}
+	}
 }

@@ -1,12 +1,11 @@
 package httpapi_test
 
 import (
-	"io"
-	"log/slog"
 	"net/http"
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/shopdev/shop/handlers/httpapi"
 )
@@ -20,7 +19,7 @@ func TestRateLimitAnswers429PerClient(t *testing.T) {
 	t.Parallel()
 	// One request in 100 s refills the bucket: within the test, only the
 	// burst of 3 goes through.
-	a := newAPIWith(t, func(c *httpapi.Config) { c.RateLimit, c.RateBurst = 0.01, 3 })
+	a := newAPIWith(t, func(c *httpapi.Config, _ *pgxpool.Pool) { c.RateLimit, c.RateBurst = 0.01, 3 })
 	from := func(ip string) headers { return headers{"X-Forwarded-For": ip} }
 	unknown := "/v1/products/" + uuid.NewString()
 
@@ -78,9 +77,10 @@ func TestRateLimitIsOffByDefault(t *testing.T) {
 func TestRateLimitMustNotBeNegative(t *testing.T) {
 	t.Parallel()
 	for _, cfg := range []httpapi.Config{{RateLimit: -1}, {RateLimit: 1, RateBurst: -1}} {
-		a := newAPIWith(t, nil) // for a valid pool, auth and logger
-		cfg.Pool, cfg.Auth, cfg.Logger = a.pool, a.auth, slog.New(slog.NewTextHandler(io.Discard, nil))
-		if _, err := httpapi.New(cfg); err == nil {
+		a := newAPIWith(t, nil) // for a valid pool and auth
+		valid := newConfig(t, a.pool, a.auth)
+		valid.RateLimit, valid.RateBurst = cfg.RateLimit, cfg.RateBurst
+		if _, err := httpapi.New(valid); err == nil {
 			t.Errorf("New accepted rate limit %v, burst %d", cfg.RateLimit, cfg.RateBurst)
 		}
 	}

@@ -1,22 +1,21 @@
 package httpapi
 
 import (
-	"net/http"
-
 	"github.com/labstack/echo/v4"
 
 	"github.com/shopdev/shop/domain/user"
 )
 
 // routes lists every route of the API.
-func (s *Server) routes(e *echo.Echo, metrics http.Handler) {
+func (s *Server) routes(e *echo.Echo) {
 	signedIn := s.authenticate
 	admin := requireRole(user.RoleAdmin)
 	customer := requireRole(user.RoleCustomer)
 
-	e.GET("/healthz", s.healthz)
-	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", echo.WrapHandler(metrics))
+	ops := echo.WrapHandler(s.cfg.Ops)
+	e.GET("/healthz", ops)
+	e.GET("/readyz", ops)
+	e.GET("/metrics", ops)
 
 	v1 := e.Group("/v1")
 	v1.POST("/users", s.registerUser)

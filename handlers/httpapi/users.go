@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"time"
 
@@ -28,10 +27,6 @@ type userResponse struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-func newUserResponse(u *user.User) userResponse {
-	return userResponse{ID: u.ID().String(), Email: u.Email(), Name: u.Name(), Role: u.Role(), Version: u.Version(), CreatedAt: u.CreatedAt()}
-}
-
 // registerUser: POST /v1/users. Anyone may register, as a customer.
 func (s *Server) registerUser(c echo.Context) error {
 	var req registerUserRequest
@@ -39,20 +34,18 @@ func (s *Server) registerUser(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := user.ValidateRegistration(req.Email, req.Name, req.Password); err != nil {
-		return err
-	}
-	hash, err := s.cfg.Auth.HashPassword(req.Password)
+	reg, err := app.NewRegistration(s.cfg.Auth, req.Email, req.Name, req.Password, user.RoleCustomer)
 	if err != nil {
 		return err
 	}
 	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
-		u, err := app.Register(ctx, tx, app.RegisterUser{Email: req.Email, Name: req.Name, PasswordHash: hash, Role: user.RoleCustomer}, s.cfg.Now())
+		u, err := app.Register(ctx, tx, reg, s.cfg.Now())
 		if err != nil {
 			return reply{}, err
 		}
 		// No Location: no route reads a user back.
-		return reply{status: http.StatusCreated, body: newUserResponse(u)}, nil
+		return reply{status: http.StatusCreated, body: userResponse{ID: u.ID().String(), Email: u.Email(), Name: u.Name(),
+			Role: u.Role(), Version: u.Version(), CreatedAt: u.CreatedAt()}}, nil
 	})
 }
 
@@ -68,18 +61,7 @@ func (s *Server) issueToken(c echo.Context) error {
 	if _, err := bind(c, &req); err != nil {
 		return err
 	}
-	var u *user.User
-	err := s.uow.Do(c.Request().Context(), func(ctx context.Context, tx *store.Tx) (err error) {
-		u, err = tx.Users.ByEmail(ctx, req.Email)
-		return err
-	})
-	if err != nil && !errors.Is(err, user.ErrNotFound) {
-		return err
-	}
-	if !s.cfg.Auth.CheckPassword(u, req.Password) { // u is nil for an unknown email
-		return user.ErrInvalidCredentials
-	}
-	token, err := s.cfg.Auth.Issue(u, s.cfg.Now())
+	token, err := app.IssueToken(c.Request().Context(), s.cfg.UnitOfWork, s.cfg.Auth, req.Email, req.Password, s.cfg.Now())
 	if err != nil {
 		return err
 	}

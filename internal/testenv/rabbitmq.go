@@ -54,6 +54,7 @@ func NewVHostName() string {
 // t ends.
 func CreateVHost(t testing.TB, vhost string) {
 	t.Helper()
+	NeedServices(t)
 	u, err := url.Parse(AMQPServerURL())
 	if err != nil {
 		t.Fatalf("parse TEST_AMQP_URL: %v", err)

@@ -25,28 +25,29 @@ type Arrival struct {
 // before any relay runs, and the events that reached it.
 type Sink struct {
 	queue    string
+	topology outbox.Topology
 	mu       sync.Mutex
 	arrivals []Arrival
 }
 
-// NewSink declares the topology and a queue "test.all" bound to every
-// routing key, and records what reaches it, reconnecting when its
-// connection is lost, until t ends. Declare it before any relay runs.
-func NewSink(t testing.TB, amqpURL string) *Sink {
+// NewSink declares topology and a queue "test.all" bound to every routing
+// key, and records what reaches it, reconnecting when its connection is
+// lost, until t ends. Declare it before any relay runs.
+func NewSink(t testing.TB, amqpURL string, topology outbox.Topology) *Sink {
 	t.Helper()
-	return newSink(t, amqpURL, "test.all")
+	return newSink(t, amqpURL, topology, "test.all")
 }
 
-// NewGroupSink records what reaches the queue of a consumer group, which
-// the relay declares itself before it publishes.
-func NewGroupSink(t testing.TB, amqpURL, queue string) *Sink {
+// NewGroupSink declares topology and records what reaches the queue of one
+// of its groups.
+func NewGroupSink(t testing.TB, amqpURL string, topology outbox.Topology, queue string) *Sink {
 	t.Helper()
-	return newSink(t, amqpURL, queue)
+	return newSink(t, amqpURL, topology, queue)
 }
 
-func newSink(t testing.TB, amqpURL, queue string) *Sink {
+func newSink(t testing.TB, amqpURL string, topology outbox.Topology, queue string) *Sink {
 	t.Helper()
-	s := &Sink{queue: queue}
+	s := &Sink{queue: queue, topology: topology}
 	ready := make(chan error, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -80,7 +81,7 @@ func (s *Sink) consume(ctx context.Context, amqpURL string, ready chan<- error) 
 	defer conn.Close()
 	ch, err := conn.Channel()
 	if err == nil {
-		err = outbox.Declare(ch)
+		err = s.topology.Declare(ch)
 	}
 	if err == nil && s.queue == "test.all" {
 		_, err = ch.QueueDeclare(s.queue, true, false, false, false, nil)

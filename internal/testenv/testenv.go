@@ -33,6 +33,7 @@ func ServerURL() string {
 // its URL. The database is dropped when t ends.
 func DatabaseURL(t testing.TB) string {
 	t.Helper()
+	NeedServices(t)
 	u, err := url.Parse(ServerURL())
 	if err != nil {
 		t.Fatalf("parse TEST_DATABASE_URL: %v", err)
@@ -42,7 +43,7 @@ func DatabaseURL(t testing.TB) string {
 	dbURL := u.String()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := store.Migrate(ctx, dbURL, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+	if _, err := store.Migrate(ctx, dbURL, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		t.Fatalf("create test database: %v", err)
 	}
 	t.Cleanup(func() {

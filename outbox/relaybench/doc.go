@@ -29,4 +29,5 @@
 //	RELAYBENCH_BATCH, RELAYBENCH_WORKERS
 //	                          override our relay's BatchSize and Workers
 //	                          (default: RelayConfig's defaults)
+//	RELAYBENCH_LINGER         our relay's Linger (2ms, RELAY_LINGER's default)
 package relaybench

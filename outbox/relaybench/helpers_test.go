@@ -34,6 +34,7 @@ type config struct {
 	batchSize    int
 	workers      int
 	vacuumAfter  int
+	linger       time.Duration
 }
 
 func loadConfig(b *testing.B) config {
@@ -49,6 +50,7 @@ func loadConfig(b *testing.B) config {
 		batchSize:    envInt(b, "RELAYBENCH_BATCH", 0),
 		workers:      envInt(b, "RELAYBENCH_WORKERS", 0),
 		vacuumAfter:  envInt(b, "RELAYBENCH_VACUUM_AFTER", 0),
+		linger:       envDuration(b, "RELAYBENCH_LINGER", 2*time.Millisecond), // RELAY_LINGER's default
 	}
 	if c.backlog < 1 || c.writers < 1 || c.rate <= 0 || c.load <= 0 || c.paced <= 0 {
 		b.Fatalf("relaybench: backlog, writers, rate and durations must be positive: %+v", c)
@@ -87,6 +89,13 @@ var logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level:
 // routingKey is the type of every benchmark event: it reaches the inventory
 // and projections quorum queues, and the sink.
 const routingKey = "order.placed"
+
+// topology routes the benchmark's events as shop's routes order.placed: to
+// the inventory and projections groups' queues.
+var topology = outbox.Topology{
+	{Group: "inventory", Keys: []string{routingKey}},
+	{Group: "projections", Keys: []string{routingKey}},
+}
 
 // payloadSize is the target size of every published message body.
 const payloadSize = 300
@@ -163,7 +172,7 @@ type sink struct {
 	done    chan struct{}
 }
 
-// newSink declares the topology (outbox.Declare) and the sink queue, and
+// newSink declares the topology and the sink queue, and
 // starts consuming it, before anything is published.
 func newSink(b *testing.B, amqpURL string, size int) *sink {
 	b.Helper()
@@ -174,7 +183,7 @@ func newSink(b *testing.B, amqpURL string, size int) *sink {
 	s := &sink{conn: conn, arrived: make(map[uuid.UUID]time.Time, size), done: make(chan struct{})}
 	ch, err := conn.Channel()
 	if err == nil {
-		err = outbox.Declare(ch)
+		err = topology.Declare(ch)
 	}
 	if err == nil {
 		_, err = ch.QueueDeclare(sinkQueue, true, false, false, false, nil)

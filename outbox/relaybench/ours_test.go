@@ -99,13 +99,19 @@ func (o *ours) start(ctx context.Context) (func(), error) {
 			return nil, err
 		}
 		pools = append(pools, pool)
+		broker, err := outbox.NewBroker(outbox.BrokerConfig{URL: o.amqpURL, Topology: topology, Logger: logger})
+		if err != nil {
+			stop()
+			return nil, err
+		}
 		relay, err := outbox.NewRelay(outbox.RelayConfig{
 			Pool:        pool,
-			AMQPURL:     o.amqpURL,
+			Broker:      broker,
 			Logger:      logger,
 			BatchSize:   o.cfg.batchSize,
 			Workers:     o.cfg.workers,
 			VacuumAfter: o.cfg.vacuumAfter,
+			Linger:      o.cfg.linger,
 		})
 		if err != nil {
 			stop()

@@ -1,4 +1,4 @@
-package consumer_test
+package handlers_test
 
 import (
 	"context"
@@ -20,17 +20,16 @@ import (
 	"github.com/shopdev/shop/consumer"
 	"github.com/shopdev/shop/domain/order"
 	"github.com/shopdev/shop/domain/user"
-	"github.com/shopdev/shop/handlers/emails"
-	"github.com/shopdev/shop/handlers/inventory"
-	"github.com/shopdev/shop/handlers/orders"
+	"github.com/shopdev/shop/handlers"
 	"github.com/shopdev/shop/internal/testenv"
+	"github.com/shopdev/shop/mailer"
 	"github.com/shopdev/shop/outbox"
 	"github.com/shopdev/shop/store"
 )
 
 // TestDuplicatesAndShufflingEndTheSame runs the write side of a 1,000-order
 // shop once, copies the database, and then runs the orders, inventory and
-// emails groups twice: on the original with every event delivered once, in
+// emails groups of the registry twice: on the original with every event delivered once, in
 // commit order; on the copy with every event delivered twice, in random
 // order (events held back at random so that later events overtake earlier
 // ones, e.g. order.cancelled before order.placed). The two end in the same
@@ -41,10 +40,10 @@ func TestDuplicatesAndShufflingEndTheSame(t *testing.T) {
 	writeShop(t, ordered)
 	shuffled := copyDatabase(t, ordered)
 
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
-	n, _ := deliver(t, ordered, inOrder, 1, 0)
+	rng := testenv.Rand(t)
+	n, _ := deliver(t, ordered, inOrder, 1, 0, rng)
 	t.Logf("ordered run: %d deliveries", n)
-	n, _ = deliver(t, shuffled, shuffle(rng), 2, 0)
+	n, _ = deliver(t, shuffled, shuffle(rng), 2, 0, rng)
 	t.Logf("shuffled run: %d deliveries", n)
 	sameState(t, ordered, shuffled)
 	pool := open(t, ordered)
@@ -64,22 +63,26 @@ func TestDuplicatesAndShufflingEndTheSame(t *testing.T) {
 // Every batch commits: none falls back to one delivery at a time.
 func TestBatchesEndTheSameAsOneAtATime(t *testing.T) {
 	t.Parallel()
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
 	for _, tc := range []struct {
-		name   string
-		pick   func([]delivery) (now, later []delivery)
-		copies int
+		name    string
+		shuffle bool
+		copies  int
 	}{
-		{"in commit order", inOrder, 1},
-		{"twice, shuffled", shuffle(rng), 2},
+		{"in commit order", false, 1},
+		{"twice, shuffled", true, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			rng := testenv.Rand(t)
+			pick := inOrder
+			if tc.shuffle {
+				pick = shuffle(rng)
+			}
 			one := testenv.DatabaseURL(t)
 			writeShop(t, one)
 			batched := copyDatabase(t, one)
-			_, want := deliver(t, one, inOrder, 1, 0)
-			n, got := deliver(t, batched, tc.pick, tc.copies, 16)
+			_, want := deliver(t, one, inOrder, 1, 0, rng)
+			n, got := deliver(t, batched, pick, tc.copies, 16, rng)
 			t.Logf("%d deliveries in batches", n)
 			sameState(t, one, batched)
 			t.Logf("events: %d vs %d", len(want), len(got))
@@ -198,7 +201,7 @@ func writeShop(t *testing.T, dbURL string) {
 }
 
 type delivery struct {
-	group *consumer.Group
+	group *consumer.Runner
 	env   outbox.Envelope
 }
 
@@ -209,40 +212,28 @@ type delivery struct {
 // returns the number of deliveries and the events taken from the outbox, in
 // commit order, and fails t unless each (group, event) was applied exactly
 // once, and every batch committed.
-func deliver(t *testing.T, dbURL string, pick func([]delivery) (now, later []delivery), copies, batch int) (int, []outbox.Envelope) {
+func deliver(t *testing.T, dbURL string, pick func([]delivery) (now, later []delivery), copies, batch int, rng *rand.Rand) (int, []outbox.Envelope) {
 	t.Helper()
 	pool := open(t, dbURL)
 	uow := store.NewUnitOfWork(pool, nil)
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	byKey := map[string][]*consumer.Group{}
-	for _, g := range outbox.Groups() {
-		var handlers map[string]consumer.Handler
-		switch g.Name {
-		case "orders":
-			handlers = orders.Handlers(time.Now)
-		case "inventory":
-			handlers = inventory.Handlers(time.Now)
-		case "emails":
-			handlers = emails.Handlers(emails.LogMailer{Log: quiet})
-		default:
-			continue
+	byKey := map[string][]*consumer.Runner{}
+	for _, g := range handlers.Groups(handlers.Deps{Now: time.Now, Mailer: mailer.Log{Logger: quiet}}) {
+		if !g.InPostgres() {
+			continue // the projections: their own test (package projections)
 		}
-		c, err := consumer.New(consumer.Config{Group: g, Handlers: handlers, BatchHandlers: batchHandlersOf(g.Name),
-			AMQPURL: "amqp://unused/", UnitOfWork: uow, Logger: quiet})
-		testenv.Must(t, err, "consumer group")
+		r := newRunner(t, g, uow, batch)
 		for _, k := range g.Keys {
-			byKey[k] = append(byKey[k], c)
+			byKey[k] = append(byKey[k], r)
 		}
 	}
 	type key struct {
-		g  *consumer.Group
+		g  *consumer.Runner
 		id uuid.UUID
 	}
 	applied := map[key]int{}
 	var pending []delivery
 	var taken []outbox.Envelope
 	total := 0
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
 	for {
 		out := takeOutbox(t, pool)
 		taken = append(taken, out...)
@@ -271,8 +262,8 @@ func deliver(t *testing.T, dbURL string, pick func([]delivery) (now, later []del
 			continue
 		}
 		// Each group's deliveries, in the order picked, in batches.
-		byGroup := map[*consumer.Group][]outbox.Envelope{}
-		var groups []*consumer.Group
+		byGroup := map[*consumer.Runner][]outbox.Envelope{}
+		var groups []*consumer.Runner
 		for _, d := range now {
 			if byGroup[d.group] == nil {
 				groups = append(groups, d.group)
@@ -283,7 +274,7 @@ func deliver(t *testing.T, dbURL string, pick func([]delivery) (now, later []del
 			envs := byGroup[g]
 			for len(envs) > 0 {
 				n := min(len(envs), 1+rng.IntN(batch))
-				ok, committed := consumer.ApplyBatch(context.Background(), g, envs[:n])
+				ok, committed := g.ApplyBatch(context.Background(), envs[:n])
 				if !committed {
 					t.Fatalf("a batch of %d events from %s %s did not commit", n, envs[0].Type, envs[0].ID)
 				}
@@ -324,6 +315,19 @@ func takeOutbox(t testing.TB, pool *pgxpool.Pool) []outbox.Envelope {
 		testenv.Must(t, json.Unmarshal([]byte(x.payload), &out[i]), "decode outbox row")
 	}
 	return out
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// newRunner returns a runner of g on uow, with batches of up to batch
+// deliveries, fed by the tests (Apply, ApplyBatch) rather than RabbitMQ.
+func newRunner(t testing.TB, g consumer.Group, uow *store.UnitOfWork, batch int) *consumer.Runner {
+	t.Helper()
+	broker, err := outbox.NewBroker(outbox.BrokerConfig{URL: "amqp://unused/", Topology: handlers.Topology(), Logger: quiet})
+	testenv.Must(t, err, "broker")
+	r, err := consumer.New(consumer.Config{Group: g, Broker: broker, UnitOfWork: uow, Logger: quiet, Batch: batch})
+	testenv.Must(t, err, "runner of "+g.Name)
+	return r
 }
 
 func open(t *testing.T, dbURL string) *pgxpool.Pool {

@@ -1,11 +1,9 @@
-package consumer_test
+package handlers_test
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -20,10 +18,9 @@ import (
 	"github.com/shopdev/shop/consumer"
 	"github.com/shopdev/shop/domain/order"
 	"github.com/shopdev/shop/domain/user"
-	"github.com/shopdev/shop/handlers/emails"
-	"github.com/shopdev/shop/handlers/inventory"
-	"github.com/shopdev/shop/handlers/orders"
+	"github.com/shopdev/shop/handlers"
 	"github.com/shopdev/shop/internal/testenv"
+	"github.com/shopdev/shop/mailer"
 	"github.com/shopdev/shop/outbox"
 	"github.com/shopdev/shop/store"
 )
@@ -40,7 +37,7 @@ import (
 // RabbitMQ's and the kernel threads'. CONSUMERBENCH_GROUPS picks groups (default
 // "inventory,orders,emails").
 //
-//	go test -run '^$' -bench Groups -benchtime 1x ./handlers/consumer/
+//	go test -run '^$' -bench Groups -benchtime 1x ./handlers/
 func BenchmarkGroups(b *testing.B) {
 	setup := benchSetup{
 		events:      envInt("CONSUMERBENCH_EVENTS", 5000),
@@ -77,12 +74,10 @@ func envInt(name string, def int) int {
 
 func benchGroup(b *testing.B, name string, replicas int, setup benchSetup) {
 	n, concurrency, batch, committers := setup.events, setup.concurrency, setup.batch, setup.committers
-	if name == "emails" {
-		batch = 1 // as `shop consume`: its handlers send mail
-	}
 	b.StopTimer()
 	dbURL, amqpURL := testenv.DatabaseURL(b), testenv.AMQPURL(b)
 	g := groupNamed(name)
+	route := g.Route()
 	events := eventsFor(b, dbURL, name, n)
 
 	conn, err := amqp.Dial(amqpURL)
@@ -90,13 +85,13 @@ func benchGroup(b *testing.B, name string, replicas int, setup benchSetup) {
 	defer conn.Close()
 	ch, err := conn.Channel()
 	testenv.Must(b, err, "channel")
-	testenv.Must(b, outbox.Declare(ch), "declare")
+	testenv.Must(b, handlers.Topology().Declare(ch), "declare")
 	testenv.Must(b, ch.Confirm(false), "confirm mode")
 	confirms := make([]*amqp.DeferredConfirmation, len(events))
 	for i, e := range events {
 		body, err := json.Marshal(e)
 		testenv.Must(b, err, "encode")
-		confirms[i], err = ch.PublishWithDeferredConfirmWithContext(context.Background(), "", g.Queue(), true, false, amqp.Publishing{
+		confirms[i], err = ch.PublishWithDeferredConfirmWithContext(context.Background(), "", route.Queue(), true, false, amqp.Publishing{
 			ContentType: "application/json", DeliveryMode: amqp.Persistent, MessageId: e.ID.String(), Type: e.Type, Body: body,
 		})
 		testenv.Must(b, err, "publish")
@@ -115,15 +110,16 @@ func benchGroup(b *testing.B, name string, replicas int, setup benchSetup) {
 	defer check.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, replicas)
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	broker, err := outbox.NewBroker(outbox.BrokerConfig{URL: amqpURL, Topology: handlers.Topology(), Logger: quiet})
+	testenv.Must(b, err, "broker")
 	b.StartTimer()
 	start, cpu0 := time.Now(), testenv.SnapCPU()
 	for range replicas {
 		pool, err := store.Open(ctx, store.Config{DatabaseURL: dbURL, MaxConns: int32(concurrency) + 2})
 		testenv.Must(b, err, "pool")
 		defer pool.Close()
-		c, err := consumer.New(consumer.Config{Group: g, Handlers: handlersOf(name, quiet), BatchHandlers: batchHandlersOf(name), AMQPURL: amqpURL,
-			UnitOfWork: store.NewUnitOfWork(pool, nil), Logger: quiet, Concurrency: concurrency, Batch: batch, Committers: committers})
+		c, err := consumer.New(consumer.Config{Group: g, Broker: broker, UnitOfWork: store.NewUnitOfWork(pool, nil), Logger: quiet,
+			Concurrency: concurrency, Batch: batch, Committers: committers}) // emails never batch, as in shop consume
 		testenv.Must(b, err, "group")
 		go func() { _ = c.Run(ctx); done <- struct{}{} }()
 	}
@@ -156,34 +152,14 @@ func benchGroup(b *testing.B, name string, replicas int, setup benchSetup) {
 		name, replicas, concurrency, batch, committers, n, took.Round(time.Millisecond), float64(n)/took.Seconds(), cpuPerEvent, cpu)
 }
 
-func groupNamed(name string) outbox.Group {
-	g, ok := outbox.GroupNamed(name)
-	if !ok {
-		panic("no group " + name)
+// groupNamed is the group of the registry called name, with the log mailer.
+func groupNamed(name string) consumer.Group {
+	for _, g := range handlers.Groups(handlers.Deps{Now: time.Now, Mailer: mailer.Log{Logger: quiet}}) {
+		if g.Name == name {
+			return g
+		}
 	}
-	return g
-}
-
-func handlersOf(name string, log *slog.Logger) map[string]consumer.Handler {
-	switch name {
-	case "inventory":
-		return inventory.Handlers(time.Now)
-	case "orders":
-		return orders.Handlers(time.Now)
-	default:
-		return emails.Handlers(emails.LogMailer{Log: log})
-	}
-}
-
-func batchHandlersOf(name string) map[string]consumer.BatchHandler {
-	switch name {
-	case "inventory":
-		return inventory.BatchHandlers(time.Now)
-	case "orders":
-		return orders.BatchHandlers(time.Now)
-	default:
-		return nil
-	}
+	panic("no group " + name)
 }
 
 // eventsFor writes what n events of the group need into the database and
@@ -236,10 +212,7 @@ func eventsFor(b *testing.B, dbURL, name string, n int) []outbox.Envelope {
 	if name == "inventory" {
 		return placed
 	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	inv, err := consumer.New(consumer.Config{Group: groupNamed("inventory"), Handlers: inventory.Handlers(time.Now),
-		AMQPURL: "amqp://unused/", UnitOfWork: uow, Logger: quiet})
-	testenv.Must(b, err, "inventory")
+	inv := newRunner(b, groupNamed("inventory"), uow, 1)
 	for _, e := range placed {
 		_, err := inv.Apply(ctx, e)
 		testenv.Must(b, err, "reserve")

@@ -1,4 +1,9 @@
-package emails
+// Package mailer sends shop's emails: through an SMTP server with go-mail
+// (SMTP), or, when no server is configured, to the log (Log). It says how a
+// send failed in the domain's terms: a refusal no retry can fix is
+// domain.ErrInvalid, a server unreachable or refusing for now is
+// domain.ErrUnavailable.
+package mailer
 
 import (
 	"context"
@@ -11,39 +16,26 @@ import (
 
 	"github.com/wneessen/go-mail"
 
-	"github.com/shopdev/shop/consumer"
+	"github.com/shopdev/shop/app"
+	"github.com/shopdev/shop/domain"
+	"github.com/shopdev/shop/internal/logctx"
 )
 
-// Message is one email to send.
-type Message struct {
-	ID      string // the Message-ID, derived from the event, the same on every attempt
-	To      string
-	Subject string
-	Body    string
-}
-
-// Mailer sends emails.
-type Mailer interface {
-	Send(ctx context.Context, m Message) error
-	// Transport names how emails leave: "smtp" or "log".
-	Transport() string
-}
-
-// LogMailer "sends" an email by logging its recipient and subject: the
-// default when no SMTP server is configured.
-type LogMailer struct{ Log *slog.Logger }
+// Log "sends" an email by logging its recipient and subject: the default
+// when no SMTP server is configured.
+type Log struct{ Logger *slog.Logger }
 
 // Send logs m, with the ids of the event being applied when ctx has them.
-func (l LogMailer) Send(ctx context.Context, m Message) error {
-	consumer.Logger(ctx, l.Log).Info("email", "message_id", m.ID, "to", m.To, "subject", m.Subject)
+func (l Log) Send(ctx context.Context, m app.Message) error {
+	logctx.Logger(ctx, l.Logger).Info("email", "message_id", m.ID, "to", m.To, "subject", m.Subject)
 	return nil
 }
 
 // Transport returns "log".
-func (LogMailer) Transport() string { return "log" }
+func (Log) Transport() string { return "log" }
 
-// SMTPConfig configures an SMTPMailer.
-type SMTPConfig struct {
+// Config configures an SMTP mailer.
+type Config struct {
 	// Addr is the server's host:port. Required.
 	Addr string
 	// From is the sender. Default "shop <no-reply@shop.local>".
@@ -56,7 +48,7 @@ type SMTPConfig struct {
 }
 
 // Validate fills defaults and checks the configuration.
-func (c *SMTPConfig) Validate() error {
+func (c *Config) Validate() error {
 	host, port, err := net.SplitHostPort(c.Addr)
 	if err != nil || host == "" {
 		return fmt.Errorf("smtp addr %q: want host:port", c.Addr)
@@ -73,25 +65,25 @@ func (c *SMTPConfig) Validate() error {
 	return nil
 }
 
-// SMTPMailer sends emails through an SMTP server with go-mail, STARTTLS
-// when the server offers it.
-type SMTPMailer struct {
-	cfg SMTPConfig
+// SMTP sends emails through an SMTP server, STARTTLS when the server offers
+// it.
+type SMTP struct {
+	cfg Config
 }
 
-// NewSMTPMailer returns a mailer for cfg.
-func NewSMTPMailer(cfg SMTPConfig) (*SMTPMailer, error) {
+// NewSMTP returns an SMTP mailer for cfg.
+func NewSMTP(cfg Config) (*SMTP, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &SMTPMailer{cfg: cfg}, nil
+	return &SMTP{cfg: cfg}, nil
 }
 
 // Transport returns "smtp".
-func (*SMTPMailer) Transport() string { return "smtp" }
+func (*SMTP) Transport() string { return "smtp" }
 
 // Send delivers m on a connection of its own.
-func (s *SMTPMailer) Send(ctx context.Context, m Message) error {
+func (s *SMTP) Send(ctx context.Context, m app.Message) error {
 	host, portText, _ := net.SplitHostPort(s.cfg.Addr)
 	port, _ := strconv.Atoi(portText)
 	opts := []mail.Option{mail.WithTLSPolicy(mail.TLSOpportunistic), mail.WithPort(port), mail.WithTimeout(s.cfg.Timeout)}
@@ -108,18 +100,23 @@ func (s *SMTPMailer) Send(ctx context.Context, m Message) error {
 		return fmt.Errorf("smtp from: %w", err)
 	}
 	if err := msg.To(m.To); err != nil {
-		return fmt.Errorf("%w: recipient %q: %w", errBadRecipient, m.To, err)
+		return fmt.Errorf("%w: recipient %q: %w", domain.ErrInvalid, m.To, err)
 	}
 	msg.SetMessageIDWithValue(m.ID)
 	msg.Subject(m.Subject)
 	msg.SetBodyString(mail.TypeTextPlain, m.Body)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	if err := client.DialAndSendWithContext(ctx, msg); err != nil {
-		return fmt.Errorf("smtp send: %w", err)
+	err = client.DialAndSendWithContext(ctx, msg)
+	var sendErr *mail.SendError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &sendErr) && !sendErr.IsTemp():
+		// The server refused it for good (5xx): no retry can help.
+		return fmt.Errorf("%w: smtp send: %w", domain.ErrInvalid, err)
+	default:
+		// Unreachable, or a temporary (4xx) refusal: try again later.
+		return fmt.Errorf("%w: smtp send: %w", domain.ErrUnavailable, err)
 	}
-	return nil
 }
-
-// errBadRecipient is an address no retry can fix.
-var errBadRecipient = errors.New("bad recipient")

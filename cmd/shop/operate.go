@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shopdev/shop/consumer"
+	"github.com/shopdev/shop/handlers"
+	"github.com/shopdev/shop/outbox"
+	"github.com/shopdev/shop/projections"
+	"github.com/shopdev/shop/store"
+)
+
+// The operator's commands: migrations, the outbox's backlog, the dead
+// queues and the read models.
+
+type migrateConfig struct {
+	Postgres postgresSection
+	Log      logSection
+}
+
+func migrateCmd(ctx context.Context, inv invocation) error {
+	if len(inv.args) > 0 {
+		return fmt.Errorf("%w: shop migrate takes no arguments", errUsage)
+	}
+	var cfg migrateConfig
+	log, err := inv.load(&cfg)
+	if err != nil {
+		return err
+	}
+	_, err = migrate(ctx, cfg.Postgres.URL, log)
+	return err
+}
+
+// migrate creates the database if it is missing and applies the
+// migrations; it reports whether it created the database.
+func migrate(ctx context.Context, databaseURL string, log *slog.Logger) (created bool, err error) {
+	created, err = store.Migrate(ctx, databaseURL, log)
+	if err != nil {
+		return created, fmt.Errorf("migrate: %w", err)
+	}
+	return created, nil
+}
+
+type outboxConfig struct {
+	Postgres postgresSection
+	Log      logSection
+}
+
+func outboxStatusCmd(ctx context.Context, inv invocation) error {
+	if len(inv.args) > 0 {
+		return fmt.Errorf("%w: shop outbox status takes no arguments", errUsage)
+	}
+	var cfg outboxConfig
+	if _, err := inv.load(&cfg); err != nil {
+		return err
+	}
+	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: 1})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	status, err := outbox.ReadStatus(ctx, pool)
+	if err != nil {
+		return err
+	}
+	var total int64
+	w := tabwriter.NewWriter(inv.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "partition\tpending\toldest\t")
+	for _, s := range status {
+		total += s.Pending
+		oldest := "-"
+		if s.Pending > 0 {
+			oldest = s.OldestAge.Round(time.Millisecond).String()
+		}
+		fmt.Fprintf(w, "%d\t%d\t%s\t\n", s.Partition, s.Pending, oldest)
+	}
+	fmt.Fprintf(w, "total\t%d\t\t\n", total)
+	return w.Flush()
+}
+
+type deadConfig struct {
+	AMQP amqpSection
+	Log  logSection
+}
+
+// deadArgs reads GROUP [N] of shop dead list|replay: the group's route, and
+// how many messages (0: all).
+func deadArgs(name string, args []string) (outbox.Route, int, error) {
+	usage := fmt.Errorf("%w: shop dead %s GROUP [N]", errUsage, name)
+	if len(args) < 1 || len(args) > 2 {
+		return outbox.Route{}, 0, usage
+	}
+	route, ok := handlers.Topology().Route(args[0])
+	if !ok {
+		return outbox.Route{}, 0, fmt.Errorf("%w: unknown consumer group %q", errUsage, args[0])
+	}
+	limit := 0
+	if len(args) == 2 {
+		n, err := strconv.Atoi(args[1])
+		if err != nil || n < 1 {
+			return outbox.Route{}, 0, fmt.Errorf("%w: N must be a positive integer", errUsage)
+		}
+		limit = n
+	}
+	return route, limit, nil
+}
+
+// deadBroker reaches RabbitMQ for the dead-queue commands.
+func deadBroker(inv invocation) (*outbox.Broker, error) {
+	var cfg deadConfig
+	log, err := inv.load(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	return outbox.NewBroker(outbox.BrokerConfig{URL: cfg.AMQP.URL, Name: "shop dead", Topology: handlers.Topology(), Logger: log})
+}
+
+func deadListCmd(ctx context.Context, inv invocation) error {
+	route, limit, err := deadArgs("list", inv.args)
+	if err != nil {
+		return err
+	}
+	broker, err := deadBroker(inv)
+	if err != nil {
+		return err
+	}
+	msgs, err := consumer.ListDead(ctx, broker, route, limit)
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(inv.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tTYPE\tFAILED AT\tREASON")
+	for _, m := range msgs {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", m.ID, m.Type, m.FailedAt, m.Reason)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(inv.stdout, "%d dead message(s) in %s\n", len(msgs), route.DeadQueue())
+	return nil
+}
+
+func deadReplayCmd(ctx context.Context, inv invocation) error {
+	route, limit, err := deadArgs("replay", inv.args)
+	if err != nil {
+		return err
+	}
+	broker, err := deadBroker(inv)
+	if err != nil {
+		return err
+	}
+	n, err := consumer.ReplayDead(ctx, broker, route, limit)
+	fmt.Fprintf(inv.stdout, "replayed %d message(s) from %s to %s\n", n, route.DeadQueue(), route.Queue())
+	return err
+}
+
+type rebuildConfig struct {
+	Postgres postgresSection
+	Redis    redisSection
+	Log      logSection
+}
+
+// rebuildCmd is shop projections rebuild.
+func rebuildCmd(ctx context.Context, inv invocation) error {
+	if len(inv.args) > 0 {
+		return fmt.Errorf("%w: shop projections rebuild takes no arguments", errUsage)
+	}
+	var cfg rebuildConfig
+	if _, err := inv.load(&cfg); err != nil {
+		return err
+	}
+	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: 2})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	opts, err := redis.ParseURL(cfg.Redis.URL)
+	if err != nil {
+		return fmt.Errorf("REDIS_URL: %w", err)
+	}
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	models, err := projections.New(projections.Config{Client: rdb, Prefix: cfg.Redis.Prefix})
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	products, orders, err := models.Rebuild(ctx, store.NewReads(pool))
+	if err != nil {
+		return fmt.Errorf("rebuild (after %d products and %d orders): %w", products, orders, err)
+	}
+	fmt.Fprintf(inv.stdout, "rebuilt %d products and %d orders in %s\n", products, orders, time.Since(start).Round(time.Millisecond))
+	return nil
+}

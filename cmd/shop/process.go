@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/shopdev/shop/internal/ops"
+)
+
+// shutdownTimeout bounds how long in-flight requests may take after SIGTERM.
+const shutdownTimeout = 20 * time.Second
+
+// part is one long-running part of a process (the API, the relay, the
+// consumer groups), wired and not started yet.
+type part struct {
+	name   string
+	run    func(ctx context.Context) error // until ctx ends, draining what it has in flight
+	checks []ops.Check                     // what it needs, for /readyz
+	close  func()                          // releases what it holds, once it stopped
+}
+
+// serve runs parts, with the ops server (/healthz, /readyz of every part's
+// checks, /metrics of reg) on opsAddr, until ctx ends or a part stops: the
+// first to stop stops the others. ready is called once every listener is
+// bound and every part started, with the ops server's address. It closes
+// every part before it returns.
+func serve(ctx context.Context, log *slog.Logger, opsAddr string, reg *prometheus.Registry, ready func(opsAddr string), parts ...*part) error {
+	defer func() {
+		for _, p := range parts {
+			if p.close != nil {
+				p.close()
+			}
+		}
+	}()
+	var checks []ops.Check
+	for _, p := range parts {
+		checks = append(checks, p.checks...)
+	}
+	opsServer, err := listen(log, "ops", opsAddr, ops.Handler(reg, checks...))
+	if err != nil {
+		return err
+	}
+	all := append([]*part{{name: "ops", run: opsServer.serve}}, parts...)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, len(all))
+	for i, p := range all {
+		wg.Go(func() {
+			if err := p.run(ctx); err != nil {
+				errs[i] = fmt.Errorf("%s: %w", p.name, err)
+			}
+			cancel() // one part stopped: stop the others
+		})
+	}
+	ready(opsServer.addr())
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// newRegistry returns a metrics registry with the Go runtime's and the
+// process's own metrics.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// httpServer is an HTTP server whose address is bound.
+type httpServer struct {
+	log *slog.Logger
+	ln  net.Listener
+	srv *http.Server
+}
+
+// listen binds addr for handler and logs where it listens; serve serves.
+func listen(log *slog.Logger, name, addr string, handler http.Handler) (*httpServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
+	}
+	log = log.With("server", name)
+	log.Info("listening", "addr", ln.Addr().String())
+	return &httpServer{log: log, ln: ln, srv: &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}}, nil
+}
+
+// addr is the address the server listens on.
+func (s *httpServer) addr() string { return s.ln.Addr().String() }
+
+// serve serves until ctx ends, then drains in-flight requests for up to
+// shutdownTimeout.
+func (s *httpServer) serve(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(s.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := s.srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	s.log.Debug("stopped")
+	return nil
+}
+
+// urlOf turns a listening address into a URL someone on this machine can
+// open: a wildcard host becomes localhost.
+func urlOf(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}

@@ -1,0 +1,304 @@
+// Package consumer runs a consumer group: Watermill's router over
+// watermill-amqp subscriptions to the group's queue shop.<group>, several
+// deliveries at a time, each applied by the group's handler for its event
+// type inside ONE Postgres transaction with the inbox row (consumer, event
+// id), so a duplicate delivery is acknowledged and does nothing.
+//
+// Around the library's known pitfalls: the marshaler never fails (a body
+// that is not an envelope, or a header that is not expected, is reported to
+// the handler, which sends it to the dead queue instead of requeueing it
+// forever); one Subscribe handles one delivery at a time, so the router gets
+// Concurrency handlers on the same queue, each with its own channel; the
+// first connection is retried; deduplication is the inbox in Postgres, not
+// the library's per-process memory.
+//
+// Failures: Postgres being unreachable is waited out (nothing can be
+// applied anyway); a handler's dependency being unavailable
+// (domain.ErrUnavailable) is waited out for UnavailableFor; other errors are retried with backoff
+// MaxRetries times; a message that still fails, cannot be decoded or carries
+// headers it should not goes to shop.<group>.dead with the reason in its
+// headers and is acknowledged. Nothing is ever requeued in a loop.
+//
+// Logging: each failure is handled once. Apply returns errors with context
+// and logs none; how a delivery ended is logged once, by the outermost
+// middleware (settle), with the event's ids: event_id, event_type,
+// correlation_id and causation_id are on every line about an event.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/shopdev/shop/internal/ops"
+	"github.com/shopdev/shop/internal/retry"
+	"github.com/shopdev/shop/outbox"
+	"github.com/shopdev/shop/store"
+)
+
+// Config configures the runner of one consumer group.
+type Config struct {
+	// Group is what runs: its name, keys and handlers. Required.
+	Group Group
+	// Broker reaches RabbitMQ: the connection settings and the topology,
+	// which every subscription declares. Required.
+	Broker *outbox.Broker
+	// UnitOfWork runs the transactions of the group's Handlers; required
+	// for a group that applies events in Postgres.
+	UnitOfWork *store.UnitOfWork
+	// Logger receives the group's logs. Required.
+	Logger *slog.Logger
+	// Metrics counts what the group did; default none.
+	Metrics *Metrics
+	// Concurrency is how many deliveries are handled at once, each
+	// subscription on its own channel; a group that batches holds at least
+	// Batch, since a batch is made of the deliveries in hand (see InHand).
+	// Default 4.
+	Concurrency int
+	// Prefetch is how many unacknowledged deliveries each subscription may
+	// hold. Default 2.
+	Prefetch int
+	// Batch is how many deliveries one batch of a group that batches
+	// (Group.Batches) may apply: the deliveries that arrive while a batch
+	// runs share the next one (one transaction: one inbox statement, one
+	// commit; for a Project group, one round trip with ProjectEach). A
+	// batch that fails is applied again one delivery at a time. Default 1,
+	// each delivery alone.
+	Batch int
+	// Committers is how many batches may run at once, when Batch is over
+	// 1. Default 1: the biggest batches and the least CPU per event, and no
+	// two batches of one process lock rows against each other.
+	Committers int
+	// MaxRetries is how many times a failing message is retried in-process
+	// before it goes to the dead queue; 0: none (CONSUMER_MAX_RETRIES says
+	// shop's default).
+	MaxRetries int
+	// Backoff paces the retries, the waits for an unavailable dependency
+	// and the reconnections. Default 50ms doubling to 2s.
+	Backoff retry.Backoff
+	// UnavailableFor bounds how long one delivery waits while a handler
+	// reports a dependency unavailable (domain.ErrUnavailable: an SMTP
+	// server unreachable or answering 4xx): past it, the delivery goes to
+	// the dead queue with the reason, so that one message cannot hold a
+	// handler slot forever. Postgres being unreachable
+	// (store.ErrUnavailable), and a Project group's store (Redis, which
+	// every event of the group needs), are waited out without bound.
+	// Default 5 minutes.
+	UnavailableFor time.Duration
+}
+
+// Validate fills defaults and checks the configuration.
+func (c *Config) Validate() error {
+	if err := c.Group.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case c.Broker == nil:
+		return errors.New("consumer: broker is required")
+	case c.Group.InPostgres() && c.UnitOfWork == nil:
+		return errors.New("consumer: handlers need a unit of work")
+	case c.Logger == nil:
+		return errors.New("consumer: logger is required")
+	}
+	if _, ok := c.Broker.Topology().Route(c.Group.Name); !ok {
+		return fmt.Errorf("consumer %s: the topology has no queue for the group", c.Group.Name)
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 4
+	}
+	if c.Prefetch == 0 {
+		c.Prefetch = 2
+	}
+	if c.Batch == 0 || !c.Group.Batches {
+		c.Batch = 1
+	}
+	if c.Committers == 0 {
+		c.Committers = 1
+	}
+	if c.Backoff == (retry.Backoff{}) {
+		c.Backoff = retry.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
+	}
+	if c.UnavailableFor == 0 {
+		c.UnavailableFor = 5 * time.Minute
+	}
+	if c.Concurrency < 1 || c.Prefetch < 1 || c.Batch < 1 || c.Committers < 1 || c.MaxRetries < 0 || c.Backoff.Min > c.Backoff.Max || c.UnavailableFor < 0 {
+		return errors.New("consumer: concurrency, prefetch, batch and committers must be positive, retries and unavailable-for not negative, min backoff <= max backoff")
+	}
+	c.Concurrency = InHand(c.Group, c.Concurrency, c.Batch)
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil)
+	}
+	return nil
+}
+
+// InHand is how many deliveries a group holds at once with the given
+// concurrency and batch size: the concurrency, and for a group that
+// batches at least the batch size, since a batch is made of the deliveries
+// in hand.
+func InHand(g Group, concurrency, batch int) int {
+	if g.Batches {
+		return max(concurrency, batch)
+	}
+	return concurrency
+}
+
+// Runner runs one consumer group.
+type Runner struct {
+	cfg   Config
+	route outbox.Route
+	conn  atomic.Pointer[wamqp.ConnectionWrapper] // the current connection, once made
+}
+
+// New returns the runner of cfg.Group.
+func New(cfg Config) (*Runner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	route, _ := cfg.Broker.Topology().Route(cfg.Group.Name)
+	return &Runner{cfg: cfg, route: route}, nil
+}
+
+// Connected reports whether the group holds an open RabbitMQ connection.
+func (g *Runner) Connected() bool {
+	c := g.conn.Load()
+	return c != nil && c.IsConnected()
+}
+
+// Checks are what the group needs to apply events, for readiness: its
+// RabbitMQ connection and the group's own Checks. Postgres, which every
+// group that applies events there shares, is the process's to check.
+func (g *Runner) Checks() []ops.Check {
+	connected := ops.Check{Name: "rabbitmq (" + g.cfg.Group.Name + ")", Ready: func(context.Context) error {
+		if !g.Connected() {
+			return errors.New("not connected")
+		}
+		return nil
+	}}
+	return append([]ops.Check{connected}, g.cfg.Group.Checks...)
+}
+
+// Run consumes until ctx ends, then lets the deliveries in flight finish and
+// returns nil. RabbitMQ being down, at start or later, is not an error: it
+// reconnects.
+func (g *Runner) Run(ctx context.Context) error {
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		err := g.runOnce(ctx, func() { attempt = 0 })
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := g.cfg.Backoff.Delay(attempt)
+		g.cfg.Logger.Warn("consumer stopped; reconnecting", "group", g.cfg.Group.Name, "error", err.Error(), "retry_in", wait)
+		retry.Sleep(ctx, wait)
+	}
+	return nil
+}
+
+// runOnce connects, declares the topology and runs the router until ctx ends
+// or the router stops.
+func (g *Runner) runOnce(ctx context.Context, connected func()) error {
+	wcfg := g.amqpConfig()
+	conn, err := wamqp.NewConnection(wcfg.Connection, g.logger())
+	if err != nil {
+		return fmt.Errorf("connect to rabbitmq: %w", err)
+	}
+	defer func() { _ = conn.Close() }()
+	g.conn.Store(conn)
+	connected()
+
+	sub, err := wamqp.NewSubscriberWithConnection(wcfg, g.logger(), conn)
+	if err != nil {
+		return fmt.Errorf("subscriber: %w", err)
+	}
+	pub, err := wamqp.NewPublisherWithConnection(wcfg, g.logger(), conn)
+	if err != nil {
+		return fmt.Errorf("dead-queue publisher: %w", err)
+	}
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 15 * time.Second}, g.logger())
+	if err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	// A delivery cut short by shutdown is requeued instead.
+	poison, err := middleware.PoisonQueueWithFilter(pub, g.route.DeadQueue(), func(err error) bool { return !stopping(err) })
+	if err != nil {
+		return fmt.Errorf("dead-queue middleware: %w", err)
+	}
+	router.AddMiddleware(
+		g.settle,
+		poison,
+		middleware.Retry{
+			MaxRetries: g.cfg.MaxRetries, InitialInterval: g.cfg.Backoff.Min, MaxInterval: g.cfg.Backoff.Max,
+			Multiplier: 2, RandomizationFactor: 0.3, ResetContextOnRetry: true,
+			ShouldRetry: func(p middleware.RetryParams) bool {
+				return !errors.Is(p.Err, errPermanent) && !stopping(p.Err)
+			},
+		}.Middleware,
+		middleware.Recoverer,
+	)
+	var batches *batcher // nil: each delivery in its own transaction
+	if g.cfg.Batch > 1 && (g.cfg.Group.Project == nil || g.cfg.Group.ProjectEach != nil) {
+		bctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		defer stop() // after the router: no handler runs any more
+		batches = newBatcher(bctx, g.cfg.Committers, g.cfg.Batch, g.applyBatch)
+	}
+	for i := range g.cfg.Concurrency {
+		router.AddConsumerHandler(fmt.Sprintf("%s-%d", g.cfg.Group.Name, i), g.route.Queue(), sub, g.handler(batches))
+	}
+	// The router ends when ctx does, or when a subscription cannot be made
+	// (RabbitMQ went away before it started).
+	if err := router.Run(ctx); err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	return errors.New("router stopped")
+}
+
+func (g *Runner) amqpConfig() wamqp.Config {
+	amqpCfg := g.cfg.Broker.Config() // the settings of every connection shop makes
+	return wamqp.Config{
+		Connection: wamqp.ConnectionConfig{AmqpURI: g.cfg.Broker.URL(), AmqpConfig: &amqpCfg, Reconnect: &wamqp.ReconnectConfig{
+			BackoffInitialInterval: g.cfg.Backoff.Min, BackoffMultiplier: 2, BackoffMaxInterval: g.cfg.Backoff.Max,
+		}},
+		Marshaler: marshaler{},
+		// The exchange and the bindings are the topology's: subscriptions
+		// name the queue, and dead messages go through the default exchange
+		// straight to shop.<group>.dead.
+		Exchange:  wamqp.ExchangeConfig{GenerateName: func(string) string { return "" }},
+		QueueBind: wamqp.QueueBindConfig{GenerateRoutingKey: func(string) string { return "" }},
+		Queue: wamqp.QueueConfig{
+			GenerateName: wamqp.GenerateQueueNameTopicName, Durable: true,
+			Arguments: g.route.QueueArgs(), // what the topology declares
+		},
+		Publish: wamqp.PublishConfig{
+			GenerateRoutingKey: func(topic string) string { return topic },
+			ConfirmDelivery:    true, Mandatory: true, ChannelPoolSize: 1,
+		},
+		Consume:         wamqp.ConsumeConfig{Qos: wamqp.QosConfig{PrefetchCount: g.cfg.Prefetch}},
+		TopologyBuilder: topology{g.cfg.Broker.Topology()},
+	}
+}
+
+func (g *Runner) logger() watermill.LoggerAdapter {
+	return watermill.NewSlogLoggerWithLevelMapping(g.cfg.Logger.With("group", g.cfg.Group.Name), map[slog.Level]slog.Level{
+		slog.LevelInfo: slog.LevelDebug, // the library's per-subscription chatter
+	})
+}
+
+// topology declares the whole topology whenever a subscription starts, so
+// a consumer started before any relay has its queue.
+type topology struct{ outbox.Topology }
+
+func (t topology) BuildTopology(ch *amqp.Channel, _ wamqp.BuildTopologyParams, _ wamqp.Config, _ watermill.LoggerAdapter) error {
+	return t.Declare(ch)
+}
+
+func (t topology) ExchangeDeclare(ch *amqp.Channel, _ string, _ wamqp.Config) error {
+	return t.Declare(ch)
+}

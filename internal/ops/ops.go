@@ -1,0 +1,77 @@
+// Package ops is what operators and orchestrators ask of every long-running
+// shop process, in one handler: /healthz (the process is alive), /readyz
+// (every dependency it needs answers) and /metrics (Prometheus). Every
+// process serves it on METRICS_ADDR; the API also on its own port.
+package ops
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Check is one dependency /readyz asks: Ready returns nil when it answers.
+type Check struct {
+	Name  string // "postgres", "rabbitmq", ...
+	Ready func(ctx context.Context) error
+}
+
+// Timeout bounds each readiness check.
+const Timeout = 2 * time.Second
+
+// Handler serves /healthz, /readyz (every check, at once, within Timeout)
+// and /metrics (what reg gathers).
+func Handler(reg prometheus.Gatherer, checks ...Check) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, "application/json", map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		failing := Failing(r.Context(), checks...)
+		if len(failing) == 0 {
+			writeJSON(w, http.StatusOK, "application/json", map[string]string{"status": "ready"})
+			return
+		}
+		// What failed, by name: the errors themselves (addresses, user
+		// names) stay out of an answer the API's port may serve to anyone.
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, "application/problem+json", map[string]any{
+			"type": "about:blank", "title": http.StatusText(http.StatusServiceUnavailable),
+			"status": http.StatusServiceUnavailable, "detail": "not ready: a dependency does not answer",
+			"unavailable": failing,
+		})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// Failing runs every check at once, each within Timeout, and returns the
+// names of those that failed, in the order given.
+func Failing(ctx context.Context, checks ...Check) []string {
+	ctx, cancel := context.WithTimeout(ctx, Timeout)
+	defer cancel()
+	failed := make([]bool, len(checks))
+	var wg sync.WaitGroup
+	for i, c := range checks {
+		wg.Go(func() { failed[i] = c.Ready(ctx) != nil })
+	}
+	wg.Wait()
+	out := []string{}
+	for i, c := range checks {
+		if failed[i] {
+			out = append(out, c.Name)
+		}
+	}
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, status int, contentType string, v any) {
+	w.Header().Set("Content-Type", contentType)
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
