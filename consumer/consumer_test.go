@@ -340,6 +340,11 @@ func TestHandlesDeliveriesConcurrently(t *testing.T) {
 	t.Parallel()
 	const concurrency = 4
 	var inFlight, peak atomic.Int32
+	// Each handler holds its delivery until concurrency of them are in
+	// flight at once (or 10 s pass: a group that handled fewer at once
+	// would never get there, and the check below says so).
+	together := make(chan struct{})
+	var once sync.Once
 	x := start(t, func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error {
 		n := inFlight.Add(1)
 		defer inFlight.Add(-1)
@@ -349,7 +354,13 @@ func TestHandlesDeliveriesConcurrently(t *testing.T) {
 				break
 			}
 		}
-		time.Sleep(50 * time.Millisecond) // long enough for the others to start
+		if n == concurrency {
+			once.Do(func() { close(together) })
+		}
+		select {
+		case <-together:
+		case <-time.After(10 * time.Second):
+		}
 		return nil
 	}, func(c *consumer.Config) { c.Concurrency = concurrency; c.Prefetch = 1 })
 	envs := make([]outbox.Envelope, 4*concurrency)
@@ -364,8 +375,8 @@ func TestHandlesDeliveriesConcurrently(t *testing.T) {
 		}
 		return nil
 	})
-	if p := peak.Load(); p < 2 || p > concurrency {
-		t.Errorf("at most %d deliveries were handled at once, want 2..%d", p, concurrency)
+	if p := peak.Load(); p != concurrency {
+		t.Errorf("at most %d deliveries were handled at once, want %d", p, concurrency)
 	}
 }
 

@@ -633,18 +633,6 @@ func TestConsumersKilledMidStreamConverge(t *testing.T) {
 	s.waitRedisMatches(t, 60*time.Second)
 }
 
-// TestConsumeRefusesABadUnavailableFor: CONSUMER_UNAVAILABLE_FOR must be a
-// positive Go duration.
-func TestConsumeRefusesABadUnavailableFor(t *testing.T) {
-	t.Parallel()
-	for _, value := range []string{"soon", "0s", "-1m"} {
-		_, stderr, code := shop(t, map[string]string{"CONSUMER_UNAVAILABLE_FOR": value}, "consume", "emails")
-		if code != 1 || !strings.Contains(stderr, "CONSUMER_UNAVAILABLE_FOR") || !strings.Contains(stderr, "duration") {
-			t.Errorf("CONSUMER_UNAVAILABLE_FOR=%s: exit %d, stderr %q; want 1 and the variable named", value, code, stderr)
-		}
-	}
-}
-
 // TestDeadListAndReplayCommands: a malformed message ends in the dead queue
 // of a consumer process, which goes on; `shop dead list` shows it with its
 // reason, `shop dead replay` moves it back (it fails again: still malformed).

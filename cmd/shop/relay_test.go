@@ -27,6 +27,7 @@ import (
 // it still runs.
 func startProcess(t *testing.T, env map[string]string, args ...string) *exec.Cmd {
 	t.Helper()
+	testenv.NeedServices(t)
 	cmd := exec.Command(shopBin, args...)
 	cmd.Env = environ(env)
 	cmd.Stderr = os.Stderr

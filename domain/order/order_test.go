@@ -377,6 +377,9 @@ func TestTransitions(t *testing.T) {
 				if e.Data != want {
 					t.Errorf("event data = %+v, want %+v", e.Data, want)
 				}
+				if o.Reason() != wantReason || o.State().Reason != wantReason {
+					t.Errorf("the order keeps the reason %q (state %q), want %q", o.Reason(), o.State().Reason, wantReason)
+				}
 			})
 		}
 	}

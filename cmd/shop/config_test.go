@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// These tests run shop in this process, with an environment of their own:
+// they need no service (go test -short runs them).
+
+// shopInProcess runs shop with args and env (BCRYPT_COST=4 besides) until
+// it returns, and says what it wrote and its exit code.
+func shopInProcess(env map[string]string, args ...string) (stdout, stderr string, exitCode int) {
+	getenv := func(k string) string {
+		if v, ok := env[k]; ok {
+			return v
+		}
+		if k == "BCRYPT_COST" {
+			return "4"
+		}
+		return ""
+	}
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), args, getenv, &out, &errOut)
+	switch {
+	case errors.Is(err, errUsage):
+		exitCode = 2
+	case err != nil:
+		exitCode = 1
+	}
+	if err != nil {
+		errOut.WriteString("shop: " + err.Error() + "\n")
+	}
+	return out.String(), errOut.String(), exitCode
+}
+
+func TestRefusesBadConfiguration(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		env      map[string]string
+		args     []string
+		wantCode int
+		wantErr  string
+	}{
+		{"api without JWT_SECRET outside dev", map[string]string{}, []string{"api"}, 1, "JWT_SECRET is required"},
+		{"api in prod without JWT_SECRET", map[string]string{"SHOP_ENV": "prod"}, []string{"api"}, 1, "JWT_SECRET is required"},
+		{"a short JWT_SECRET", map[string]string{"JWT_SECRET": "short"}, []string{"api"}, 1, "at least 32 bytes"},
+		{"an unknown SHOP_ENV", map[string]string{"SHOP_ENV": "staging"}, []string{"api"}, 1, "SHOP_ENV must be prod or dev"},
+		{"a DB_MAX_CONNS that is not a number", map[string]string{"DB_MAX_CONNS": "many"}, []string{"api"}, 1, `DB_MAX_CONNS="many": not an integer`},
+		{"a DB_MAX_CONNS of zero", map[string]string{"DB_MAX_CONNS": "0"}, []string{"run"}, 1, "DB_MAX_CONNS must be an integer from 1 to 1000, not 0"},
+		{"a bad LOG_LEVEL", map[string]string{"LOG_LEVEL": "loud"}, []string{"migrate"}, 1, `LOG_LEVEL must be debug, info, warn or error, not "loud"`},
+		{"a bad LOG_FORMAT", map[string]string{"LOG_FORMAT": "xml"}, []string{"migrate"}, 1, `LOG_FORMAT must be text, json or auto`},
+		{"a negative RELAY_LINGER", map[string]string{"RELAY_LINGER": "-2ms"}, []string{"relay"}, 1, "RELAY_LINGER must be a duration from 0 to 1s"},
+		{"a RELAY_LINGER without a unit", map[string]string{"RELAY_LINGER": "2"}, []string{"relay"}, 1, `RELAY_LINGER="2": not a duration`},
+		{"a CONSUMER_BATCH of zero", map[string]string{"CONSUMER_BATCH": "0"}, []string{"consume", "orders"}, 1, "CONSUMER_BATCH must be an integer from 1 to 256, not 0"},
+		{"a CONSUMER_BATCH that is not a number", map[string]string{"CONSUMER_BATCH": "many"}, []string{"consume", "orders"}, 1, `CONSUMER_BATCH="many": not an integer`},
+		{"a negative CONSUMER_MAX_RETRIES", map[string]string{"CONSUMER_MAX_RETRIES": "-1"}, []string{"run"}, 1, "CONSUMER_MAX_RETRIES must be an integer from 0 to 100"},
+		{"a negative RATE_LIMIT", map[string]string{"RATE_LIMIT": "-1"}, []string{"api"}, 1, "RATE_LIMIT must be a number"},
+		{"a RATE_LIMIT_BURST that is not a number", map[string]string{"RATE_LIMIT_BURST": "lots"}, []string{"api"}, 1, `RATE_LIMIT_BURST="lots": not an integer`},
+		{"every bad value at once", map[string]string{"RELAY_WORKERS": "99", "CONSUMER_BATCH": "0"}, []string{"run"}, 1,
+			"RELAY_WORKERS must be an integer from 1 to 16, not 99\nCONSUMER_BATCH must be an integer from 1 to 256, not 0"},
+		{"no command", nil, nil, 2, "no command given"},
+		{"an unknown command", nil, []string{"fly"}, 2, `unknown command "fly"`},
+		{"user without add", nil, []string{"user"}, 2, "shop user add"},
+		{"dead without list or replay", nil, []string{"dead"}, 2, "shop dead list GROUP [N] | shop dead replay GROUP [N]"},
+		{"user add with an invalid email", nil, []string{"user", "add", "--email", "nope", "--password", "longenough"}, 1, "email"},
+		{"consume without a group", nil, []string{"consume"}, 2, "shop consume GROUP..."},
+		{"consume an unknown group", nil, []string{"consume", "nosuchgroup"}, 2, `unknown consumer group "nosuchgroup"`},
+		{"dead list of an unknown group", nil, []string{"dead", "list", "nosuchgroup"}, 2, `unknown consumer group "nosuchgroup"`},
+		{"a CONSUMER_UNAVAILABLE_FOR that is no duration", map[string]string{"CONSUMER_UNAVAILABLE_FOR": "soon"}, []string{"consume", "emails"}, 1, `CONSUMER_UNAVAILABLE_FOR="soon": not a duration`},
+		{"a CONSUMER_UNAVAILABLE_FOR of zero", map[string]string{"CONSUMER_UNAVAILABLE_FOR": "0s"}, []string{"consume", "emails"}, 1, "CONSUMER_UNAVAILABLE_FOR must be a positive duration"},
+		{"a negative CONSUMER_UNAVAILABLE_FOR", map[string]string{"CONSUMER_UNAVAILABLE_FOR": "-1m"}, []string{"consume", "emails"}, 1, "CONSUMER_UNAVAILABLE_FOR must be a positive duration"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, stderr, code := shopInProcess(tt.env, tt.args...)
+			if code != tt.wantCode {
+				t.Errorf("exit code = %d, want %d; stderr:\n%s", code, tt.wantCode, stderr)
+			}
+			if !strings.Contains(stderr, tt.wantErr) {
+				t.Errorf("stderr does not say %q:\n%s", tt.wantErr, stderr)
+			}
+		})
+	}
+}
+
+// TestHelpRunsNothing: shop help lists every command and every variable
+// with its default; every command answers -h and --help with its usage,
+// exits 0 and does nothing else (here, with every dependency unreachable:
+// a command that ran would fail or hang).
+func TestHelpRunsNothing(t *testing.T) {
+	t.Parallel()
+	stdout, _, code := shopInProcess(nil, "help")
+	if code != 0 {
+		t.Fatalf("help exit code = %d", code)
+	}
+	for _, want := range []string{"run", "migrate", "api", "relay", "consume GROUP...", "user add", "projections rebuild",
+		"outbox status", "dead list GROUP [N]", "dead replay GROUP [N]",
+		"DATABASE_URL=postgres://", "RELAY_LINGER=2ms", "CONSUMER_MAX_RETRIES=5", "JWT_SECRET (unset)", "LOG_FORMAT=auto"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("shop help does not say %q", want)
+		}
+	}
+	nowhere := map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/nowhere", "AMQP_URL": "amqp://guest:guest@127.0.0.1:1/",
+		"REDIS_URL": "redis://127.0.0.1:1/0", "HTTP_ADDR": "127.0.0.1:1", "METRICS_ADDR": "127.0.0.1:1"}
+	for _, args := range [][]string{{"run"}, {"migrate"}, {"api"}, {"relay"}, {"consume", "orders"}, {"consume"},
+		{"user", "add"}, {"projections", "rebuild"}, {"outbox", "status"}, {"dead", "list", "orders"}, {"dead", "replay", "orders"}} {
+		for _, flag := range []string{"--help", "-h"} {
+			stdout, stderr, code := shopInProcess(nowhere, append(slices.Clone(args), flag)...)
+			if code != 0 || !strings.HasPrefix(stdout, "usage: shop "+args[0]) || !strings.Contains(stdout, "environment:") || stderr != "" {
+				t.Errorf("shop %s %s: exit %d, stdout %q, stderr %q; want its usage and nothing else",
+					strings.Join(args, " "), flag, code, firstLine(stdout), stderr)
+			}
+		}
+	}
+	if stdout, _, _ := shopInProcess(nil, "consume", "--help"); !strings.Contains(stdout, "orders       confirms or rejects") {
+		t.Errorf("shop consume --help does not say what each group does:\n%s", stdout)
+	}
+	if stdout, _, _ := shopInProcess(nil, "user", "add", "--help"); !strings.Contains(stdout, "-email") {
+		t.Errorf("shop user add --help does not list its flags:\n%s", stdout)
+	}
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
