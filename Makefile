@@ -1,17 +1,44 @@
-# Build, lint and test shop. `make test` is what CI runs (.ci/run).
+# shop's two commands are `make run` and `make test`; the rest helps them.
+# Every tool a target needs beyond Go is fetched into bin/tools, at the
+# version pinned here.
 GO          ?= go
 BIN         := bin/shop
-# staticcheck from PATH, else from $(go env GOPATH)/bin (where `go install` puts it).
-STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo "$$($(GO) env GOPATH)/bin/staticcheck")
+TOOLS       := $(CURDIR)/bin/tools
+STATICCHECK := $(TOOLS)/staticcheck@v0.8.2
+GOTESTSUM   := $(TOOLS)/gotestsum@v1.13.0
 
-.PHONY: build test lint fmt-check vet staticcheck migrate run bench bench-reads
+.PHONY: build run up down reset test test-short lint fmt-check vet staticcheck bench bench-reads
 
 build:
 	$(GO) build -o $(BIN) ./cmd/shop
 
-# Lint first, then every test with the race detector; any failure fails the target.
-test: lint
-	$(GO) test -race -count=1 -timeout 12m ./...
+# The whole system in this terminal: Postgres, Redis and RabbitMQ checked (or started with
+# docker compose), migrations, then the API, the relay and every consumer group; Ctrl-C stops it.
+run: build
+	./scripts/run.sh
+
+# The same in the background, for a walkthrough in one terminal: it returns once shop is
+# ready; `make down` stops it. Its log is in bin/shop-run.log.
+up: build
+	./scripts/run.sh --background
+
+down:
+	./scripts/run.sh --stop
+
+# Stops shop and wipes what it keeps: its database, its Redis keys and its RabbitMQ queues
+# (those DATABASE_URL, REDIS_URL/REDIS_PREFIX and AMQP_URL name).
+reset: down build
+	SHOP_ENV=dev ./$(BIN) reset
+
+# Lint, then every test with the race detector against the real services. The summary at
+# the end lists every test that was skipped, and why.
+test: lint $(GOTESTSUM)
+	@command -v nginx >/dev/null || echo "make test: nginx is not installed, so TestNginxFrontsTheAPI will be SKIPPED (apt-get install nginx-light; CI installs it)"
+	$(GOTESTSUM) --format pkgname --format-hide-empty-pkg -- -race -count=1 -timeout 15m ./...
+
+# What needs no service: the domain and the other pure packages, in seconds.
+test-short:
+	$(GO) test -short -count=1 ./...
 
 lint: fmt-check vet staticcheck
 
@@ -24,16 +51,16 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-staticcheck:
+staticcheck: $(STATICCHECK)
 	$(STATICCHECK) ./...
 
-migrate: build
-	./$(BIN) migrate
+$(TOOLS)/%:
+	@mkdir -p $(TOOLS)/build
+	@echo "fetching $*"
+	GOBIN=$(TOOLS)/build $(GO) install $(if $(findstring staticcheck,$*),honnef.co/go/tools/cmd/,gotest.tools/)$*
+	mv $(TOOLS)/build/$(firstword $(subst @, ,$*)) $@
 
-# Checks (or starts, via docker compose) Postgres, Redis and RabbitMQ, migrates, runs everything.
-run: build
-	./scripts/run.sh
-
+# Benchmarks (see BENCHMARKS.md); they need wrk and pgbench, and say so.
 bench:
 	bash scripts/bench-orders.sh
 

@@ -11,26 +11,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${SECS:-10}
 base=${BENCH_SERVER_URL:-postgres://postgres@127.0.0.1:5432}
-db=shop_bench_marginal vhost=shop_bench_marginal prefix=shopbenchmarginal:
-export DATABASE_URL="$base/$db?sslmode=disable" AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$vhost"
-export REDIS_PREFIX=$prefix SHOP_ENV=dev LOG_LEVEL=warn HTTP_ADDR=127.0.0.1:18083 BCRYPT_COST=4
+export SHOP_ENV=dev LOG_LEVEL=warn HTTP_ADDR=127.0.0.1:18083 METRICS_ADDR=127.0.0.1:19083 BCRYPT_COST=4
 export RATE_LIMIT=${RATE_LIMIT:-0} # the load comes from one address: measure capacity, not the limiter
 url="http://$HTTP_ADDR"
 [ $# -gt 0 ] || { echo "usage: scripts/bench-marginal.sh COMMAND... (e.g. api relay \"consume inventory\")"; exit 2; }
-for tool in psql redis-cli rabbitmqctl curl; do
-  command -v $tool >/dev/null || { echo "bench: $tool is required"; exit 1; }
+for tool in psql redis-cli rabbitmqctl curl bc; do
+  command -v $tool >/dev/null || { echo "bench: $tool is required (apt-get install postgresql-client redis-tools curl bc)"; exit 1; }
 done
 tmp=$(mktemp -d)
 go build -o bin/shop ./cmd/shop
 go build -o "$tmp/confirmlatency" ./scripts/bench/confirmlatency
 source scripts/bench/lib.sh
-bench_fresh
+bench_fresh marginal
 
 # The catalogue is made with `shop run`, which then stops: the processes
 # measured start on a quiet system.
 ./bin/shop run 2>"$tmp/setup.log" & run=$!
 pids=()
-trap 'kill $run "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true; rabbitmqctl -q delete_vhost "$vhost" >/dev/null 2>&1; rm -rf "$tmp"' EXIT
+trap 'kill $run "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true; bench_cleanup; rm -rf "$tmp"' EXIT
 bench_wait_api
 bench_catalogue 50 MARGINAL
 sleep 2; kill $run; wait $run || true

@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 secs=${1:-20}
 conns=${CONNS:-32}
 base=${BENCH_SERVER_URL:-postgres://postgres@127.0.0.1:5432}
-db=shop_bench
+db=shop_bench_orders_$$ # this run's own database, dropped at the end
 export DATABASE_URL="$base/$db?sslmode=disable"
-export SHOP_ENV=dev LOG_LEVEL=${LOG_LEVEL:-warn} HTTP_ADDR=127.0.0.1:${BENCH_PORT:-18080}
+export SHOP_ENV=dev LOG_LEVEL=${LOG_LEVEL:-warn} HTTP_ADDR=127.0.0.1:${BENCH_PORT:-18080} METRICS_ADDR=127.0.0.1:19080
 export RATE_LIMIT=${RATE_LIMIT:-0} # the load comes from one address: measure capacity, not the limiter
 url="http://$HTTP_ADDR"
 
@@ -19,14 +19,13 @@ for tool in wrk pgbench psql; do
   command -v $tool >/dev/null || { echo "bench: $tool is required (apt-get install wrk postgresql-client)"; exit 1; }
 done
 go build -o bin/shop ./cmd/shop
-psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
 ./bin/shop migrate 2>/dev/null
 ./bin/shop user add --email admin@bench.test --password benchpass --admin >/dev/null 2>&1
 uid=$(./bin/shop user add --email buyer@bench.test --password benchpass 2>/dev/null | cut -d' ' -f1)
 
 tmp=$(mktemp -d)
 ./bin/shop api 2>"$tmp/api.log" & api=$!
-trap 'kill $api 2>/dev/null; wait $api 2>/dev/null || true; rm -rf "$tmp"' EXIT
+trap 'kill $api 2>/dev/null; wait $api 2>/dev/null || true; psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"; rm -rf "$tmp"' EXIT
 for _ in $(seq 50); do curl -fs "$url/healthz" >/dev/null && break; sleep 0.1; done
 
 token() { curl -fs -X POST "$url/v1/tokens" -d "{\"email\":\"$1\",\"password\":\"benchpass\"}" | sed 's/.*"token":"\([^"]*\)".*/\1/'; }

@@ -13,25 +13,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
 base=${BENCH_SERVER_URL:-postgres://postgres@127.0.0.1:5432}
-db=shop_bench_reads vhost=shop_bench_reads prefix=shopbench:
-export DATABASE_URL="$base/$db?sslmode=disable" AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$vhost"
-export REDIS_PREFIX=$prefix SHOP_ENV=dev LOG_LEVEL=warn HTTP_ADDR=127.0.0.1:18081 BCRYPT_COST=4
+export SHOP_ENV=dev LOG_LEVEL=warn HTTP_ADDR=127.0.0.1:18081 METRICS_ADDR=127.0.0.1:19081 BCRYPT_COST=4
 export RATE_LIMIT=${RATE_LIMIT:-0} # the load comes from one address: measure capacity, not the limiter
 url="http://$HTTP_ADDR"
 
-for tool in wrk psql redis-cli rabbitmqctl curl; do
-  command -v $tool >/dev/null || { echo "bench: $tool is required"; exit 1; }
+for tool in wrk psql redis-cli rabbitmqctl curl bc; do
+  command -v $tool >/dev/null || { echo "bench: $tool is required (apt-get install wrk postgresql-client redis-tools curl bc)"; exit 1; }
 done
 tmp=$(mktemp -d)
 go build -o bin/shop ./cmd/shop
 go build -o "$tmp/bare" ./scripts/bench/bare
 go build -o "$tmp/confirmlatency" ./scripts/bench/confirmlatency
 source scripts/bench/lib.sh
-bench_fresh
+bench_fresh reads
 
 ./bin/shop run 2>"$tmp/run.log" & run=$!
 bare=""
-trap 'kill $run $bare 2>/dev/null; wait $run 2>/dev/null || true; rabbitmqctl -q delete_vhost "$vhost" >/dev/null 2>&1; cp "$tmp/run.log" /tmp/bench-reads-run.log 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill $run $bare 2>/dev/null; wait $run 2>/dev/null || true; bench_cleanup; cp "$tmp/run.log" /tmp/bench-reads-run.log 2>/dev/null; rm -rf "$tmp"' EXIT
 bench_wait_api
 bench_catalogue 1000 READ
 for _ in $(seq 100); do [ "$(redis-cli zcard "${prefix}products")" = 1000 ] && break; sleep 0.2; done

@@ -50,6 +50,9 @@ func commands() []command {
 			config: func() any { return new(deadConfig) }, run: deadListCmd},
 		{name: "dead replay", args: "GROUP [N]", summary: "move the messages (all, or the first N) of a group's dead queue back to its queue",
 			config: func() any { return new(deadConfig) }, run: deadReplayCmd},
+		{name: "reset", summary: "wipe shop's database, Redis keys and queues, for a fresh start (SHOP_ENV=dev only)",
+			details: "make reset stops a shop that make up started, then runs it.",
+			config:  func() any { return new(resetConfig) }, run: resetCmd},
 	}
 }
 

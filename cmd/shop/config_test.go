@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -130,4 +132,54 @@ func TestHelpRunsNothing(t *testing.T) {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
+}
+
+// TestReadmeDocumentsEveryVariable: the README's configuration table has a
+// row for every variable shop reads, with its default, and none other.
+func TestReadmeDocumentsEveryVariable(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	section := regexp.MustCompile("(?s)## Configuration\n(.*?)\n## ").FindSubmatch(readme)
+	if section == nil {
+		t.Fatal("README has no Configuration section")
+	}
+	documented := map[string]string{} // variable → its default column
+	for _, line := range strings.Split(string(section[1]), "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 4 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`") {
+			continue
+		}
+		for _, m := range regexp.MustCompile("`([A-Z][A-Z0-9_]+)`").FindAllStringSubmatch(cells[1], -1) {
+			documented[m[1]] = strings.TrimSpace(cells[2])
+		}
+	}
+	declared := map[string]string{}
+	for _, c := range commands() {
+		for _, s := range sections(c.config()) {
+			for _, v := range variables(s.Type()) {
+				declared[v.name] = v.def
+			}
+		}
+	}
+	for name, def := range declared {
+		want := "`" + def + "`"
+		if def == "" {
+			want = "unset"
+		}
+		got, ok := documented[name]
+		switch {
+		case !ok:
+			t.Errorf("README's configuration table does not list %s", name)
+		case got != want:
+			t.Errorf("README gives %s the default %s, shop %s", name, got, want)
+		}
+	}
+	for name := range documented {
+		if _, ok := declared[name]; !ok {
+			t.Errorf("README lists %s, which no shop command reads", name)
+		}
+	}
 }

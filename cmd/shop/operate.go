@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -197,5 +198,76 @@ func rebuildCmd(ctx context.Context, inv invocation) error {
 		return fmt.Errorf("rebuild (after %d products and %d orders): %w", products, orders, err)
 	}
 	fmt.Fprintf(inv.stdout, "rebuilt %d products and %d orders in %s\n", products, orders, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+type resetConfig struct {
+	Env      envSection
+	Postgres postgresSection
+	Redis    redisSection
+	AMQP     amqpSection
+	Log      logSection
+}
+
+// resetCmd is shop reset: for a development sandbox, it wipes what shop
+// keeps (its database, the Redis keys under its prefix, its queues and
+// exchange), so that the next shop run starts empty. It refuses to outside
+// SHOP_ENV=dev.
+func resetCmd(ctx context.Context, inv invocation) error {
+	if len(inv.args) > 0 {
+		return fmt.Errorf("%w: shop reset takes no arguments", errUsage)
+	}
+	var cfg resetConfig
+	log, err := inv.load(&cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.Env.Env != "dev" {
+		return errors.New("shop reset wipes every order, user and event: it runs only with SHOP_ENV=dev")
+	}
+	if err := store.DropDatabase(ctx, cfg.Postgres.URL); err != nil {
+		return err
+	}
+	opts, err := redis.ParseURL(cfg.Redis.URL)
+	if err != nil {
+		return fmt.Errorf("REDIS_URL: %w", err)
+	}
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	keys := 0
+	iter := rdb.Scan(ctx, 0, cfg.Redis.Prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		if err := rdb.Del(ctx, iter.Val()).Err(); err != nil {
+			return fmt.Errorf("redis: delete %s: %w", iter.Val(), err)
+		}
+		keys++
+	}
+	if err := iter.Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	broker, err := outbox.NewBroker(outbox.BrokerConfig{URL: cfg.AMQP.URL, Name: "shop reset", Topology: handlers.Topology(), Logger: log})
+	if err != nil {
+		return err
+	}
+	conn, err := broker.Dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("rabbitmq channel: %w", err)
+	}
+	for _, r := range handlers.Topology() {
+		for _, q := range []string{r.Queue(), r.DeadQueue()} {
+			if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+				return fmt.Errorf("delete queue %s: %w", q, err)
+			}
+		}
+	}
+	if err := ch.ExchangeDelete(outbox.Exchange, false, false); err != nil {
+		return fmt.Errorf("delete exchange %s: %w", outbox.Exchange, err)
+	}
+	log.Info("reset: shop's data is gone", "database", redact(cfg.Postgres.URL), "redis_keys", keys, "rabbitmq", redact(cfg.AMQP.URL))
 	return nil
 }

@@ -88,7 +88,7 @@ func (s *Server) command(c echo.Context, body []byte, fn func(ctx context.Contex
 	if res.Location != "" {
 		c.Response().Header().Set(echo.HeaderLocation, res.Location)
 	}
-	return c.JSONBlob(res.Status, res.Body)
+	return c.JSONBlob(res.Status, append(res.Body, '\n')) // as c.JSON ends its bodies
 }
 
 // validKey reports whether an Idempotency-Key is 1 to maxIdempotencyKey

@@ -1,13 +1,20 @@
 # Shared by the benchmark scripts that run a whole shop (bench-reads.sh,
-# bench-marginal.sh); source it after setting base, db, vhost, prefix, url
-# and tmp.
+# bench-marginal.sh); source it after setting base, url and tmp.
 
-# bench_fresh gives the benchmark an empty database, vhost and Redis prefix.
+# bench_fresh NAME gives the benchmark a database, a vhost and a Redis prefix
+# of this run's own (named after NAME and the script's pid, so that nothing
+# of anyone else's is touched), exports DATABASE_URL, AMQP_URL and
+# REDIS_PREFIX, and sets db, vhost and prefix; bench_cleanup removes them.
 bench_fresh() {
-  psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null
-  rabbitmqctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
+  db=shop_bench_$1_$$ vhost=shop_bench_$1_$$ prefix=shopbench$1$$:
+  export DATABASE_URL="$base/$db?sslmode=disable" AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$vhost" REDIS_PREFIX=$prefix
   rabbitmqctl -q add_vhost "$vhost" && rabbitmqctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*'
-  redis-cli --scan --pattern "$prefix*" | xargs -r redis-cli del >/dev/null
+}
+
+bench_cleanup() {
+  psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+  rabbitmqctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
+  redis-cli --scan --pattern "$prefix*" | xargs -r redis-cli del >/dev/null || true
 }
 
 # bench_wait_api waits until the API at $url answers /healthz.
