@@ -14,7 +14,9 @@ package app
 import (
 	"github.com/google/uuid"
 
+	"github.com/shopdev/shop/domain"
 	"github.com/shopdev/shop/domain/user"
+	"github.com/shopdev/shop/store"
 )
 
 // Actor is who issues a command.
@@ -24,3 +26,13 @@ type Actor struct {
 }
 
 func newID() uuid.UUID { return uuid.Must(uuid.NewV7()) }
+
+// recorded appends the events agg recorded to the outbox of tx and returns
+// agg: how every use case ends that made or changed one aggregate.
+func recorded[A interface{ Events() []domain.Event }](tx *store.Tx, agg A) (A, error) {
+	if err := tx.Append(agg.Events()...); err != nil {
+		var none A
+		return none, err
+	}
+	return agg, nil
+}

@@ -46,10 +46,7 @@ func PlaceOrder(ctx context.Context, tx *store.Tx, actor Actor, items []order.It
 		return nil, err
 	}
 	tx.Orders.Add(o)
-	if err := tx.Append(o.Events()...); err != nil {
-		return nil, err
-	}
-	return o, nil
+	return recorded(tx, o)
 }
 
 // CancelOrder cancels an order of the actor's (any order, for an admin).
@@ -67,7 +64,7 @@ func CancelOrder(ctx context.Context, tx *store.Tx, actor Actor, id uuid.UUID, n
 	if err := o.Cancel(now); err != nil {
 		return nil, err
 	}
-	return o, tx.Append(o.Events()...)
+	return recorded(tx, o)
 }
 
 // LoadOrders locks the orders with the given ids in one round trip, for a

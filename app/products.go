@@ -26,10 +26,7 @@ func AddProduct(ctx context.Context, tx *store.Tx, cmd CreateProduct, now time.T
 		return nil, err
 	}
 	tx.Products.Add(p)
-	if err := tx.Append(p.Events()...); err != nil {
-		return nil, err
-	}
-	return p, nil
+	return recorded(tx, p)
 }
 
 // UpdateProduct changes a product's name and/or price; nil leaves a field.
@@ -50,5 +47,5 @@ func changeProduct(ctx context.Context, tx *store.Tx, id uuid.UUID, change func(
 	if err := change(p); err != nil {
 		return nil, err
 	}
-	return p, tx.Append(p.Events()...)
+	return recorded(tx, p)
 }

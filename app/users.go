@@ -39,10 +39,7 @@ func Register(ctx context.Context, tx *store.Tx, cmd RegisterUser, now time.Time
 		return nil, err
 	}
 	tx.Users.Add(u)
-	if err := tx.Append(u.Events()...); err != nil {
-		return nil, err
-	}
-	return u, nil
+	return recorded(tx, u)
 }
 
 // IssueToken signs a token for the user with this email and password;

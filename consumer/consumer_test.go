@@ -72,10 +72,7 @@ func start(t *testing.T, h consumer.Handler, tune func(*consumer.Config)) *harne
 	}
 	g, err := consumer.New(cfg)
 	testenv.Must(t, err, "new consumer group")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = g.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	testenv.Run(t, g.Run)
 
 	conn, err := amqp.Dial(x.url)
 	testenv.Must(t, err, "dial rabbitmq")

@@ -56,8 +56,7 @@ func openPool(t *testing.T, dbURL string, maxConns int32) *pgxpool.Pool {
 // startRelay runs a relay replica with a pool of its own until t ends.
 func startRelay(t *testing.T, dbURL, amqpURL string, tune func(*outbox.RelayConfig)) *outbox.Relay {
 	t.Helper()
-	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 8})
-	testenv.Must(t, err, "relay pool")
+	pool := openPool(t, dbURL, 8) // closed after the relay stopped: cleanups run last first
 	cfg := outbox.RelayConfig{Pool: pool, Broker: newBroker(t, amqpURL), Logger: quiet, PollInterval: 200 * time.Millisecond,
 		Linger: 2 * time.Millisecond, Backoff: retry.Backoff{Min: 20 * time.Millisecond, Max: 500 * time.Millisecond}}
 	if tune != nil {
@@ -65,16 +64,7 @@ func startRelay(t *testing.T, dbURL, amqpURL string, tune func(*outbox.RelayConf
 	}
 	relay, err := outbox.NewRelay(cfg)
 	testenv.Must(t, err, "relay")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- relay.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("relay.Run: %v", err)
-		}
-		pool.Close()
-	})
+	testenv.Run(t, relay.Run)
 	return relay
 }
 
@@ -349,9 +339,7 @@ func TestRelayStartsBeforeRabbitMQ(t *testing.T) {
 func TestRelayWakesWithoutPolling(t *testing.T) {
 	t.Parallel()
 	running := func(t *testing.T, n *outbox.Notifier) *outbox.Notifier {
-		ctx, cancel := context.WithCancel(context.Background())
-		t.Cleanup(cancel)
-		go func() { _ = n.Run(ctx) }()
+		testenv.Run(t, n.Run)
 		return n
 	}
 	cases := []struct {

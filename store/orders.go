@@ -51,15 +51,7 @@ func (s Orders) update(o *order.Order, loaded int64) {
 // GetForUpdate loads an order with its lines and locks it until the
 // transaction ends; order.ErrNotFound when there is none.
 func (s Orders) GetForUpdate(ctx context.Context, id uuid.UUID) (*order.Order, error) {
-	orders, err := s.LockMany(ctx, []uuid.UUID{id})
-	if err != nil {
-		return nil, err
-	}
-	o, ok := orders[id]
-	if !ok {
-		return nil, order.ErrNotFound
-	}
-	return o, nil
+	return getForUpdate(ctx, id, s.LockMany, order.ErrNotFound)
 }
 
 // LockMany loads the orders with the given ids that exist, with their lines,
@@ -73,13 +65,7 @@ func (s Orders) LockMany(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*o
 	if err := s.tx.sendReads(ctx); err != nil {
 		return nil, fmt.Errorf("lock orders: %w", err)
 	}
-	out := make(map[uuid.UUID]*order.Order, len(ids))
-	for _, id := range ids {
-		if o, found, _ := s.tx.orders.get(id); found {
-			out[id] = o
-		}
-	}
-	return out, nil
+	return s.tx.orders.held(ids), nil
 }
 
 // queueLock queues the locking read of orders and the read of their lines,

@@ -36,15 +36,7 @@ func (s Products) update(p *product.Product, loaded int64) {
 // GetForUpdate loads a product and locks its row until the transaction
 // ends; product.ErrNotFound when there is none.
 func (s Products) GetForUpdate(ctx context.Context, id uuid.UUID) (*product.Product, error) {
-	products, err := s.LockMany(ctx, []uuid.UUID{id})
-	if err != nil {
-		return nil, err
-	}
-	p, ok := products[id]
-	if !ok {
-		return nil, product.ErrNotFound
-	}
-	return p, nil
+	return getForUpdate(ctx, id, s.LockMany, product.ErrNotFound)
 }
 
 // LockMany loads the products with the given ids that exist and locks their
@@ -52,37 +44,17 @@ func (s Products) GetForUpdate(ctx context.Context, id uuid.UUID) (*product.Prod
 // overlapping sets cannot deadlock. What the transaction locked already it
 // does not read again.
 func (s Products) LockMany(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*product.Product, error) {
-	if missing := s.tx.products.missing(ids); len(missing) > 0 {
-		s.queueLock(missing)
-	}
+	s.queueLock(ids)
 	if err := s.tx.sendReads(ctx); err != nil {
 		return nil, fmt.Errorf("lock products: %w", err)
 	}
-	out := make(map[uuid.UUID]*product.Product, len(ids))
-	for _, id := range ids {
-		if p, found, _ := s.tx.products.get(id); found {
-			out[id] = p
-		}
-	}
-	return out, nil
+	return s.tx.products.held(ids), nil
 }
 
-// queueLock queues the locking read of products, which tracked holds once
-// it is sent.
+// queueLock queues the locking read of the products of ids not held yet.
 func (s Products) queueLock(ids []uuid.UUID) {
-	s.tx.queueRead(func(rows pgx.Rows) error {
-		list, err := pgx.CollectRows(rows, scanProduct)
-		if err != nil {
-			return err
-		}
-		for _, st := range list {
-			s.tx.products.hold(st.ID, product.Restore(st))
-		}
-		for _, id := range s.tx.products.missing(ids) {
-			s.tx.products.absent(id)
-		}
-		return nil
-	}, `SELECT `+productColumns+` FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+	queueLock(s.tx, &s.tx.products, ids, `SELECT `+productColumns+` FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE`,
+		scanProduct, func(st product.State) uuid.UUID { return st.ID }, product.Restore)
 }
 
 // Catalogue returns the products with the given ids that exist, by id, as

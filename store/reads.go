@@ -32,37 +32,14 @@ func scanReadProduct(row pgx.CollectableRow) (projections.Product, error) {
 
 // Product returns a product; found is false when there is none.
 func (r *Reads) Product(ctx context.Context, id uuid.UUID) (projections.Product, bool, error) {
-	rows, err := r.pool.Query(ctx, readProductSQL+` WHERE id = $1`, id)
-	if err != nil {
-		return projections.Product{}, false, classify(fmt.Errorf("read product: %w", err))
-	}
-	p, err := pgx.CollectExactlyOneRow(rows, scanReadProduct)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return projections.Product{}, false, nil
-	}
-	if err != nil {
-		return projections.Product{}, false, classify(fmt.Errorf("read product: %w", err))
-	}
-	return p, true, nil
+	return one(ctx, r, "read product", scanReadProduct, readProductSQL+` WHERE id = $1`, id)
 }
 
 // Products returns up to limit products in id (creation) order after the
 // given id, and the cursor of the next page (uuid.Nil at the end).
 func (r *Reads) Products(ctx context.Context, after uuid.UUID, limit int) ([]projections.Product, uuid.UUID, error) {
-	rows, err := r.pool.Query(ctx, readProductSQL+` WHERE id > $1 ORDER BY id LIMIT $2`, after, limit+1)
-	if err != nil {
-		return nil, uuid.Nil, classify(fmt.Errorf("list products: %w", err))
-	}
-	list, err := pgx.CollectRows(rows, scanReadProduct)
-	if err != nil {
-		return nil, uuid.Nil, classify(fmt.Errorf("list products: %w", err))
-	}
-	next := uuid.Nil
-	if len(list) > limit {
-		list = list[:limit]
-		next = list[limit-1].ID
-	}
-	return list, next, nil
+	return page(ctx, r, "list products", scanReadProduct, func(p projections.Product) uuid.UUID { return p.ID }, limit,
+		readProductSQL+` WHERE id > $1 ORDER BY id LIMIT $2`, after, limit+1)
 }
 
 const readOrderSQL = `SELECT o.id, o.user_id, o.status, o.reason, o.total_cents, o.version, o.updated_at,
@@ -80,20 +57,11 @@ func scanReadOrder(row pgx.CollectableRow) (projections.Order, error) {
 	return o, err
 }
 
+func orderID(o projections.Order) uuid.UUID { return o.ID }
+
 // Order returns an order with its items; found is false when there is none.
 func (r *Reads) Order(ctx context.Context, id uuid.UUID) (projections.Order, bool, error) {
-	rows, err := r.pool.Query(ctx, readOrderSQL+` WHERE o.id = $1`, id)
-	if err != nil {
-		return projections.Order{}, false, classify(fmt.Errorf("read order: %w", err))
-	}
-	o, err := pgx.CollectExactlyOneRow(rows, scanReadOrder)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return projections.Order{}, false, nil
-	}
-	if err != nil {
-		return projections.Order{}, false, classify(fmt.Errorf("read order: %w", err))
-	}
-	return o, true, nil
+	return one(ctx, r, "read order", scanReadOrder, readOrderSQL+` WHERE o.id = $1`, id)
 }
 
 // Orders returns up to limit of a user's orders (uuid.Nil: everyone's),
@@ -103,35 +71,72 @@ func (r *Reads) Orders(ctx context.Context, user, before uuid.UUID, limit int) (
 	if before == uuid.Nil {
 		before = uuid.Max
 	}
-	sql, args := readOrderSQL+` WHERE o.user_id = $1 AND o.id < $2 ORDER BY o.id DESC LIMIT $3`, []any{user, before, limit + 1}
 	if user == uuid.Nil {
-		sql, args = readOrderSQL+` WHERE o.id < $1 ORDER BY o.id DESC LIMIT $2`, []any{before, limit + 1}
+		return page(ctx, r, "list orders", scanReadOrder, orderID, limit,
+			readOrderSQL+` WHERE o.id < $1 ORDER BY o.id DESC LIMIT $2`, before, limit+1)
 	}
-	rows, err := r.pool.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, uuid.Nil, classify(fmt.Errorf("list orders: %w", err))
-	}
-	list, err := pgx.CollectRows(rows, scanReadOrder)
-	if err != nil {
-		return nil, uuid.Nil, classify(fmt.Errorf("list orders: %w", err))
-	}
-	next := uuid.Nil
-	if len(list) > limit {
-		list = list[:limit]
-		next = list[limit-1].ID
-	}
-	return list, next, nil
+	return page(ctx, r, "list orders", scanReadOrder, orderID, limit,
+		readOrderSQL+` WHERE o.user_id = $1 AND o.id < $2 ORDER BY o.id DESC LIMIT $3`, user, before, limit+1)
 }
 
-// EachProduct and EachOrder walk every product and order, for rebuilds.
+// EachProduct walks every product, in id order, for rebuilds.
 func (r *Reads) EachProduct(ctx context.Context, fn func(projections.Product) error) error {
+	return each(ctx, r.Products, fn)
+}
+
+// EachOrder walks every order with its items, in id order, for rebuilds.
+func (r *Reads) EachOrder(ctx context.Context, fn func(projections.Order) error) error {
+	return each(ctx, func(ctx context.Context, after uuid.UUID, limit int) ([]projections.Order, uuid.UUID, error) {
+		return page(ctx, r, "walk orders", scanReadOrder, orderID, limit, readOrderSQL+` WHERE o.id > $1 ORDER BY o.id LIMIT $2`, after, limit+1)
+	}, fn)
+}
+
+// one runs a query of at most one row; found is false when there is none.
+func one[T any](ctx context.Context, r *Reads, what string, scan pgx.RowToFunc[T], sql string, args ...any) (T, bool, error) {
+	var zero T
+	rows, err := r.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return zero, false, classify(fmt.Errorf("%s: %w", what, err))
+	}
+	v, err := pgx.CollectExactlyOneRow(rows, scan)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return zero, false, nil
+	}
+	if err != nil {
+		return zero, false, classify(fmt.Errorf("%s: %w", what, err))
+	}
+	return v, true, nil
+}
+
+// page runs a query of up to limit+1 rows and returns limit of them, and
+// the cursor of the next page (the last row's id; uuid.Nil when there was
+// no row more).
+func page[T any](ctx context.Context, r *Reads, what string, scan pgx.RowToFunc[T], idOf func(T) uuid.UUID, limit int,
+	sql string, args ...any) ([]T, uuid.UUID, error) {
+	rows, err := r.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, uuid.Nil, classify(fmt.Errorf("%s: %w", what, err))
+	}
+	list, err := pgx.CollectRows(rows, scan)
+	if err != nil {
+		return nil, uuid.Nil, classify(fmt.Errorf("%s: %w", what, err))
+	}
+	if len(list) <= limit {
+		return list, uuid.Nil, nil
+	}
+	list = list[:limit]
+	return list, idOf(list[limit-1]), nil
+}
+
+// each calls fn for every item of the pages of list, from the first.
+func each[T any](ctx context.Context, list func(context.Context, uuid.UUID, int) ([]T, uuid.UUID, error), fn func(T) error) error {
 	for after := uuid.Nil; ; {
-		page, next, err := r.Products(ctx, after, 500)
+		items, next, err := list(ctx, after, 500)
 		if err != nil {
 			return err
 		}
-		for _, p := range page {
-			if err := fn(p); err != nil {
+		for _, item := range items {
+			if err := fn(item); err != nil {
 				return err
 			}
 		}
@@ -139,28 +144,5 @@ func (r *Reads) EachProduct(ctx context.Context, fn func(projections.Product) er
 			return nil
 		}
 		after = next
-	}
-}
-
-// EachOrder walks every order with its items, in id order.
-func (r *Reads) EachOrder(ctx context.Context, fn func(projections.Order) error) error {
-	for after := uuid.Nil; ; {
-		rows, err := r.pool.Query(ctx, readOrderSQL+` WHERE o.id > $1 ORDER BY o.id LIMIT 500`, after)
-		if err != nil {
-			return classify(fmt.Errorf("walk orders: %w", err))
-		}
-		page, err := pgx.CollectRows(rows, scanReadOrder)
-		if err != nil {
-			return classify(fmt.Errorf("walk orders: %w", err))
-		}
-		for _, o := range page {
-			if err := fn(o); err != nil {
-				return err
-			}
-		}
-		if len(page) < 500 {
-			return nil
-		}
-		after = page[len(page)-1].ID
 	}
 }

@@ -36,24 +36,10 @@ func (s Reservations) GetForUpdate(ctx context.Context, orderID uuid.UUID) (r *s
 // transaction then finds them with GetForUpdate and Products.LockMany
 // without reading them again.
 func (s Reservations) Lock(ctx context.Context, orderIDs, productIDs []uuid.UUID) error {
-	if missing := s.tx.reservations.missing(orderIDs); len(missing) > 0 {
-		s.tx.queueRead(func(rows pgx.Rows) error {
-			list, err := pgx.CollectRows(rows, scanReservation)
-			if err != nil {
-				return err
-			}
-			for _, st := range list {
-				s.tx.reservations.hold(st.OrderID, stock.Restore(st))
-			}
-			for _, id := range s.tx.reservations.missing(missing) {
-				s.tx.reservations.absent(id)
-			}
-			return nil
-		}, `SELECT `+reservationColumns+` FROM reservations WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE`, missing)
-	}
-	if missing := s.tx.products.missing(productIDs); len(missing) > 0 {
-		s.tx.Products.queueLock(missing)
-	}
+	queueLock(s.tx, &s.tx.reservations, orderIDs, `SELECT `+reservationColumns+` FROM reservations
+		WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE`,
+		scanReservation, func(st stock.State) uuid.UUID { return st.OrderID }, stock.Restore)
+	s.tx.Products.queueLock(productIDs)
 	if err := s.tx.sendReads(ctx); err != nil {
 		return fmt.Errorf("lock reservations and their products: %w", err)
 	}

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"context"
 	"slices"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 // versioned is an aggregate with a version that every change raises.
@@ -78,4 +80,54 @@ func (t *tracked[A]) changed(save func(agg A, loadedVersion int64)) {
 		save(e.agg, e.version)
 		e.version = e.agg.Version()
 	}
+}
+
+// held returns those of ids that the transaction holds and that exist.
+func (t *tracked[A]) held(ids []uuid.UUID) map[uuid.UUID]A {
+	out := make(map[uuid.UUID]A, len(ids))
+	for _, id := range ids {
+		if a, found, _ := t.get(id); found {
+			out[id] = a
+		}
+	}
+	return out
+}
+
+// queueLock queues, in tx, the locking read (sql, of the ids in $1) of those
+// of ids that t has not looked for yet; once it is sent, t holds what it
+// found, restored from its scanned state, and knows the rest are absent.
+func queueLock[S any, A versioned](tx *Tx, t *tracked[A], ids []uuid.UUID, sql string,
+	scan pgx.RowToFunc[S], idOf func(S) uuid.UUID, restore func(S) A) {
+	missing := t.missing(ids)
+	if len(missing) == 0 {
+		return
+	}
+	tx.queueRead(func(rows pgx.Rows) error {
+		list, err := pgx.CollectRows(rows, scan)
+		if err != nil {
+			return err
+		}
+		for _, st := range list {
+			t.hold(idOf(st), restore(st))
+		}
+		for _, id := range t.missing(missing) {
+			t.absent(id)
+		}
+		return nil
+	}, sql, missing)
+}
+
+// getForUpdate is the GetForUpdate of a store whose LockMany is lock: the
+// aggregate id, locked, or notFound.
+func getForUpdate[A any](ctx context.Context, id uuid.UUID,
+	lock func(context.Context, []uuid.UUID) (map[uuid.UUID]A, error), notFound error) (A, error) {
+	found, err := lock(ctx, []uuid.UUID{id})
+	a, ok := found[id]
+	switch {
+	case err != nil:
+		return a, err
+	case !ok:
+		return a, notFound
+	}
+	return a, nil
 }

@@ -37,18 +37,15 @@ type apiConfig struct {
 
 func apiCmd(ctx context.Context, inv invocation) error {
 	var cfg apiConfig
-	log, err := inv.load(&cfg)
-	if err != nil {
-		return err
-	}
-	reg := newRegistry()
-	api, err := newAPI(ctx, cfg.API, log, reg)
-	if err != nil {
-		return err
-	}
-	return serve(ctx, log, cfg.Ops.MetricsAddr, reg, func(opsAddr string) {
-		log.Info("shop api: serving", "api", urlOf(api.server.addr()), "metrics", urlOf(opsAddr)+"/metrics")
-	}, &api.part)
+	return serveCmd(ctx, inv, &cfg, &cfg.Ops, func(log *slog.Logger, reg *prometheus.Registry) (func(string), []*part, error) {
+		api, err := newAPI(ctx, cfg.API, log, reg)
+		if err != nil {
+			return nil, nil, err
+		}
+		return func(opsAddr string) {
+			log.Info("shop api: serving", "api", urlOf(api.server.addr()), "metrics", urlOf(opsAddr)+"/metrics")
+		}, []*part{&api.part}, nil
+	})
 }
 
 // api is the HTTP API, wired, its address bound.

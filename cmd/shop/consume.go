@@ -47,18 +47,15 @@ func consumeCmd(ctx context.Context, inv invocation) error {
 		}
 	}
 	var cfg consumeConfig
-	log, err := inv.load(&cfg)
-	if err != nil {
-		return err
-	}
-	reg := newRegistry()
-	groups, err := newConsumers(ctx, cfg.Consume, log, reg, names)
-	if err != nil {
-		return err
-	}
-	return serve(ctx, log, cfg.Ops.MetricsAddr, reg, func(opsAddr string) {
-		log.Info("shop consume: consuming", "groups", strings.Join(names, ","), "metrics", urlOf(opsAddr)+"/metrics")
-	}, &groups.part)
+	return serveCmd(ctx, inv, &cfg, &cfg.Ops, func(log *slog.Logger, reg *prometheus.Registry) (func(string), []*part, error) {
+		groups, err := newConsumers(ctx, cfg.Consume, log, reg, names)
+		if err != nil {
+			return nil, nil, err
+		}
+		return func(opsAddr string) {
+			log.Info("shop consume: consuming", "groups", strings.Join(names, ","), "metrics", urlOf(opsAddr)+"/metrics")
+		}, []*part{&groups.part}, nil
+	})
 }
 
 // groupNames are the consumer groups of the registry.
@@ -155,15 +152,23 @@ func groupDeps(cfg consumeSettings, log *slog.Logger) (handlers.Deps, func(), er
 		}
 		mail = m
 	}
-	opts, err := redis.ParseURL(cfg.Redis.URL)
+	rdb, err := openRedis(cfg.Redis.URL)
 	if err != nil {
-		return handlers.Deps{}, nil, fmt.Errorf("REDIS_URL: %w", err)
+		return handlers.Deps{}, nil, err
 	}
-	rdb := redis.NewClient(opts) // connects when first used
 	models, err := projections.New(projections.Config{Client: rdb, Prefix: cfg.Redis.Prefix})
 	if err != nil {
 		_ = rdb.Close()
 		return handlers.Deps{}, nil, err
 	}
 	return handlers.Deps{Now: time.Now, Mailer: mail, ReadModels: models}, func() { _ = rdb.Close() }, nil
+}
+
+// openRedis returns a client of REDIS_URL; it connects when first used.
+func openRedis(url string) (*redis.Client, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	return redis.NewClient(opts), nil
 }

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
-	"net/http"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -65,9 +64,7 @@ func newSystem(t *testing.T) *system {
 		CREATE TRIGGER remember AFTER INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION remember_event();`)
 	testenv.Must(t, err, "record commits")
 	notifier := outbox.NewNotifier(pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { _ = notifier.Run(ctx) }()
-	t.Cleanup(cancel)
+	testenv.Run(t, notifier.Run)
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 	t.Cleanup(func() {
 		iter := rdb.Scan(context.Background(), 0, env["REDIS_PREFIX"]+"*", 1000).Iterator()
@@ -701,25 +698,12 @@ func TestConsumeServesOpsAndStopsOnSIGTERM(t *testing.T) {
 	env := maps.Clone(s.env)
 	env["LOG_LEVEL"] = "info" // startServing reads the "listening" line
 	consumer, addr := startServing(t, env, "consume", "emails")
-	testenv.Eventually(t, 30*time.Second, func() error {
-		res, err := http.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return err
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusOK {
-			return fmt.Errorf("/readyz = %d", res.StatusCode)
-		}
-		return nil
-	})
+	waitReady(t, addr)
 	startProcess(t, s.env, "relay")
 	s.register(t, "ops@shop.test")
 	s.waitQuiet(t, 30*time.Second, "emails")
-	res, err := http.Get("http://" + addr + "/metrics")
-	testenv.Must(t, err, "GET /metrics")
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if want := `shop_consumer_messages_total{group="emails",outcome="applied",type="user.registered"} 1`; !strings.Contains(string(body), want) {
+	body := metrics(t, addr)
+	if want := `shop_consumer_messages_total{group="emails",outcome="applied",type="user.registered"} 1`; !strings.Contains(body, want) {
 		t.Errorf("/metrics lacks %s", want)
 	}
 	stop(t, consumer)

@@ -85,6 +85,14 @@ func (inv invocation) load(cfg any) (*slog.Logger, error) {
 	return newLogger(inv.stderr, logSection{Level: "info", Format: "auto"}), nil
 }
 
+// loadAlone is load for a command that takes no arguments.
+func (inv invocation) loadAlone(name string, cfg any) (*slog.Logger, error) {
+	if len(inv.args) > 0 {
+		return nil, fmt.Errorf("%w: shop %s takes no arguments", errUsage, name)
+	}
+	return inv.load(cfg)
+}
+
 // withDefault returns getenv with key set to value when it is unset.
 func withDefault(getenv func(string) string, key, value string) func(string) string {
 	return func(k string) string {

@@ -159,6 +159,33 @@ func startAPI(t *testing.T, env map[string]string) (*exec.Cmd, string) {
 
 // startServing starts a long-running shop command and returns it with the
 
+// waitReady waits until the process serving /readyz on addr is ready.
+func waitReady(t *testing.T, addr string) {
+	t.Helper()
+	testenv.Eventually(t, 30*time.Second, func() error {
+		res, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz = %d", res.StatusCode)
+		}
+		return nil
+	})
+}
+
+// metrics returns what the process serving /metrics on addr exposes now.
+func metrics(t *testing.T, addr string) string {
+	t.Helper()
+	res, err := http.Get("http://" + addr + "/metrics")
+	testenv.Must(t, err, "GET /metrics")
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	testenv.Must(t, err, "read /metrics")
+	return string(body)
+}
+
 // metricTotal sums every sample of the metric family name (all its label
 // sets) that the process serving /metrics on addr exposes now; 0 when it
 // has none yet.

@@ -9,8 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/shopdev/shop/consumer"
 	"github.com/shopdev/shop/handlers"
 	"github.com/shopdev/shop/outbox"
@@ -27,11 +25,8 @@ type migrateConfig struct {
 }
 
 func migrateCmd(ctx context.Context, inv invocation) error {
-	if len(inv.args) > 0 {
-		return fmt.Errorf("%w: shop migrate takes no arguments", errUsage)
-	}
 	var cfg migrateConfig
-	log, err := inv.load(&cfg)
+	log, err := inv.loadAlone("migrate", &cfg)
 	if err != nil {
 		return err
 	}
@@ -55,11 +50,8 @@ type outboxConfig struct {
 }
 
 func outboxStatusCmd(ctx context.Context, inv invocation) error {
-	if len(inv.args) > 0 {
-		return fmt.Errorf("%w: shop outbox status takes no arguments", errUsage)
-	}
 	var cfg outboxConfig
-	if _, err := inv.load(&cfg); err != nil {
+	if _, err := inv.loadAlone("outbox status", &cfg); err != nil {
 		return err
 	}
 	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: 1})
@@ -170,11 +162,8 @@ type rebuildConfig struct {
 
 // rebuildCmd is shop projections rebuild.
 func rebuildCmd(ctx context.Context, inv invocation) error {
-	if len(inv.args) > 0 {
-		return fmt.Errorf("%w: shop projections rebuild takes no arguments", errUsage)
-	}
 	var cfg rebuildConfig
-	if _, err := inv.load(&cfg); err != nil {
+	if _, err := inv.loadAlone("projections rebuild", &cfg); err != nil {
 		return err
 	}
 	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: 2})
@@ -182,11 +171,10 @@ func rebuildCmd(ctx context.Context, inv invocation) error {
 		return err
 	}
 	defer pool.Close()
-	opts, err := redis.ParseURL(cfg.Redis.URL)
+	rdb, err := openRedis(cfg.Redis.URL)
 	if err != nil {
-		return fmt.Errorf("REDIS_URL: %w", err)
+		return err
 	}
-	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	models, err := projections.New(projections.Config{Client: rdb, Prefix: cfg.Redis.Prefix})
 	if err != nil {
@@ -214,11 +202,8 @@ type resetConfig struct {
 // exchange), so that the next shop run starts empty. It refuses to outside
 // SHOP_ENV=dev.
 func resetCmd(ctx context.Context, inv invocation) error {
-	if len(inv.args) > 0 {
-		return fmt.Errorf("%w: shop reset takes no arguments", errUsage)
-	}
 	var cfg resetConfig
-	log, err := inv.load(&cfg)
+	log, err := inv.loadAlone("reset", &cfg)
 	if err != nil {
 		return err
 	}
@@ -228,11 +213,10 @@ func resetCmd(ctx context.Context, inv invocation) error {
 	if err := store.DropDatabase(ctx, cfg.Postgres.URL); err != nil {
 		return err
 	}
-	opts, err := redis.ParseURL(cfg.Redis.URL)
+	rdb, err := openRedis(cfg.Redis.URL)
 	if err != nil {
-		return fmt.Errorf("REDIS_URL: %w", err)
+		return err
 	}
-	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	keys := 0
 	iter := rdb.Scan(ctx, 0, cfg.Redis.Prefix+"*", 1000).Iterator()

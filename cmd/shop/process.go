@@ -67,6 +67,24 @@ func serve(ctx context.Context, log *slog.Logger, opsAddr string, reg *prometheu
 	return errors.Join(errs...)
 }
 
+// serveCmd is what every long-running command does: it loads cfg (whose
+// ops section is ops), builds its parts with build, and serves them, with
+// the ops server, until ctx ends; build returns the parts and the banner
+// to log once they started.
+func serveCmd(ctx context.Context, inv invocation, cfg any, ops *opsSection,
+	build func(log *slog.Logger, reg *prometheus.Registry) (banner func(opsAddr string), parts []*part, err error)) error {
+	log, err := inv.load(cfg)
+	if err != nil {
+		return err
+	}
+	reg := newRegistry()
+	banner, parts, err := build(log, reg)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, log, ops.MetricsAddr, reg, banner, parts...)
+}
+
 // newRegistry returns a metrics registry with the Go runtime's and the
 // process's own metrics.
 func newRegistry() *prometheus.Registry {

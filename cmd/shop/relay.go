@@ -28,18 +28,15 @@ type relayConfig struct {
 
 func relayCmd(ctx context.Context, inv invocation) error {
 	var cfg relayConfig
-	log, err := inv.load(&cfg)
-	if err != nil {
-		return err
-	}
-	reg := newRegistry()
-	relay, err := newRelay(ctx, cfg.Relay, log, reg)
-	if err != nil {
-		return err
-	}
-	return serve(ctx, log, cfg.Ops.MetricsAddr, reg, func(opsAddr string) {
-		log.Info("shop relay: relaying", "rabbitmq", redact(cfg.Relay.AMQP.URL), "metrics", urlOf(opsAddr)+"/metrics")
-	}, &relay.part)
+	return serveCmd(ctx, inv, &cfg, &cfg.Ops, func(log *slog.Logger, reg *prometheus.Registry) (func(string), []*part, error) {
+		relay, err := newRelay(ctx, cfg.Relay, log, reg)
+		if err != nil {
+			return nil, nil, err
+		}
+		return func(opsAddr string) {
+			log.Info("shop relay: relaying", "rabbitmq", redact(cfg.Relay.AMQP.URL), "metrics", urlOf(opsAddr)+"/metrics")
+		}, []*part{&relay.part}, nil
+	})
 }
 
 // relay is an outbox relay, wired.

@@ -3,9 +3,7 @@ package main_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"maps"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -180,23 +178,10 @@ func TestRelayServesOpsAndStopsOnSIGTERM(t *testing.T) {
 		t.Fatalf("migrate: %s", stderr)
 	}
 	relay, addr := startServing(t, env, "relay")
-	testenv.Eventually(t, 30*time.Second, func() error {
-		res, err := http.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return err
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusOK {
-			return fmt.Errorf("/readyz = %d", res.StatusCode)
-		}
-		return nil
-	})
-	res, err := http.Get("http://" + addr + "/metrics")
-	testenv.Must(t, err, "GET /metrics")
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
+	waitReady(t, addr)
+	body := metrics(t, addr)
 	for _, metric := range []string{"shop_relay_published_total", "shop_outbox_pending", "shop_outbox_oldest_age_seconds"} {
-		if !strings.Contains(string(body), metric) {
+		if !strings.Contains(body, metric) {
 			t.Errorf("/metrics lacks %s", metric)
 		}
 	}

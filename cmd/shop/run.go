@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shopdev/shop/handlers"
 )
@@ -22,41 +25,38 @@ type runConfig struct {
 func runCmd(ctx context.Context, inv invocation) error {
 	inv.getenv = withDefault(inv.getenv, "SHOP_ENV", "dev") // the one-command default; it says so below
 	var cfg runConfig
-	log, err := inv.load(&cfg)
-	if err != nil {
-		return err
-	}
-	if cfg.API.Env.Env == "dev" {
-		log.Warn("shop run: SHOP_ENV=dev (development defaults; set SHOP_ENV=prod and JWT_SECRET for production)")
-	}
-	created, err := migrate(ctx, cfg.API.Postgres.URL, log)
-	if err != nil {
-		return err
-	}
-	reg := newRegistry()
-	api, err := newAPI(ctx, cfg.API, log, reg)
-	if err != nil {
-		return err
-	}
-	relay, err := newRelay(ctx, cfg.Relay, log, reg)
-	if err != nil {
-		api.close()
-		return err
-	}
-	groups, err := newConsumers(ctx, cfg.Consume, log, reg, handlers.Names())
-	if err != nil {
-		api.close()
-		relay.close()
-		return err
-	}
-	// Commits wake the relay beside them directly, not through Postgres.
-	api.notifier.WakeLocal(relay.relay)
-	groups.notifier.WakeLocal(relay.relay)
-	return serve(ctx, log, cfg.Ops.MetricsAddr, reg, func(opsAddr string) {
-		log.Info("shop run: serving; Ctrl-C stops it",
-			"api", urlOf(api.server.addr()), "metrics", urlOf(opsAddr)+"/metrics",
-			"database", redact(cfg.API.Postgres.URL), "database_created", created,
-			"rabbitmq", redact(cfg.Relay.AMQP.URL), "redis", redact(cfg.API.Redis.URL), "redis_prefix", cfg.API.Redis.Prefix,
-			"groups", strings.Join(handlers.Names(), ","))
-	}, &api.part, &relay.part, &groups.part)
+	return serveCmd(ctx, inv, &cfg, &cfg.Ops, func(log *slog.Logger, reg *prometheus.Registry) (func(string), []*part, error) {
+		if cfg.API.Env.Env == "dev" {
+			log.Warn("shop run: SHOP_ENV=dev (development defaults; set SHOP_ENV=prod and JWT_SECRET for production)")
+		}
+		created, err := migrate(ctx, cfg.API.Postgres.URL, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		api, err := newAPI(ctx, cfg.API, log, reg)
+		if err != nil {
+			return nil, nil, err
+		}
+		relay, err := newRelay(ctx, cfg.Relay, log, reg)
+		if err != nil {
+			api.close()
+			return nil, nil, err
+		}
+		groups, err := newConsumers(ctx, cfg.Consume, log, reg, handlers.Names())
+		if err != nil {
+			api.close()
+			relay.close()
+			return nil, nil, err
+		}
+		// Commits wake the relay beside them directly, not through Postgres.
+		api.notifier.WakeLocal(relay.relay)
+		groups.notifier.WakeLocal(relay.relay)
+		return func(opsAddr string) {
+			log.Info("shop run: serving; Ctrl-C stops it",
+				"api", urlOf(api.server.addr()), "metrics", urlOf(opsAddr)+"/metrics",
+				"database", redact(cfg.API.Postgres.URL), "database_created", created,
+				"rabbitmq", redact(cfg.Relay.AMQP.URL), "redis", redact(cfg.API.Redis.URL), "redis_prefix", cfg.API.Redis.Prefix,
+				"groups", strings.Join(handlers.Names(), ","))
+		}, []*part{&api.part, &relay.part, &groups.part}, nil
+	})
 }

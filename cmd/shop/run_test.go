@@ -62,12 +62,9 @@ func TestRunServesTheWholeSystem(t *testing.T) {
 	if p := readAtLeast(t, base+"/v1/products/"+product+"?min_version=2", ""); p["stock_available"] != 8.0 {
 		t.Errorf("product = %v, want 8 available after reserving 2", p)
 	}
-	metrics, err := http.Get(base + "/metrics")
-	testenv.Must(t, err, "GET /metrics")
-	body, _ := io.ReadAll(metrics.Body)
-	metrics.Body.Close()
+	body := metrics(t, addr)
 	for _, m := range []string{"shop_relay_published_total", "shop_consumer_messages_total", "shop_http_requests_total"} {
-		if !strings.Contains(string(body), m) {
+		if !strings.Contains(body, m) {
 			t.Errorf("/metrics of shop run lacks %s", m)
 		}
 	}

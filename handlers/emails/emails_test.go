@@ -52,10 +52,7 @@ func startGroup(t *testing.T, mail app.Mailer, tune func(*consumer.Config)) *ema
 	}
 	c, err := consumer.New(cfg)
 	testenv.Must(t, err, "group")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = c.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	testenv.Run(t, c.Run)
 	conn, err := broker.Dial()
 	testenv.Must(t, err, "dial")
 	t.Cleanup(func() { _ = conn.Close() })

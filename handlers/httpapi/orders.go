@@ -28,7 +28,14 @@ type orderItemRequest struct {
 	Quantity  int64  `json:"quantity"`
 }
 
-func orderLocation(o *order.Order) string { return "/v1/orders/" + o.ID().String() }
+// orderReply answers a command on an order: the order as every endpoint
+// shows it, at its Location; 202, since the consumers decide what follows.
+func orderReply(o *order.Order, err error) (reply, error) {
+	if err != nil {
+		return reply{}, err
+	}
+	return reply{status: http.StatusAccepted, location: "/v1/orders/" + o.ID().String(), body: projections.OrderOf(o)}, nil
+}
 
 // items converts the request's items and validates them, naming every
 // malformed or invalid field at once.
@@ -82,11 +89,7 @@ func (s *Server) placeOrder(c echo.Context) error {
 	}
 	actor := actorOf(c)
 	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
-		o, err := app.PlaceOrder(ctx, tx, actor.Actor, items, s.cfg.Now())
-		if err != nil {
-			return reply{}, err
-		}
-		return reply{status: http.StatusAccepted, location: orderLocation(o), body: projections.OrderOf(o)}, nil
+		return orderReply(app.PlaceOrder(ctx, tx, actor.Actor, items, s.cfg.Now()))
 	})
 }
 
@@ -102,10 +105,6 @@ func (s *Server) cancelOrder(c echo.Context) error {
 	}
 	actor := actorOf(c)
 	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
-		o, err := app.CancelOrder(ctx, tx, actor.Actor, id, s.cfg.Now())
-		if err != nil {
-			return reply{}, err
-		}
-		return reply{status: http.StatusAccepted, location: orderLocation(o), body: projections.OrderOf(o)}, nil
+		return orderReply(app.CancelOrder(ctx, tx, actor.Actor, id, s.cfg.Now()))
 	})
 }

@@ -28,7 +28,16 @@ type restockRequest struct {
 	Quantity int64 `json:"quantity"`
 }
 
-func productLocation(p *product.Product) string { return "/v1/products/" + p.ID().String() }
+// productReply answers a command on a product: the product as every
+// endpoint shows it, at its Location.
+func productReply(status int) func(*product.Product, error) (reply, error) {
+	return func(p *product.Product, err error) (reply, error) {
+		if err != nil {
+			return reply{}, err
+		}
+		return reply{status: status, location: "/v1/products/" + p.ID().String(), body: projections.ProductOf(p)}, nil
+	}
+}
 
 // createProduct: POST /v1/products (admin).
 func (s *Server) createProduct(c echo.Context) error {
@@ -38,50 +47,31 @@ func (s *Server) createProduct(c echo.Context) error {
 		return err
 	}
 	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
-		p, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: req.SKU, Name: req.Name, PriceCents: req.PriceCents, Stock: req.Stock}, s.cfg.Now())
-		if err != nil {
-			return reply{}, err
-		}
-		return reply{status: http.StatusCreated, location: productLocation(p), body: projections.ProductOf(p)}, nil
+		return productReply(http.StatusCreated)(app.AddProduct(ctx, tx,
+			app.CreateProduct{SKU: req.SKU, Name: req.Name, PriceCents: req.PriceCents, Stock: req.Stock}, s.cfg.Now()))
 	})
 }
 
 // updateProduct: PATCH /v1/products/{id} (admin).
 func (s *Server) updateProduct(c echo.Context) error {
-	id, err := pathID(c, product.ErrNotFound)
-	if err != nil {
-		return err
-	}
 	var req updateProductRequest
-	body, err := bind(c, &req)
+	id, body, err := bindOn(c, product.ErrNotFound, &req)
 	if err != nil {
 		return err
 	}
 	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
-		p, err := app.UpdateProduct(ctx, tx, id, req.Name, req.PriceCents, s.cfg.Now())
-		if err != nil {
-			return reply{}, err
-		}
-		return reply{status: http.StatusOK, body: projections.ProductOf(p)}, nil
+		return productReply(http.StatusOK)(app.UpdateProduct(ctx, tx, id, req.Name, req.PriceCents, s.cfg.Now()))
 	})
 }
 
 // restockProduct: POST /v1/products/{id}/restock (admin).
 func (s *Server) restockProduct(c echo.Context) error {
-	id, err := pathID(c, product.ErrNotFound)
-	if err != nil {
-		return err
-	}
 	var req restockRequest
-	body, err := bind(c, &req)
+	id, body, err := bindOn(c, product.ErrNotFound, &req)
 	if err != nil {
 		return err
 	}
 	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
-		p, err := app.Restock(ctx, tx, id, req.Quantity, s.cfg.Now())
-		if err != nil {
-			return reply{}, err
-		}
-		return reply{status: http.StatusAccepted, location: productLocation(p), body: projections.ProductOf(p)}, nil
+		return productReply(http.StatusAccepted)(app.Restock(ctx, tx, id, req.Quantity, s.cfg.Now()))
 	})
 }

@@ -40,6 +40,17 @@ func bind(c echo.Context, dst any) ([]byte, error) {
 	return body, decode(body, dst)
 }
 
+// bindOn is bind for a request on the resource of the :id path parameter
+// (a malformed id is notFound, as an unknown one would be).
+func bindOn(c echo.Context, notFound error, dst any) (uuid.UUID, []byte, error) {
+	id, err := pathID(c, notFound)
+	if err != nil {
+		return uuid.Nil, nil, err
+	}
+	body, err := bind(c, dst)
+	return id, body, err
+}
+
 // decode parses a JSON object strictly into dst: a body that is not JSON is
 // 400; a field of the wrong type or one the endpoint does not know is 422
 // naming the field.

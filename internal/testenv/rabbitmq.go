@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -15,12 +14,7 @@ import (
 
 // AMQPServerURL is the RabbitMQ server the tests use: TEST_AMQP_URL, by
 // default the local server as guest.
-func AMQPServerURL() string {
-	if u := os.Getenv("TEST_AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@127.0.0.1:5672/"
-}
+func AMQPServerURL() string { return envOr("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/") }
 
 // AMQPURL creates a RabbitMQ virtual host of t's own (rabbitmqctl
 // add_vhost), lets the test user use it, and returns its URL. The vhost and

@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 
@@ -12,12 +11,7 @@ import (
 
 // RedisAddr is the Redis the tests use: TEST_REDIS_ADDR, by default the
 // local server.
-func RedisAddr() string {
-	if addr := os.Getenv("TEST_REDIS_ADDR"); addr != "" {
-		return addr
-	}
-	return "127.0.0.1:6379"
-}
+func RedisAddr() string { return envOr("TEST_REDIS_ADDR", "127.0.0.1:6379") }
 
 // Redis returns a client of the tests' Redis and a key prefix of t's own:
 // every key that starts with it is deleted when t ends, and the client

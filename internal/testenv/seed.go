@@ -33,3 +33,11 @@ func NeedServices(t testing.TB) {
 		t.Skip("needs Postgres, Redis and RabbitMQ (skipped with -short)")
 	}
 }
+
+// envOr returns the environment variable name, or def when it is unset.
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
