@@ -57,7 +57,7 @@ func TestDuplicatesAndShufflingEndTheSame(t *testing.T) {
 
 // TestBatchesEndTheSameAsOneAtATime applies the events of a 1,000-order
 // shop one at a time, and on a copy in batches of up to 16 deliveries of a
-// group (what CONSUMER_BATCH does, with the batch handlers of orders and
+// group (what CONSUMER_BATCH does, with the prefetches of orders and
 // inventory): in commit order they cause the same events and end in the
 // same state; delivered twice, in random order, they end in the same state.
 // Every batch commits: none falls back to one delivery at a time.

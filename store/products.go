@@ -58,7 +58,8 @@ func (s Products) queueLock(ids []uuid.UUID) {
 }
 
 // Catalogue returns the products with the given ids that exist, by id, as
-// they are now, without locking them.
+// Postgres has them, without locking them. A product this transaction
+// changed is written back at commit: ask the aggregate GetForUpdate gave.
 func (s Products) Catalogue(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]product.State, error) {
 	var list []product.State
 	err := s.tx.read(ctx, func(rows pgx.Rows) (err error) {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shopdev/shop/auth"
@@ -37,8 +36,8 @@ type apiConfig struct {
 
 func apiCmd(ctx context.Context, inv invocation) error {
 	var cfg apiConfig
-	return serveCmd(ctx, inv, &cfg, &cfg.Ops, func(log *slog.Logger, reg *prometheus.Registry) (func(string), []*part, error) {
-		api, err := newAPI(ctx, cfg.API, log, reg)
+	return serveCmd(ctx, inv, &cfg, &cfg.Ops, func(log *slog.Logger, proc process) (func(string), []*part, error) {
+		api, err := newAPI(ctx, cfg.API, log, proc)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -55,9 +54,9 @@ type api struct {
 	notifier *outbox.Notifier // wakes the relays after its commits
 }
 
-// newAPI wires the HTTP API; its metrics go to reg, also served on its own
-// port's /metrics.
-func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, reg *prometheus.Registry) (*api, error) {
+// newAPI wires the HTTP API; it reports to proc, whose /healthz, /readyz and
+// /metrics it also serves on its own port.
+func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process) (*api, error) {
 	secret, err := jwtSecret(cfg, log)
 	if err != nil {
 		return nil, err
@@ -101,8 +100,8 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, reg *prometh
 	notifier := outbox.NewNotifier(pool, log)
 	uow := store.NewUnitOfWork(pool, notifier)
 	checks := []ops.Check{{Name: "postgres", Ready: uow.Ping}}
-	handler, err := httpapi.New(httpapi.Config{UnitOfWork: uow, Reads: reads, Auth: a, Logger: log, Registry: reg,
-		Ops: ops.Handler(reg, checks...), RateLimit: cfg.HTTP.RateLimit, RateBurst: cfg.HTTP.RateBurst})
+	handler, err := httpapi.New(httpapi.Config{UnitOfWork: uow, Reads: reads, Auth: a, Logger: log, Registry: proc.reg,
+		Ops: proc.handler(), RateLimit: cfg.HTTP.RateLimit, RateBurst: cfg.HTTP.RateBurst})
 	if err != nil {
 		release()
 		return nil, err

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shopdev/shop/app"
@@ -47,8 +46,8 @@ func consumeCmd(ctx context.Context, inv invocation) error {
 		}
 	}
 	var cfg consumeConfig
-	return serveCmd(ctx, inv, &cfg, &cfg.Ops, func(log *slog.Logger, reg *prometheus.Registry) (func(string), []*part, error) {
-		groups, err := newConsumers(ctx, cfg.Consume, log, reg, names)
+	return serveCmd(ctx, inv, &cfg, &cfg.Ops, func(log *slog.Logger, proc process) (func(string), []*part, error) {
+		groups, err := newConsumers(ctx, cfg.Consume, log, proc, names)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -77,8 +76,8 @@ type consumers struct {
 	notifier *outbox.Notifier // wakes the relays after their commits
 }
 
-// newConsumers wires the named consumer groups; their metrics go to reg.
-func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, reg *prometheus.Registry, names []string) (*consumers, error) {
+// newConsumers wires the named consumer groups; they report to proc.
+func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, proc process, names []string) (*consumers, error) {
 	broker, err := outbox.NewBroker(outbox.BrokerConfig{URL: cfg.AMQP.URL, Name: "shop consume", Topology: handlers.Topology(), Logger: log})
 	if err != nil {
 		return nil, err
@@ -105,7 +104,7 @@ func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, re
 	release := func() { closeDeps(); pool.Close() }
 	notifier := outbox.NewNotifier(pool, log)
 	uow := store.NewUnitOfWork(pool, notifier)
-	metrics := consumer.NewMetrics(reg)
+	metrics := consumer.NewMetrics(proc.reg)
 	var runners []*consumer.Runner
 	var checks []ops.Check
 	for _, g := range groups {

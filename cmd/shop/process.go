@@ -28,12 +28,20 @@ type part struct {
 	close  func()                          // releases what it holds, once it stopped
 }
 
+// process is what every part of a process reports to: the metrics
+// registry and the readiness, which the ops server serves (and the API on
+// its own port).
+type process struct {
+	reg   *prometheus.Registry
+	ready *ops.Readiness
+}
+
 // serve runs parts, with the ops server (/healthz, /readyz of every part's
-// checks, /metrics of reg) on opsAddr, until ctx ends or a part stops: the
-// first to stop stops the others. ready is called once every listener is
-// bound and every part started, with the ops server's address. It closes
-// every part before it returns.
-func serve(ctx context.Context, log *slog.Logger, opsAddr string, reg *prometheus.Registry, ready func(opsAddr string), parts ...*part) error {
+// checks, /metrics) on opsAddr, until ctx ends or a part stops: the first
+// to stop stops the others. banner is called once every listener is bound
+// and every part started, with the ops server's address. It closes every
+// part before it returns.
+func serve(ctx context.Context, log *slog.Logger, opsAddr string, proc process, banner func(opsAddr string), parts ...*part) error {
 	defer func() {
 		for _, p := range parts {
 			if p.close != nil {
@@ -41,11 +49,10 @@ func serve(ctx context.Context, log *slog.Logger, opsAddr string, reg *prometheu
 			}
 		}
 	}()
-	var checks []ops.Check
 	for _, p := range parts {
-		checks = append(checks, p.checks...)
+		proc.ready.Add(p.checks...)
 	}
-	opsServer, err := listen(log, "ops", opsAddr, ops.Handler(reg, checks...))
+	opsServer, err := listen(log, "ops", opsAddr, proc.handler())
 	if err != nil {
 		return err
 	}
@@ -62,7 +69,7 @@ func serve(ctx context.Context, log *slog.Logger, opsAddr string, reg *prometheu
 			cancel() // one part stopped: stop the others
 		})
 	}
-	ready(opsServer.addr())
+	banner(opsServer.addr())
 	wg.Wait()
 	return errors.Join(errs...)
 }
@@ -72,26 +79,29 @@ func serve(ctx context.Context, log *slog.Logger, opsAddr string, reg *prometheu
 // the ops server, until ctx ends; build returns the parts and the banner
 // to log once they started.
 func serveCmd(ctx context.Context, inv invocation, cfg any, ops *opsSection,
-	build func(log *slog.Logger, reg *prometheus.Registry) (banner func(opsAddr string), parts []*part, err error)) error {
+	build func(log *slog.Logger, proc process) (banner func(opsAddr string), parts []*part, err error)) error {
 	log, err := inv.load(cfg)
 	if err != nil {
 		return err
 	}
-	reg := newRegistry()
-	banner, parts, err := build(log, reg)
+	proc := newProcess()
+	banner, parts, err := build(log, proc)
 	if err != nil {
 		return err
 	}
-	return serve(ctx, log, ops.MetricsAddr, reg, banner, parts...)
+	return serve(ctx, log, ops.MetricsAddr, proc, banner, parts...)
 }
 
-// newRegistry returns a metrics registry with the Go runtime's and the
-// process's own metrics.
-func newRegistry() *prometheus.Registry {
+// newProcess returns a process whose registry has the Go runtime's and the
+// process's own metrics, and that is ready once its parts' checks pass.
+func newProcess() process {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return reg
+	return process{reg: reg, ready: ops.NewReadiness()}
 }
+
+// handler serves /healthz, /readyz and /metrics of the process.
+func (p process) handler() http.Handler { return ops.Handler(p.reg, p.ready) }
 
 // httpServer is an HTTP server whose address is bound.
 type httpServer struct {

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"log/slog"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/shopdev/shop/handlers"
 	"github.com/shopdev/shop/internal/ops"
 	"github.com/shopdev/shop/outbox"
@@ -28,8 +26,8 @@ type relayConfig struct {
 
 func relayCmd(ctx context.Context, inv invocation) error {
 	var cfg relayConfig
-	return serveCmd(ctx, inv, &cfg, &cfg.Ops, func(log *slog.Logger, reg *prometheus.Registry) (func(string), []*part, error) {
-		relay, err := newRelay(ctx, cfg.Relay, log, reg)
+	return serveCmd(ctx, inv, &cfg, &cfg.Ops, func(log *slog.Logger, proc process) (func(string), []*part, error) {
+		relay, err := newRelay(ctx, cfg.Relay, log, proc)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -45,8 +43,8 @@ type relay struct {
 	relay *outbox.Relay
 }
 
-// newRelay wires an outbox relay; its metrics go to reg.
-func newRelay(ctx context.Context, cfg relaySettings, log *slog.Logger, reg *prometheus.Registry) (*relay, error) {
+// newRelay wires an outbox relay; it reports to proc.
+func newRelay(ctx context.Context, cfg relaySettings, log *slog.Logger, proc process) (*relay, error) {
 	broker, err := outbox.NewBroker(outbox.BrokerConfig{URL: cfg.AMQP.URL, Name: "shop relay", Topology: handlers.Topology(), Logger: log})
 	if err != nil {
 		return nil, err
@@ -56,7 +54,7 @@ func newRelay(ctx context.Context, cfg relaySettings, log *slog.Logger, reg *pro
 		return nil, err
 	}
 	r, err := outbox.NewRelay(outbox.RelayConfig{
-		Pool: pool, Broker: broker, Logger: log, Metrics: outbox.NewMetrics(reg),
+		Pool: pool, Broker: broker, Logger: log, Metrics: outbox.NewMetrics(proc.reg),
 		BatchSize: cfg.Relay.BatchSize, Workers: cfg.Relay.Workers, Linger: cfg.Relay.Linger,
 	})
 	if err != nil {

@@ -5,8 +5,6 @@ import (
 	"log/slog"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/shopdev/shop/handlers"
 )
 
@@ -25,7 +23,7 @@ type runConfig struct {
 func runCmd(ctx context.Context, inv invocation) error {
 	inv.getenv = withDefault(inv.getenv, "SHOP_ENV", "dev") // the one-command default; it says so below
 	var cfg runConfig
-	return serveCmd(ctx, inv, &cfg, &cfg.Ops, func(log *slog.Logger, reg *prometheus.Registry) (func(string), []*part, error) {
+	return serveCmd(ctx, inv, &cfg, &cfg.Ops, func(log *slog.Logger, proc process) (func(string), []*part, error) {
 		if cfg.API.Env.Env == "dev" {
 			log.Warn("shop run: SHOP_ENV=dev (development defaults; set SHOP_ENV=prod and JWT_SECRET for production)")
 		}
@@ -33,16 +31,16 @@ func runCmd(ctx context.Context, inv invocation) error {
 		if err != nil {
 			return nil, nil, err
 		}
-		api, err := newAPI(ctx, cfg.API, log, reg)
+		api, err := newAPI(ctx, cfg.API, log, proc)
 		if err != nil {
 			return nil, nil, err
 		}
-		relay, err := newRelay(ctx, cfg.Relay, log, reg)
+		relay, err := newRelay(ctx, cfg.Relay, log, proc)
 		if err != nil {
 			api.close()
 			return nil, nil, err
 		}
-		groups, err := newConsumers(ctx, cfg.Consume, log, reg, handlers.Names())
+		groups, err := newConsumers(ctx, cfg.Consume, log, proc, handlers.Names())
 		if err != nil {
 			api.close()
 			relay.close()

@@ -180,3 +180,44 @@ func readAtLeast(t *testing.T, url, token string) map[string]any {
 		}
 	}
 }
+
+// TestRunIsNotReadyWithoutRabbitMQ: `shop run` against a RabbitMQ vhost that
+// does not exist serves, but its /readyz (on its API's port as on its
+// METRICS_ADDR) answers 503 naming RabbitMQ, whose every connection it
+// retries, until the vhost exists: then it is ready, without a restart.
+func TestRunIsNotReadyWithoutRabbitMQ(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t)
+	vhost := testenv.NewVHostName() // not created yet
+	env := maps.Clone(s.env)
+	env["LOG_LEVEL"], env["HTTP_ADDR"] = "info", "127.0.0.1:0"
+	env["AMQP_URL"] = strings.Replace(env["AMQP_URL"], "/"+lastSegment(env["AMQP_URL"]), "/"+vhost, 1)
+	run, addr := startServing(t, env, "run")
+	testenv.Eventually(t, 30*time.Second, func() error {
+		res, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		var body struct{ Unavailable []string }
+		if err := json.NewDecoder(res.Body).Decode(&body); err != nil || res.StatusCode != http.StatusServiceUnavailable {
+			return fmt.Errorf("/readyz = %d (%v); want 503", res.StatusCode, err)
+		}
+		down := strings.Join(body.Unavailable, ",")
+		for _, want := range []string{"rabbitmq (relay)", "rabbitmq (orders)", "rabbitmq (projections)"} {
+			if !strings.Contains(down, want) {
+				return fmt.Errorf("/readyz says %v unavailable; want %s among them", down, want)
+			}
+		}
+		if strings.Contains(down, "postgres") || strings.Contains(down, "redis") {
+			return fmt.Errorf("/readyz says %v unavailable, want only RabbitMQ", down)
+		}
+		return nil
+	})
+	testenv.CreateVHost(t, vhost)
+	waitReady(t, addr)
+	stop(t, run)
+}
+
+// lastSegment is the part of a URL after its last slash.
+func lastSegment(u string) string { return u[strings.LastIndex(u, "/")+1:] }

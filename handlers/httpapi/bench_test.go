@@ -27,7 +27,7 @@ import (
 // (no network) against a real Postgres: JWT check, price lookup, order,
 // items, outbox and idempotency rows, one transaction per request.
 //
-//	go test -run '^$' -bench PlaceOrder -benchmem -cpu 2 ./handlers/http/
+//	go test -run '^$' -bench PlaceOrder -benchmem -cpu 2 ./handlers/httpapi/
 func BenchmarkPlaceOrder(b *testing.B) {
 	pool := testenv.Pool(b)
 	a, err := auth.New(auth.Config{Secret: []byte(strings.Repeat("b", 32)), PasswordCost: bcrypt.MinCost})
@@ -79,7 +79,7 @@ func BenchmarkPlaceOrder(b *testing.B) {
 // BenchmarkGetProduct measures GET /v1/products/{id} through the Echo
 // handler (no network) with the model in a real Redis: the hot read path.
 //
-//	go test -run '^$' -bench GetProduct -benchmem -cpu 2 ./handlers/http/
+//	go test -run '^$' -bench GetProduct -benchmem -cpu 2 ./handlers/httpapi/
 func BenchmarkGetProduct(b *testing.B) {
 	plain := func(c *redis.Client) (redis.UniversalClient, error) { return c, nil }
 	autopipeline := func(c *redis.Client) (redis.UniversalClient, error) { return c.AutoPipeline() }

@@ -83,7 +83,7 @@ func newConfig(t testing.TB, pool *pgxpool.Pool, a *auth.Auth) httpapi.Config {
 	testenv.Must(t, err, "reader")
 	reg := prometheus.NewRegistry()
 	return httpapi.Config{UnitOfWork: uow, Reads: reads, Auth: a, Registry: reg,
-		Ops:    ops.Handler(reg, ops.Check{Name: "postgres", Ready: uow.Ping}),
+		Ops:    ops.Handler(reg, ops.NewReadiness(ops.Check{Name: "postgres", Ready: uow.Ping})),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
 

@@ -67,7 +67,7 @@ func (c *Config) Validate() error {
 		c.Registry = prometheus.NewRegistry()
 	}
 	if c.Ops == nil {
-		c.Ops = ops.Handler(c.Registry)
+		c.Ops = ops.Handler(c.Registry, nil)
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -24,15 +25,44 @@ type Check struct {
 // Timeout bounds each readiness check.
 const Timeout = 2 * time.Second
 
-// Handler serves /healthz, /readyz (every check, at once, within Timeout)
-// and /metrics (what reg gathers).
-func Handler(reg prometheus.Gatherer, checks ...Check) http.Handler {
+// Readiness is what a process needs to be ready: the checks of its parts,
+// added as they are wired. Safe for concurrent use.
+type Readiness struct {
+	mu     sync.Mutex
+	checks []Check
+}
+
+// NewReadiness returns a Readiness of checks.
+func NewReadiness(checks ...Check) *Readiness { return &Readiness{checks: checks} }
+
+// Add adds checks.
+func (r *Readiness) Add(checks ...Check) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.checks = append(r.checks, checks...)
+}
+
+// Failing runs every check at once, each within Timeout, and returns the
+// names of those that failed, in the order they were added.
+func (r *Readiness) Failing(ctx context.Context) []string {
+	r.mu.Lock()
+	checks := slices.Clone(r.checks)
+	r.mu.Unlock()
+	return Failing(ctx, checks...)
+}
+
+// Handler serves /healthz, /readyz (every check of ready; nil: none) and
+// /metrics (what reg gathers).
+func Handler(reg prometheus.Gatherer, ready *Readiness) http.Handler {
+	if ready == nil {
+		ready = NewReadiness()
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, "application/json", map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		failing := Failing(r.Context(), checks...)
+		failing := ready.Failing(r.Context())
 		if len(failing) == 0 {
 			writeJSON(w, http.StatusOK, "application/json", map[string]string{"status": "ready"})
 			return

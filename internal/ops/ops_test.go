@@ -34,7 +34,7 @@ func TestReadinessNamesWhatDoesNotAnswer(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			rec := httptest.NewRecorder()
-			ops.Handler(prometheus.NewRegistry(), tt.checks...).ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+			ops.Handler(prometheus.NewRegistry(), ops.NewReadiness(tt.checks...)).ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
 			if rec.Code != tt.wantStatus {
 				t.Fatalf("/readyz = %d, want %d: %s", rec.Code, tt.wantStatus, rec.Body)
 			}
@@ -60,7 +60,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "ops_test_total", Help: "a test counter"})
 	reg.MustRegister(c)
 	c.Inc()
-	h := ops.Handler(reg, ops.Check{Name: "postgres", Ready: func(context.Context) error { return errors.New("down") }})
+	h := ops.Handler(reg, ops.NewReadiness(ops.Check{Name: "postgres", Ready: func(context.Context) error { return errors.New("down") }}))
 	for path, want := range map[string]string{"/healthz": `"status":"ok"`, "/metrics": "ops_test_total 1"} {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))

@@ -10,7 +10,8 @@
 //	go test -run '^$' -bench . -benchtime 1x -timeout 60m ./outbox/relaybench/
 //
 // Every contender publishes the same ~300-byte JSON envelope with publisher
-// confirms to the shop.events exchange, declared by outbox.Declare, plus one
+// confirms to the shop.events exchange, declared with the topology of an
+// order.placed (the inventory and projections queues), plus one
 // extra classic queue bound to "#" that the benchmark consumes to time
 // arrivals. Every measurement runs on a fresh database and a fresh vhost.
 //
