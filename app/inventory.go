@@ -35,6 +35,11 @@ func LoadForReserving(ctx context.Context, tx *store.Tx, placed []order.Placed) 
 // order that has a reservation already (decided before, or cancelled
 // before it was seen placed) is left as it is.
 func ReserveStock(ctx context.Context, tx *store.Tx, placed order.Placed, now time.Time) error {
+	// The reservation and the products in one round trip; nothing, when a
+	// batch's LoadForReserving locked them already.
+	if err := LoadForReserving(ctx, tx, []order.Placed{placed}); err != nil {
+		return err
+	}
 	_, decided, err := tx.Reservations.GetForUpdate(ctx, placed.OrderID)
 	if err != nil || decided {
 		return err

@@ -221,7 +221,7 @@ func eventsFor(b *testing.B, dbURL, name string, n int) []outbox.Envelope {
 }
 
 // takeOf empties the outbox and returns its events of one type.
-func takeOf(b *testing.B, pool *pgxpool.Pool, typ string) []outbox.Envelope {
+func takeOf(b testing.TB, pool *pgxpool.Pool, typ string) []outbox.Envelope {
 	b.Helper()
 	var out []outbox.Envelope
 	for _, e := range takeOutbox(b, pool) {

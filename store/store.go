@@ -50,6 +50,9 @@ type Config struct {
 	MaxConns int32
 	// ConnectTimeout bounds each new connection. Default 5s.
 	ConnectTimeout time.Duration
+	// Tracer hears every query and batch the pool's connections send.
+	// Optional.
+	Tracer pgx.QueryTracer
 }
 
 // Validate fills defaults and checks the configuration.
@@ -84,6 +87,7 @@ func Open(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
 	}
 	pc.MaxConns = cfg.MaxConns
 	pc.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
+	pc.ConnConfig.Tracer = cfg.Tracer
 	pc.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
 		// Encode and scan google/uuid values in binary; by default pgx
 		// goes through their string form.
