@@ -48,12 +48,15 @@ func newSystem(t *testing.T) *system {
 	env := map[string]string{
 		"DATABASE_URL": dbURL, "AMQP_URL": testenv.AMQPURL(t), "METRICS_ADDR": "127.0.0.1:0",
 		"LOG_LEVEL": "error", "CONSUMER_CONCURRENCY": "4",
+		// Few connections: many such systems run at once, and Postgres
+		// allows 100 connections in all.
+		"CONSUMER_BATCH": "4", "DB_MAX_CONNS": "4",
 		"REDIS_PREFIX": "shop_test_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12] + ":",
 	}
 	if _, stderr, code := shop(t, env, "migrate"); code != 0 {
 		t.Fatalf("migrate: %s", stderr)
 	}
-	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 24})
+	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 12})
 	testenv.Must(t, err, "pool")
 	t.Cleanup(pool.Close)
 	// Every committed event is kept, to check what each group applied.
