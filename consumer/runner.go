@@ -1,8 +1,10 @@
-// Package consumer runs a consumer group: Watermill's router over
-// watermill-amqp subscriptions to the group's queue shop.<group>, several
-// deliveries at a time, each applied by the group's handler for its event
-// type inside ONE Postgres transaction with the inbox row (consumer, event
-// id), so a duplicate delivery is acknowledged and does nothing.
+// Package consumer is the runtime of the consumer groups (which package
+// handlers lists): Watermill's router over watermill-amqp subscriptions to
+// a group's queue shop.<group>, several deliveries at a time, each applied
+// by the group's handler for its event type inside ONE Postgres
+// transaction with the inbox row (group, event id), so a duplicate
+// delivery is acknowledged and does nothing; batches, retries and the dead
+// queue.
 //
 // Around the library's known pitfalls: the marshaler never fails (a body
 // that is not an envelope, or a header that is not expected, is reported to
@@ -14,8 +16,8 @@
 //
 // Failures: Postgres being unreachable is waited out (nothing can be
 // applied anyway); a handler's dependency being unavailable
-// (domain.ErrUnavailable) is waited out for UnavailableFor; other errors are retried with backoff
-// MaxRetries times; a message that still fails, cannot be decoded or carries
+// (domain.ErrUnavailable) is waited out for UnavailableFor; other errors
+// are retried with backoff MaxRetries times; a message that still fails, cannot be decoded or carries
 // headers it should not goes to shop.<group>.dead with the reason in its
 // headers and is acknowledged. Nothing is ever requeued in a loop.
 //

@@ -1,6 +1,7 @@
-// Package projections owns the Redis read models the query endpoints serve:
-// a product by id, the product list, an order by id and a user's orders. It
-// applies events to them and reads them back.
+// Package projections owns the read side: the Redis read models the query
+// endpoints serve (a product by id, the product list, an order by id, a
+// user's orders and everyone's), applying events to them, rebuilding them,
+// and the Reader that the endpoints call (Redis first, Postgres behind it).
 //
 // Events may arrive twice and in any order (replicas, redeliveries), and
 // some carry only part of a model (stock.changed only the stock, order.

@@ -1,6 +1,8 @@
 // Package store owns the Postgres side of the write model: the connection
-// pool, the schema migrations, and the unit of work whose transaction-bound
-// stores load and save aggregates and append their events to the outbox.
+// pool, the schema migrations, the unit of work whose transaction-bound
+// stores load and add aggregates (and write back, at commit, the ones that
+// changed) and append their events to the outbox, and the reads the read
+// models fall back on.
 //
 // Writes inside a unit of work are queued and sent to Postgres in one
 // pipelined round trip just before the next read or the commit; a read always

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // These tests run shop in this process, with an environment of their own:
@@ -181,5 +182,33 @@ func TestReadmeDocumentsEveryVariable(t *testing.T) {
 		if _, ok := declared[name]; !ok {
 			t.Errorf("README lists %s, which no shop command reads", name)
 		}
+	}
+}
+
+// TestZeroMeansZero: a variable that is unset (or empty) takes its
+// default, and one set to 0 is 0, not the default.
+func TestZeroMeansZero(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  map[string]string
+		want consumeSettings
+	}{
+		{"unset", nil, consumeSettings{Consumer: consumerSection{Concurrency: 8, Batch: 16, MaxRetries: 5, UnavailableFor: 5 * time.Minute}}},
+		{"empty", map[string]string{"CONSUMER_MAX_RETRIES": " "}, consumeSettings{Consumer: consumerSection{Concurrency: 8, Batch: 16, MaxRetries: 5, UnavailableFor: 5 * time.Minute}}},
+		{"zero retries", map[string]string{"CONSUMER_MAX_RETRIES": "0"}, consumeSettings{Consumer: consumerSection{Concurrency: 8, Batch: 16, MaxRetries: 0, UnavailableFor: 5 * time.Minute}}},
+	}
+	for _, tt := range tests {
+		var cfg consumeConfig
+		if err := parseConfig(&cfg, func(k string) string { return tt.env[k] }); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if cfg.Consume.Consumer != tt.want.Consumer {
+			t.Errorf("%s: %+v, want %+v", tt.name, cfg.Consume.Consumer, tt.want.Consumer)
+		}
+	}
+	var relay relayConfig
+	if err := parseConfig(&relay, func(k string) string { return map[string]string{"RELAY_LINGER": "0"}[k] }); err != nil || relay.Relay.Relay.Linger != 0 {
+		t.Errorf("RELAY_LINGER=0: linger %s, %v; want none", relay.Relay.Relay.Linger, err)
 	}
 }
