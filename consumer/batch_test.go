@@ -315,29 +315,35 @@ func TestProjectionsApplyABatchInOneCallAndAFailedEventAlone(t *testing.T) {
 	const concurrency = 8
 	metrics := consumer.NewMetrics(prometheus.NewRegistry())
 	envs := envelopes(t, 30)
-	// The failing event is one of those that wait for the first delivery
-	// (RabbitMQ hands out the first concurrency events; which of them
-	// comes first depends on the subscriptions' goroutines): chosen once
-	// the first is known, it is in the batch that follows.
+	// The failing event is one of those that wait for the first call
+	// (RabbitMQ hands out the first concurrency events; which of them come
+	// first, alone or a few at once, depends on the subscriptions'
+	// goroutines): chosen once the first call's events are known, as the
+	// earliest event not among them, it is in the batch that follows.
 	var failing outbox.Envelope
 	var mu sync.Mutex
 	projected := map[uuid.UUID]int{}
 	largest := 0 // the most events ProjectEach got at once
 	urls := make(chan string, 1)
 	var first sync.Once
+	hold := func(firsts ...outbox.Envelope) {
+		first.Do(func() {
+			mu.Lock()
+			for _, env := range envs {
+				if !slices.ContainsFunc(firsts, func(e outbox.Envelope) bool { return e.ID == env.ID }) {
+					failing = env
+					break
+				}
+			}
+			mu.Unlock()
+			waitInHand(<-urls, len(envs)-concurrency)
+		})
+	}
 	x := start(t, echo, func(c *consumer.Config) {
 		c.Group.Handlers = nil
 		c.Batch, c.Concurrency, c.Prefetch, c.Metrics, c.MaxRetries = 16, concurrency, 1, metrics, 1
 		c.Group.Project = func(_ context.Context, e outbox.Envelope) (bool, error) {
-			first.Do(func() {
-				mu.Lock()
-				failing = envs[0]
-				if e.ID == envs[0].ID {
-					failing = envs[1]
-				}
-				mu.Unlock()
-				waitInHand(<-urls, len(envs)-concurrency)
-			})
+			hold(e)
 			mu.Lock()
 			defer mu.Unlock()
 			if e.ID == failing.ID {
@@ -347,6 +353,7 @@ func TestProjectionsApplyABatchInOneCallAndAFailedEventAlone(t *testing.T) {
 			return true, nil
 		}
 		c.Group.ProjectEach = func(_ context.Context, events []outbox.Envelope) ([]bool, []error) {
+			hold(events...)
 			mu.Lock()
 			defer mu.Unlock()
 			largest = max(largest, len(events))
