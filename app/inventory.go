@@ -15,8 +15,8 @@ import (
 	"github.com/shopdev/shop/store"
 )
 
-// LoadForReserving locks, in one round trip, the reservations of the placed
-// orders and every product they name, for a batch of ReserveStock.
+// LoadForReserving locks, in one round trip, the placed orders, their
+// reservations and every product they name, for a batch of ReserveStock.
 func LoadForReserving(ctx context.Context, tx *store.Tx, placed []order.Placed) error {
 	orderIDs := make([]uuid.UUID, len(placed))
 	var productIDs []uuid.UUID
@@ -26,22 +26,20 @@ func LoadForReserving(ctx context.Context, tx *store.Tx, placed []order.Placed) 
 			productIDs = append(productIDs, l.ProductID)
 		}
 	}
-	return tx.Reservations.Lock(ctx, orderIDs, productIDs)
+	return tx.Reservations.LockWithOrders(ctx, orderIDs, productIDs)
 }
 
 // ReserveStock decides a placed order's stock (order.placed): every line
 // or none, from the products as the transaction holds them. It records
 // stock.reserved or stock.rejected, and each product's stock.changed. An
 // order that has a reservation already (decided before, or cancelled
-// before it was seen placed) is left as it is.
+// before it was seen placed) is left as it is. An event that does not match
+// an order Postgres holds reserves nothing (stock.CheckPlaced): its error
+// sends it to the dead queue.
 func ReserveStock(ctx context.Context, tx *store.Tx, placed order.Placed, now time.Time) error {
-	// The reservation and the products in one round trip; nothing, when a
-	// batch's LoadForReserving locked them already.
+	// The order, the reservation and the products in one round trip;
+	// nothing, when a batch's LoadForReserving locked them already.
 	if err := LoadForReserving(ctx, tx, []order.Placed{placed}); err != nil {
-		return err
-	}
-	_, decided, err := tx.Reservations.GetForUpdate(ctx, placed.OrderID)
-	if err != nil || decided {
 		return err
 	}
 	lines := make([]stock.Line, len(placed.Lines))
@@ -49,6 +47,26 @@ func ReserveStock(ctx context.Context, tx *store.Tx, placed order.Placed, now ti
 	for i, l := range placed.Lines {
 		lines[i] = stock.Line{ProductID: l.ProductID, Quantity: l.Quantity}
 		ids[i] = l.ProductID
+	}
+	orders, err := tx.Orders.LockMany(ctx, []uuid.UUID{placed.OrderID})
+	if err != nil {
+		return err
+	}
+	// Checked before the reservation: a forged event must be refused even
+	// when a (forged) order.cancelled left a reservation for its order.
+	o, found := orders[placed.OrderID]
+	var ordered []stock.Line
+	if found {
+		for _, l := range o.Lines() {
+			ordered = append(ordered, stock.Line{ProductID: l.ProductID, Quantity: l.Quantity})
+		}
+	}
+	if err := stock.CheckPlaced(placed.OrderID, lines, ordered, found); err != nil {
+		return fmt.Errorf("reserve stock: %w", err)
+	}
+	_, decided, err := tx.Reservations.GetForUpdate(ctx, placed.OrderID)
+	if err != nil || decided {
+		return err
 	}
 	products, err := tx.Products.LockMany(ctx, ids)
 	if err != nil {

@@ -31,7 +31,8 @@ func Types() []string {
 
 // Apply applies e to the read models. It reports whether anything changed:
 // false for a duplicate or an event older than what the models hold. Data
-// that does not fit the event's type is domain.ErrInvalid.
+// that does not fit the event's type, or that carries a negative quantity,
+// price, stock or total, is domain.ErrInvalid, and nothing of it is written.
 func (s *Store) Apply(ctx context.Context, e Event) (bool, error) {
 	changed, errs := s.ApplyEach(ctx, []Event{e})
 	return changed[0], errs[0]
@@ -77,10 +78,16 @@ func (s *Store) plan(e Event) ([]write, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := notNegative(amount{"price_cents", d.PriceCents}, amount{"stock_available", d.StockAvailable}); err != nil {
+			return nil, err
+		}
 		return []write{s.productCatalog(e, d.SKU, d.Name, d.PriceCents), s.productStock(e, d.StockAvailable)}, nil
 	case product.EventUpdated:
 		d, err := decode[product.Updated](e)
 		if err != nil {
+			return nil, err
+		}
+		if err := notNegative(amount{"price_cents", d.PriceCents}); err != nil {
 			return nil, err
 		}
 		return []write{s.productCatalog(e, d.SKU, d.Name, d.PriceCents)}, nil
@@ -89,10 +96,21 @@ func (s *Store) plan(e Event) ([]write, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := notNegative(amount{"stock_available", d.StockAvailable}); err != nil {
+			return nil, err
+		}
 		return []write{s.productStock(e, d.StockAvailable)}, nil
 	case order.EventPlaced:
 		d, err := decode[order.Placed](e)
 		if err != nil {
+			return nil, err
+		}
+		amounts := []amount{{"total_cents", d.TotalCents}}
+		for i, l := range d.Lines {
+			amounts = append(amounts, amount{fmt.Sprintf("items[%d].quantity", i), l.Quantity},
+				amount{fmt.Sprintf("items[%d].unit_price_cents", i), l.UnitPriceCents})
+		}
+		if err := notNegative(amounts...); err != nil {
 			return nil, err
 		}
 		details, err := s.orderDetails(e.AggregateID, d.UserID, d.Lines, d.TotalCents, e.OccurredAt, e.AggregateVersion)
@@ -109,6 +127,25 @@ func (s *Store) plan(e Event) ([]write, error) {
 	default:
 		return nil, fmt.Errorf("%w: projections do not apply %q", domain.ErrInvalid, e.Type)
 	}
+}
+
+// amount is a number an event carries, by its field.
+type amount struct {
+	field string
+	n     int64
+}
+
+// notNegative refuses, with domain.ErrInvalid naming the fields, amounts
+// below zero. No genuine event carries one (the domain and Postgres's
+// checks refuse them), so an event that does was forged or corrupted: the
+// read models would serve it as it is, so none of it is written and it goes
+// to the dead queue instead.
+func notNegative(amounts ...amount) error {
+	var v domain.Validation
+	for _, a := range amounts {
+		v.Check(a.n >= 0, a.field, "must not be negative")
+	}
+	return v.Err()
 }
 
 func (s *Store) productCatalog(e Event, sku, name string, price int64) write {

@@ -46,6 +46,19 @@ func (s Reservations) Lock(ctx context.Context, orderIDs, productIDs []uuid.UUID
 	return nil
 }
 
+// LockWithOrders is Lock for orders being placed: in the same round trip it
+// also locks the orders themselves, with their lines (the transaction then
+// finds them with Orders.LockMany without reading them again), so that
+// inventory can check an order.placed against the order it names. Nothing
+// locks orders and then reservations or products, so taking the orders
+// first cannot deadlock.
+func (s Reservations) LockWithOrders(ctx context.Context, orderIDs, productIDs []uuid.UUID) error {
+	if missing := s.tx.orders.missing(orderIDs); len(missing) > 0 {
+		s.tx.Orders.queueLock(missing)
+	}
+	return s.Lock(ctx, orderIDs, productIDs)
+}
+
 func scanReservation(row pgx.CollectableRow) (stock.State, error) {
 	var st stock.State
 	var status string

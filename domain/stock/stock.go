@@ -33,6 +33,14 @@ const (
 	EventReleased = "stock.released"
 )
 
+// Errors of an order.placed that cannot be right (see CheckPlaced): a
+// consumer sends it to the dead queue with the reason, as for any
+// domain.ErrNotFound or domain.ErrInvalid, instead of retrying it.
+var (
+	ErrUnknownOrder = fmt.Errorf("order %w: the event names an order that was never placed", domain.ErrNotFound)
+	ErrNotAsOrdered = fmt.Errorf("%w: the event's items differ from the order's", domain.ErrInvalid)
+)
+
 // Status is where a reservation is in its life cycle.
 type Status string
 
@@ -127,6 +135,29 @@ func Reserve(orderID uuid.UUID, lines []Line, products map[uuid.UUID]*product.Pr
 	r.recorded.Record(domain.NewEvent(EventReserved, AggregateType, orderID, r.version, now,
 		Reserved{OrderID: orderID, Lines: r.Lines()}))
 	return r, nil
+}
+
+// CheckPlaced checks an order.placed against the order it names, as the
+// write model holds it, before anything is reserved: ordered are that
+// order's lines, and found is false when there is no such order. The API
+// writes the order in the transaction that records the event, so a genuine
+// order.placed always finds its order, with the same lines; one that does
+// not was forged, or comes from another database, and must take no stock
+// (ErrUnknownOrder, ErrNotAsOrdered).
+//
+// Beyond existence it compares the lines (product and quantity, in order),
+// because they are all that a reservation takes: an event naming a real
+// order with other lines would otherwise hold what the order never asked
+// for. The rest (the buyer, prices, total) moves no stock, and is left to
+// the groups that use it.
+func CheckPlaced(orderID uuid.UUID, lines, ordered []Line, found bool) error {
+	switch {
+	case !found:
+		return fmt.Errorf("order %s: %w", orderID, ErrUnknownOrder)
+	case !slices.Equal(lines, ordered):
+		return fmt.Errorf("order %s: %w", orderID, ErrNotAsOrdered)
+	}
+	return nil
 }
 
 // CancelBeforePlaced records that an order was cancelled before its
