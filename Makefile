@@ -6,8 +6,9 @@ BIN         := bin/shop
 TOOLS       := $(CURDIR)/bin/tools
 STATICCHECK := $(TOOLS)/staticcheck@v0.8.2
 GOTESTSUM   := $(TOOLS)/gotestsum@v1.13.0
+GOVULNCHECK := $(TOOLS)/govulncheck@v1.9.0
 
-.PHONY: build run up down reset test test-short lint fmt-check vet staticcheck bench bench-reads
+.PHONY: build run up down reset test test-short fuzz vuln lint fmt-check vet staticcheck bench bench-reads
 
 build:
 	$(GO) build -o $(BIN) ./cmd/shop
@@ -30,15 +31,26 @@ down:
 reset: down build
 	SHOP_ENV=dev ./$(BIN) reset
 
-# Lint, then every test with the race detector against the real services. The summary at
-# the end lists every test that was skipped, and why.
-test: lint $(GOTESTSUM)
+# Lint, a few seconds of fuzzing, then every test with the race detector against the real
+# services. The summary at the end lists every test that was skipped, and why.
+test: lint fuzz $(GOTESTSUM)
 	@command -v nginx >/dev/null || echo "make test: nginx is not installed, so TestNginxFrontsTheAPI will be SKIPPED (apt-get install nginx-light; CI installs it)"
 	$(GOTESTSUM) --format pkgname --format-hide-empty-pkg -- -race -count=1 -timeout 15m ./...
 
 # What needs no service: the domain and the other pure packages, in seconds.
 test-short:
 	$(GO) test -short -count=1 ./...
+
+# Each fuzz target (the request decoders, the event envelope's) for FUZZTIME; the seed
+# corpora in testdata/fuzz also run with every plain `go test`.
+FUZZTIME ?= 3s
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+# govulncheck against vuln.go.dev (GOVULNDB to use another copy): fails on a reachable
+# vulnerability; offline it warns that nothing was checked. Not part of `make test`.
+vuln: $(GOVULNCHECK)
+	./scripts/vuln.sh $(GOVULNCHECK)
 
 lint: fmt-check vet staticcheck
 
@@ -54,10 +66,15 @@ vet:
 staticcheck: $(STATICCHECK)
 	$(STATICCHECK) ./...
 
+# The package of each tool's command; a tool is fetched as $(TOOLS)/<name>@<version>.
+staticcheck_pkg := honnef.co/go/tools/cmd/staticcheck
+gotestsum_pkg   := gotest.tools/gotestsum
+govulncheck_pkg := golang.org/x/vuln/cmd/govulncheck
+
 $(TOOLS)/%:
 	@mkdir -p $(TOOLS)/build
 	@echo "fetching $*"
-	GOBIN=$(TOOLS)/build $(GO) install $(if $(findstring staticcheck,$*),honnef.co/go/tools/cmd/,gotest.tools/)$*
+	GOBIN=$(TOOLS)/build $(GO) install $($(firstword $(subst @, ,$*))_pkg)@$(lastword $(subst @, ,$*))
 	mv $(TOOLS)/build/$(firstword $(subst @, ,$*)) $@
 
 # Benchmarks (see BENCHMARKS.md); they need wrk and pgbench, and say so.
