@@ -19,10 +19,25 @@ import (
 	"github.com/shopdev/shop/store"
 )
 
-// Actor is who issues a command.
+// Actor is who issues a command: a signed-in user (UserID, and the Role
+// its token carries), or Operator.
 type Actor struct {
 	UserID uuid.UUID
 	Role   user.Role
+	cli    bool
+}
+
+// Operator is the actor of the command line's admin commands (shop user
+// add, revoke, role): whoever may run shop against the database acts as an
+// admin with no account. The audit log names it "cli".
+var Operator = Actor{Role: user.RoleAdmin, cli: true}
+
+// String names the actor as the audit log does: "user:<id>" or "cli".
+func (a Actor) String() string {
+	if a.cli {
+		return "cli"
+	}
+	return "user:" + a.UserID.String()
 }
 
 func newID() uuid.UUID { return uuid.Must(uuid.NewV7()) }

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/shopdev/shop/auth"
@@ -42,21 +41,72 @@ func Register(ctx context.Context, tx *store.Tx, cmd RegisterUser, now time.Time
 	return recorded(tx, u)
 }
 
-// IssueToken signs a token for the user with this email and password;
-// user.ErrInvalidCredentials for an unknown email or a wrong password,
-// which take the same time. The password is checked outside any
-// transaction: bcrypt is slow on purpose.
-func IssueToken(ctx context.Context, uow *store.UnitOfWork, a *auth.Auth, email, password string, now time.Time) (auth.Token, error) {
-	var u *user.User
-	err := uow.Do(ctx, func(ctx context.Context, tx *store.Tx) (err error) {
-		u, err = tx.Users.ByEmail(ctx, email)
-		return err
-	})
-	if err != nil && !errors.Is(err, user.ErrNotFound) {
-		return auth.Token{}, err
+// AddUser registers a user at an admin's request (shop user add, with any
+// role) and records it in the audit log; user.ErrEmailTaken when the email
+// is in use.
+func AddUser(ctx context.Context, tx *store.Tx, actor Actor, cmd RegisterUser, now time.Time) (*user.User, error) {
+	if err := requireAdmin(actor); err != nil {
+		return nil, err
 	}
-	if !a.CheckPassword(u, password) { // u is nil for an unknown email
-		return auth.Token{}, user.ErrInvalidCredentials
+	u, err := Register(ctx, tx, cmd, now)
+	if err != nil {
+		return nil, err
 	}
-	return a.Issue(u, now)
+	if err := audit(tx, actor, AuditUserAdd, user.AggregateType, u.ID(), userDetails{Email: u.Email(), Role: u.Role()}, now); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// RevokeTokens ends every token issued to the user with this email so far
+// (shop user revoke): the user signs in again for a new one. For an admin;
+// user.ErrNotFound when there is no such user.
+func RevokeTokens(ctx context.Context, tx *store.Tx, actor Actor, email string, now time.Time) (*user.User, error) {
+	if err := requireAdmin(actor); err != nil {
+		return nil, err
+	}
+	u, err := tx.Users.GetByEmailForUpdate(ctx, email)
+	if err != nil {
+		return nil, err
+	}
+	u.Revoke()
+	tv := u.TokenVersion()
+	if err := audit(tx, actor, AuditUserRevoke, user.AggregateType, u.ID(), userDetails{Email: u.Email(), TokenVersion: &tv}, now); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// ChangeRole gives the user with this email another role (shop user role),
+// which also ends the user's tokens: they carry the old role. For an admin;
+// user.ErrNotFound when there is no such user. Asking for the role the
+// user has changes nothing, records nothing, and says so: changed is false.
+func ChangeRole(ctx context.Context, tx *store.Tx, actor Actor, email string, role user.Role, now time.Time) (u *user.User, changed bool, err error) {
+	if err := requireAdmin(actor); err != nil {
+		return nil, false, err
+	}
+	if u, err = tx.Users.GetByEmailForUpdate(ctx, email); err != nil {
+		return nil, false, err
+	}
+	from := u.Role()
+	if err := u.ChangeRole(role); err != nil {
+		return nil, false, err
+	}
+	if u.Role() == from {
+		return u, false, nil
+	}
+	tv := u.TokenVersion()
+	details := userDetails{Email: u.Email(), Role: u.Role(), From: from, TokenVersion: &tv}
+	if err := audit(tx, actor, AuditUserRole, user.AggregateType, u.ID(), details, now); err != nil {
+		return nil, false, err
+	}
+	return u, true, nil
+}
+
+// userDetails is what the audit log keeps of a user command.
+type userDetails struct {
+	Email        string    `json:"email"`
+	Role         user.Role `json:"role,omitempty"`
+	From         user.Role `json:"from_role,omitempty"`
+	TokenVersion *int64    `json:"token_version,omitempty"`
 }

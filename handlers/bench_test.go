@@ -194,7 +194,7 @@ func eventsFor(b *testing.B, dbURL, name string, n int) []outbox.Envelope {
 	products := make([]uuid.UUID, 50)
 	for i := range products {
 		testenv.Must(b, uow.Do(ctx, func(ctx context.Context, tx *store.Tx) error {
-			p, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: fmt.Sprintf("B-%d", i), Name: "B", PriceCents: 100, Stock: 1_000_000}, now)
+			p, err := app.AddProduct(ctx, tx, app.Operator, app.CreateProduct{SKU: fmt.Sprintf("B-%d", i), Name: "B", PriceCents: 100, Stock: 1_000_000}, now)
 			if err == nil {
 				products[i] = p.ID()
 			}

@@ -165,7 +165,7 @@ func writeShop(t *testing.T, dbURL string) {
 			stock = 0 // every order with this product is rejected, whatever the order of events
 		}
 		do("add product", func(ctx context.Context, tx *store.Tx) error {
-			p, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: fmt.Sprintf("P-%d", i), Name: "P", PriceCents: int64(100 + i), Stock: stock}, now)
+			p, err := app.AddProduct(ctx, tx, app.Operator, app.CreateProduct{SKU: fmt.Sprintf("P-%d", i), Name: "P", PriceCents: int64(100 + i), Stock: stock}, now)
 			products[i] = p.ID()
 			return err
 		})

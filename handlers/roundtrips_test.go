@@ -59,7 +59,7 @@ func TestRoundTripsPerDelivery(t *testing.T) {
 		}
 		buyer = u.ID()
 		for i := range products {
-			p, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: fmt.Sprintf("T-%d", i), Name: "T", PriceCents: 100, Stock: 1000}, now)
+			p, err := app.AddProduct(ctx, tx, app.Operator, app.CreateProduct{SKU: fmt.Sprintf("T-%d", i), Name: "T", PriceCents: 100, Stock: 1000}, now)
 			if err != nil {
 				return err
 			}

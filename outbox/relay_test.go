@@ -103,7 +103,7 @@ func addProducts(t *testing.T, pool *pgxpool.Pool, n int) []uuid.UUID {
 	ids := make([]uuid.UUID, n)
 	err := uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
 		for i := range ids {
-			p, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: fmt.Sprintf("P-%d", i), Name: "P", PriceCents: 1, Stock: 0}, time.Now())
+			p, err := app.AddProduct(ctx, tx, app.Operator, app.CreateProduct{SKU: fmt.Sprintf("P-%d", i), Name: "P", PriceCents: 1, Stock: 0}, time.Now())
 			if err != nil {
 				return err
 			}
@@ -127,7 +127,7 @@ func restock(pool *pgxpool.Pool, products []uuid.UUID, n, writers int) error {
 			defer wg.Done()
 			for i := w; i < n; i += writers {
 				err := uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
-					_, err := app.Restock(ctx, tx, products[i%len(products)], 1, time.Now())
+					_, err := app.Restock(ctx, tx, app.Operator, products[i%len(products)], 1, time.Now())
 					return err
 				})
 				if err != nil {
@@ -391,7 +391,7 @@ func addNamedProducts(t *testing.T, uow *store.UnitOfWork, prefix string, n int)
 	t.Helper()
 	for i := range n {
 		err := uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
-			_, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: fmt.Sprintf("%s-%d", prefix, i), Name: prefix, PriceCents: 1}, time.Now())
+			_, err := app.AddProduct(ctx, tx, app.Operator, app.CreateProduct{SKU: fmt.Sprintf("%s-%d", prefix, i), Name: prefix, PriceCents: 1}, time.Now())
 			return err
 		})
 		testenv.Must(t, err, "add product")

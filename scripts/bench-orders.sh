@@ -20,20 +20,20 @@ for tool in wrk pgbench psql; do
 done
 go build -o bin/shop ./cmd/shop
 ./bin/shop migrate 2>/dev/null
-./bin/shop user add --email admin@bench.test --password benchpass --admin >/dev/null 2>&1
-uid=$(./bin/shop user add --email buyer@bench.test --password benchpass 2>/dev/null | cut -d' ' -f1)
+echo benchpass1 | ./bin/shop user add --email admin@bench.test --admin >/dev/null 2>&1
+uid=$(echo benchpass1 | ./bin/shop user add --email buyer@bench.test 2>/dev/null | cut -d' ' -f1)
 
 tmp=$(mktemp -d)
 ./bin/shop api 2>"$tmp/api.log" & api=$!
 trap 'kill $api 2>/dev/null; wait $api 2>/dev/null || true; psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"; rm -rf "$tmp"' EXIT
 for _ in $(seq 50); do curl -fs "$url/healthz" >/dev/null && break; sleep 0.1; done
 
-token() { curl -fs -X POST "$url/v1/tokens" -d "{\"email\":\"$1\",\"password\":\"benchpass\"}" | sed 's/.*"token":"\([^"]*\)".*/\1/'; }
+token() { curl -fs --json "{\"email\":\"$1\",\"password\":\"benchpass1\"}" "$url/v1/tokens" | sed 's/.*"token":"\([^"]*\)".*/\1/'; }
 admin=$(token admin@bench.test)
 products=""
 for i in $(seq 100); do
-  id=$(curl -fs -X POST "$url/v1/products" -H "Authorization: Bearer $admin" \
-    -d "{\"sku\":\"BENCH-$i\",\"name\":\"Bench item $i\",\"price_cents\":$((100 + i)),\"stock\":1000000}" | sed 's/.*"id":"\([^"]*\)".*/\1/')
+  id=$(curl -fs -H "Authorization: Bearer $admin" "$url/v1/products" \
+    --json "{\"sku\":\"BENCH-$i\",\"name\":\"Bench item $i\",\"price_cents\":$((100 + i)),\"stock\":1000000}" | sed 's/.*"id":"\([^"]*\)".*/\1/')
   products="$products${products:+,}$id"
 done
 export TOKEN=$(token buyer@bench.test) PRODUCTS=$products

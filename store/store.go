@@ -146,6 +146,7 @@ type Tx struct {
 	md      outbox.Metadata
 	written []int16 // outbox partitions appended to
 
+	users        tracked[*user.User]
 	products     tracked[*product.Product]
 	orders       tracked[*order.Order]
 	reservations tracked[*stock.Reservation]
@@ -157,6 +158,7 @@ type Tx struct {
 	Reservations Reservations
 	Inbox        Inbox
 	Emails       Emails
+	Audit        Audit
 }
 
 // Do runs fn in a transaction and commits when fn returns nil; any error
@@ -176,6 +178,7 @@ func (u *UnitOfWork) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx
 	tx.Reservations = Reservations{tx}
 	tx.Inbox = Inbox{tx}
 	tx.Emails = Emails{tx}
+	tx.Audit = Audit{tx}
 	defer tx.rollbackIfOpen(ctx)
 
 	if err := fn(ctx, tx); err != nil {
@@ -201,6 +204,7 @@ func (u *UnitOfWork) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx
 // saveChanged queues the write of every aggregate that changed since the
 // transaction locked or added it, each guarded by the version it had then.
 func (t *Tx) saveChanged() {
+	t.users.changed(t.Users.update)
 	t.products.changed(t.Products.update)
 	t.orders.changed(t.Orders.update)
 	t.reservations.changed(t.Reservations.update)

@@ -31,7 +31,7 @@ func addProduct(t *testing.T, uow *store.UnitOfWork, sku string, price, stock in
 	t.Helper()
 	var p *product.Product
 	err := uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) (err error) {
-		p, err = app.AddProduct(ctx, tx, app.CreateProduct{SKU: sku, Name: "Thing " + sku, PriceCents: price, Stock: stock}, now)
+		p, err = app.AddProduct(ctx, tx, app.Operator, app.CreateProduct{SKU: sku, Name: "Thing " + sku, PriceCents: price, Stock: stock}, now)
 		return err
 	})
 	testenv.Must(t, err, "add product")
@@ -52,7 +52,7 @@ func addCustomer(t *testing.T, uow *store.UnitOfWork, email string) *user.User {
 func counts(t *testing.T, pool *pgxpool.Pool) map[string]int {
 	t.Helper()
 	out := map[string]int{}
-	for _, table := range []string{"users", "products", "orders", "order_items", "outbox", "idempotency_keys"} {
+	for _, table := range []string{"users", "products", "orders", "order_items", "outbox", "idempotency_keys", "audit_log"} {
 		out[table] = testenv.Count(t, pool, "SELECT count(*) FROM "+table)
 	}
 	return out
@@ -87,7 +87,7 @@ func TestUnitOfWorkRollsBackEverything(t *testing.T) {
 		{
 			name: "the callback fails after a read flushed its writes",
 			fn: func(ctx context.Context, tx *store.Tx) error {
-				if _, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: "NEW", Name: "New", PriceCents: 1, Stock: 1}, now); err != nil {
+				if _, err := app.AddProduct(ctx, tx, app.Operator, app.CreateProduct{SKU: "NEW", Name: "New", PriceCents: 1, Stock: 1}, now); err != nil {
 					return err
 				}
 				if _, err := tx.Products.GetForUpdate(ctx, existing.ID()); err != nil { // sends the insert
@@ -100,7 +100,7 @@ func TestUnitOfWorkRollsBackEverything(t *testing.T) {
 		{
 			name: "Postgres rejects a write: the other writes of the batch go too",
 			fn: func(ctx context.Context, tx *store.Tx) error {
-				_, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: "TAKEN", Name: "Dup", PriceCents: 1, Stock: 1}, now)
+				_, err := app.AddProduct(ctx, tx, app.Operator, app.CreateProduct{SKU: "TAKEN", Name: "Dup", PriceCents: 1, Stock: 1}, now)
 				return err
 			},
 			wantErr: product.ErrSKUTaken,
@@ -149,10 +149,10 @@ func TestCommittedCommandLeavesItsEventsInVersionOrder(t *testing.T) {
 	name := "Renamed"
 	price := int64(300)
 	err := uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
-		if _, err := app.UpdateProduct(ctx, tx, p.ID(), &name, &price, now); err != nil {
+		if _, err := app.UpdateProduct(ctx, tx, app.Operator, p.ID(), &name, &price, now); err != nil {
 			return err
 		}
-		_, err := app.Restock(ctx, tx, p.ID(), 7, now) // second change in the same transaction
+		_, err := app.Restock(ctx, tx, app.Operator, p.ID(), 7, now) // second change in the same transaction
 		return err
 	})
 	testenv.Must(t, err, "update and restock")

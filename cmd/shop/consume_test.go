@@ -160,7 +160,7 @@ func (s *system) product(t *testing.T, sku string, stock int64) uuid.UUID {
 	t.Helper()
 	var id uuid.UUID
 	s.do(t, "add product", func(ctx context.Context, tx *store.Tx) error {
-		p, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: sku, Name: sku, PriceCents: 250, Stock: stock}, time.Now())
+		p, err := app.AddProduct(ctx, tx, app.Operator, app.CreateProduct{SKU: sku, Name: sku, PriceCents: 250, Stock: stock}, time.Now())
 		if err == nil {
 			id = p.ID()
 		}

@@ -59,7 +59,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		c.printUsage(stdout)
 		return nil
 	}
-	return c.run(ctx, invocation{args: rest, getenv: getenv, stdout: stdout, stderr: stderr})
+	return c.run(ctx, invocation{args: rest, getenv: getenv, stdin: os.Stdin, stdout: stdout, stderr: stderr})
 }
 
 func isHelp(arg string) bool { return arg == "-h" || arg == "--help" || arg == "-help" }
@@ -68,6 +68,7 @@ func isHelp(arg string) bool { return arg == "-h" || arg == "--help" || arg == "
 type invocation struct {
 	args           []string
 	getenv         func(string) string
+	stdin          io.Reader // shop user add reads a password from it
 	stdout, stderr io.Writer
 }
 

@@ -76,7 +76,7 @@ func TestRelayKilledMidBatchLosesNothing(t *testing.T) {
 	products := make([]uuid.UUID, 20)
 	for i := range products {
 		err := uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
-			p, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: fmt.Sprintf("K-%d", i), Name: "K", PriceCents: 1}, time.Now())
+			p, err := app.AddProduct(ctx, tx, app.Operator, app.CreateProduct{SKU: fmt.Sprintf("K-%d", i), Name: "K", PriceCents: 1}, time.Now())
 			products[i] = p.ID()
 			return err
 		})
@@ -99,7 +99,7 @@ func TestRelayKilledMidBatchLosesNothing(t *testing.T) {
 				default:
 				}
 				err := uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
-					_, err := app.Restock(ctx, tx, products[i%len(products)], 1, time.Now())
+					_, err := app.Restock(ctx, tx, app.Operator, products[i%len(products)], 1, time.Now())
 					return err
 				})
 				if err != nil {

@@ -1,6 +1,7 @@
 // Package user owns customers and administrators: registration rules,
-// roles and the user.registered event. Password hashing happens outside
-// (it is slow and needs randomness); the aggregate stores only the hash.
+// roles, the token version that revokes tokens, and the user.registered
+// event. Password hashing happens outside (it is slow and needs
+// randomness); the aggregate stores only the hash.
 package user
 
 import (
@@ -8,7 +9,6 @@ import (
 	"net/mail"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -35,10 +35,11 @@ const (
 // Valid reports whether r is a known role.
 func (r Role) Valid() bool { return r == RoleCustomer || r == RoleAdmin }
 
-// Limits of the input.
+// Limits of the input. Password lengths are in bytes: bcrypt reads bytes,
+// and no further than 72 of them.
 const (
-	MinPasswordLength = 8
-	MaxPasswordLength = 72 // bcrypt uses only the first 72 bytes
+	MinPasswordLength = 10
+	MaxPasswordLength = 72
 	MaxNameLength     = 100
 	MaxEmailLength    = 254
 )
@@ -65,6 +66,7 @@ type User struct {
 	name         string
 	passwordHash string
 	role         Role
+	tokenVersion int64
 	version      int64
 	createdAt    time.Time
 	recorded     domain.Recorder
@@ -77,6 +79,7 @@ type State struct {
 	Name         string
 	PasswordHash string
 	Role         Role
+	TokenVersion int64
 	Version      int64
 	CreatedAt    time.Time
 }
@@ -92,10 +95,14 @@ func ValidateRegistration(email, name, password string) error {
 	validateEmail(&v, email)
 	validateName(&v, name)
 	switch {
-	case utf8.RuneCountInString(password) < MinPasswordLength:
-		v.Add("password", fmt.Sprintf("must be at least %d characters", MinPasswordLength))
+	case password == "":
+		v.Add("password", "is required")
+	case len(password) < MinPasswordLength:
+		v.Add("password", fmt.Sprintf("must be at least %d bytes long (a character outside ASCII counts 2 to 4)", MinPasswordLength))
 	case len(password) > MaxPasswordLength:
-		v.Add("password", fmt.Sprintf("must be at most %d bytes", MaxPasswordLength))
+		v.Add("password", fmt.Sprintf("must be at most %d bytes long (a character outside ASCII counts 2 to 4)", MaxPasswordLength))
+	case strings.TrimSpace(password) == "":
+		v.Add("password", "must contain a character other than spaces")
 	}
 	return v.Err()
 }
@@ -134,6 +141,7 @@ func Register(id uuid.UUID, email, name, passwordHash string, role Role, now tim
 		name:         name,
 		passwordHash: passwordHash,
 		role:         role,
+		tokenVersion: 1,
 		version:      1,
 		createdAt:    domain.Time(now),
 	}
@@ -145,13 +153,35 @@ func Register(id uuid.UUID, email, name, passwordHash string, role Role, now tim
 // Restore rebuilds a User from its persisted state; it records nothing.
 func Restore(s State) *User {
 	return &User{id: s.ID, email: s.Email, name: s.Name, passwordHash: s.PasswordHash,
-		role: s.Role, version: s.Version, createdAt: s.CreatedAt}
+		role: s.Role, tokenVersion: s.TokenVersion, version: s.Version, createdAt: s.CreatedAt}
 }
 
 // State returns the persisted form.
 func (u *User) State() State {
 	return State{ID: u.id, Email: u.email, Name: u.name, PasswordHash: u.passwordHash,
-		Role: u.role, Version: u.version, CreatedAt: u.createdAt}
+		Role: u.role, TokenVersion: u.tokenVersion, Version: u.version, CreatedAt: u.createdAt}
+}
+
+// Revoke ends every token issued to the user so far: a token is good only
+// while it carries the user's current token version.
+func (u *User) Revoke() {
+	u.tokenVersion++
+	u.version++
+}
+
+// ChangeRole gives the user another role. A token carries the role it was
+// issued with, so a change also ends the user's tokens (a demoted admin's
+// included); asking for the role the user has changes nothing.
+func (u *User) ChangeRole(role Role) error {
+	if !role.Valid() {
+		return domain.Invalid("role", "must be customer or admin")
+	}
+	if role == u.role {
+		return nil
+	}
+	u.role = role
+	u.Revoke()
+	return nil
 }
 
 // ID returns the user's id.
@@ -168,6 +198,10 @@ func (u *User) Role() Role { return u.role }
 
 // PasswordHash returns the stored hash, for verification only.
 func (u *User) PasswordHash() string { return u.passwordHash }
+
+// TokenVersion returns the version a token must carry to be good: 1 for a
+// new user, raised by Revoke and ChangeRole.
+func (u *User) TokenVersion() int64 { return u.tokenVersion }
 
 // Version returns the aggregate version.
 func (u *User) Version() int64 { return u.version }

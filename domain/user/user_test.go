@@ -108,9 +108,16 @@ func TestValidateRegistration(t *testing.T) {
 		{name: "name too long (multibyte)", email: email, uname: strings.Repeat("é", user.MaxNameLength+1), pw: pw, wantFields: []string{"name"}},
 		{name: "name invalid utf-8", email: email, uname: "Al\xffice", pw: pw, wantFields: []string{"name"}},
 
+		{name: "valid password of min length in multibyte characters", email: email, uname: name, pw: strings.Repeat("é", user.MinPasswordLength/2)},
+		{name: "valid password of spaces around a character", email: email, uname: name, pw: "    x     "},
 		{name: "password empty", email: email, uname: name, pw: "", wantFields: []string{"password"}},
 		{name: "password one short", email: email, uname: name, pw: strings.Repeat("p", user.MinPasswordLength-1), wantFields: []string{"password"}},
+		{name: "password of 8 characters", email: email, uname: name, pw: "12345678", wantFields: []string{"password"}},
+		{name: "password one byte short in multibyte characters", email: email, uname: name, pw: strings.Repeat("é", user.MinPasswordLength/2-1) + "p", wantFields: []string{"password"}},
 		{name: "password one too long", email: email, uname: name, pw: strings.Repeat("p", user.MaxPasswordLength+1), wantFields: []string{"password"}},
+		{name: "password one byte too long in multibyte characters", email: email, uname: name, pw: strings.Repeat("é", user.MaxPasswordLength/2) + "p", wantFields: []string{"password"}},
+		{name: "password only spaces", email: email, uname: name, pw: strings.Repeat(" ", user.MinPasswordLength), wantFields: []string{"password"}},
+		{name: "password only white space", email: email, uname: name, pw: " \t\n \t\n \r\n\u00a0", wantFields: []string{"password"}},
 
 		{name: "email and name", email: "nope", uname: "", pw: pw, wantFields: []string{"email", "name"}},
 		{name: "name and password", email: email, uname: "", pw: "short", wantFields: []string{"name", "password"}},
@@ -124,6 +131,30 @@ func TestValidateRegistration(t *testing.T) {
 			}
 			err := user.ValidateRegistration(e, tt.uname, tt.pw)
 			assertFields(t, err, tt.wantFields)
+		})
+	}
+}
+
+// TestPasswordMessages: each rule a password breaks says which, in words a
+// person can act on.
+func TestPasswordMessages(t *testing.T) {
+	tests := []struct {
+		name, pw, want string
+	}{
+		{"empty", "", "is required"},
+		{"short", "123456789", "must be at least 10 bytes long"},
+		{"long", strings.Repeat("p", 73), "must be at most 72 bytes long"},
+		{"blank", strings.Repeat(" ", 12), "must contain a character other than spaces"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var ve *domain.ValidationError
+			if !errors.As(user.ValidateRegistration("alice@example.com", "Alice", tt.pw), &ve) {
+				t.Fatalf("password %q: no validation error", tt.pw)
+			}
+			if len(ve.Fields) != 1 || ve.Fields[0].Field != "password" || !strings.HasPrefix(ve.Fields[0].Message, tt.want) {
+				t.Errorf("password %q: fields %+v, want one password error saying %q", tt.pw, ve.Fields, tt.want)
+			}
 		})
 	}
 }
@@ -211,8 +242,8 @@ func TestRegister(t *testing.T) {
 			if u.PasswordHash() != hash {
 				t.Errorf("PasswordHash = %q, want %q", u.PasswordHash(), hash)
 			}
-			if u.Version() != 1 {
-				t.Errorf("Version = %d, want 1", u.Version())
+			if u.Version() != 1 || u.TokenVersion() != 1 {
+				t.Errorf("Version, TokenVersion = %d, %d, want 1, 1", u.Version(), u.TokenVersion())
 			}
 			if !u.CreatedAt().Equal(now.Truncate(time.Microsecond)) || u.CreatedAt().Location() != time.UTC {
 				t.Errorf("CreatedAt = %v, want %v in UTC", u.CreatedAt(), now.UTC())
@@ -309,8 +340,8 @@ func TestRestoreStateRoundTrip(t *testing.T) {
 		name  string
 		state user.State
 	}{
-		{"customer", user.State{ID: uuid.New(), Email: "alice@example.com", Name: "Alice", PasswordHash: hash, Role: user.RoleCustomer, Version: 1, CreatedAt: created}},
-		{"admin at a later version", user.State{ID: uuid.New(), Email: "root@example.com", Name: "Root", PasswordHash: "h", Role: user.RoleAdmin, Version: 42, CreatedAt: created}},
+		{"customer", user.State{ID: uuid.New(), Email: "alice@example.com", Name: "Alice", PasswordHash: hash, Role: user.RoleCustomer, TokenVersion: 1, Version: 1, CreatedAt: created}},
+		{"admin at a later version", user.State{ID: uuid.New(), Email: "root@example.com", Name: "Root", PasswordHash: "h", Role: user.RoleAdmin, TokenVersion: 7, Version: 42, CreatedAt: created}},
 		{"zero state", user.State{}},
 	}
 	for _, tt := range tests {
@@ -321,7 +352,7 @@ func TestRestoreStateRoundTrip(t *testing.T) {
 			}
 			if u.ID() != tt.state.ID || u.Email() != tt.state.Email || u.Name() != tt.state.Name ||
 				u.PasswordHash() != tt.state.PasswordHash || u.Role() != tt.state.Role ||
-				u.Version() != tt.state.Version || !u.CreatedAt().Equal(tt.state.CreatedAt) {
+				u.TokenVersion() != tt.state.TokenVersion || u.Version() != tt.state.Version || !u.CreatedAt().Equal(tt.state.CreatedAt) {
 				t.Errorf("accessors disagree with state %+v", tt.state)
 			}
 			if events := u.Events(); len(events) != 0 {
@@ -379,5 +410,89 @@ func TestContractNames(t *testing.T) {
 		if tt.got != tt.want {
 			t.Errorf("constant = %q, want %q", tt.got, tt.want)
 		}
+	}
+}
+
+// registered returns a user of role, its registration event taken.
+func registered(t *testing.T, role user.Role) *user.User {
+	t.Helper()
+	u, err := user.Register(uuid.New(), "bob@example.com", "Bob", hash, role, now)
+	if err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	u.Events()
+	return u
+}
+
+func TestRevoke(t *testing.T) {
+	tests := []struct {
+		name    string
+		revokes int
+	}{
+		{"once", 1},
+		{"twice", 2},
+		{"many times", 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := registered(t, user.RoleCustomer)
+			before := u.State()
+			for range tt.revokes {
+				u.Revoke()
+			}
+			n := int64(tt.revokes)
+			if u.TokenVersion() != before.TokenVersion+n || u.Version() != before.Version+n {
+				t.Errorf("after %d revokes: token version %d, version %d; want %d, %d",
+					tt.revokes, u.TokenVersion(), u.Version(), before.TokenVersion+n, before.Version+n)
+			}
+			after := u.State()
+			after.TokenVersion, after.Version = before.TokenVersion, before.Version
+			if after != before {
+				t.Errorf("Revoke changed more than the versions: %+v, was %+v", u.State(), before)
+			}
+			if events := u.Events(); len(events) != 0 {
+				t.Errorf("Revoke recorded %d events, want none (the contract has no event for it)", len(events))
+			}
+		})
+	}
+}
+
+func TestChangeRole(t *testing.T) {
+	tests := []struct {
+		name        string
+		from, to    user.Role
+		wantRole    user.Role
+		wantBump    int64 // of both the token version and the version
+		wantInvalid bool
+	}{
+		{"customer to admin", user.RoleCustomer, user.RoleAdmin, user.RoleAdmin, 1, false},
+		{"admin to customer", user.RoleAdmin, user.RoleCustomer, user.RoleCustomer, 1, false},
+		{"customer to customer changes nothing", user.RoleCustomer, user.RoleCustomer, user.RoleCustomer, 0, false},
+		{"admin to admin changes nothing", user.RoleAdmin, user.RoleAdmin, user.RoleAdmin, 0, false},
+		{"an unknown role", user.RoleCustomer, "superuser", user.RoleCustomer, 0, true},
+		{"a role in the wrong case", user.RoleCustomer, "Admin", user.RoleCustomer, 0, true},
+		{"no role", user.RoleAdmin, "", user.RoleAdmin, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := registered(t, tt.from)
+			before := u.State()
+			err := u.ChangeRole(tt.to)
+			if tt.wantInvalid {
+				assertFields(t, err, []string{"role"})
+			} else if err != nil {
+				t.Fatalf("ChangeRole(%q): %v", tt.to, err)
+			}
+			if u.Role() != tt.wantRole {
+				t.Errorf("Role = %q, want %q", u.Role(), tt.wantRole)
+			}
+			if u.TokenVersion() != before.TokenVersion+tt.wantBump || u.Version() != before.Version+tt.wantBump {
+				t.Errorf("token version %d, version %d; want %d, %d",
+					u.TokenVersion(), u.Version(), before.TokenVersion+tt.wantBump, before.Version+tt.wantBump)
+			}
+			if events := u.Events(); len(events) != 0 {
+				t.Errorf("ChangeRole recorded %d events, want none (the contract has no event for it)", len(events))
+			}
+		})
 	}
 }

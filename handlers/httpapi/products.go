@@ -47,7 +47,7 @@ func (s *Server) createProduct(c echo.Context) error {
 		return err
 	}
 	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
-		return productReply(http.StatusCreated)(app.AddProduct(ctx, tx,
+		return productReply(http.StatusCreated)(app.AddProduct(ctx, tx, actorOf(c).Actor,
 			app.CreateProduct{SKU: req.SKU, Name: req.Name, PriceCents: req.PriceCents, Stock: req.Stock}, s.cfg.Now()))
 	})
 }
@@ -60,7 +60,7 @@ func (s *Server) updateProduct(c echo.Context) error {
 		return err
 	}
 	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
-		return productReply(http.StatusOK)(app.UpdateProduct(ctx, tx, id, req.Name, req.PriceCents, s.cfg.Now()))
+		return productReply(http.StatusOK)(app.UpdateProduct(ctx, tx, actorOf(c).Actor, id, req.Name, req.PriceCents, s.cfg.Now()))
 	})
 }
 
@@ -72,6 +72,6 @@ func (s *Server) restockProduct(c echo.Context) error {
 		return err
 	}
 	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
-		return productReply(http.StatusAccepted)(app.Restock(ctx, tx, id, req.Quantity, s.cfg.Now()))
+		return productReply(http.StatusAccepted)(app.Restock(ctx, tx, actorOf(c).Actor, id, req.Quantity, s.cfg.Now()))
 	})
 }

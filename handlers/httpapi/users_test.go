@@ -144,7 +144,9 @@ func TestRegisterUserRejectsInvalidFields(t *testing.T) {
 		{"name only spaces", with("name", "   "), []string{"name"}},
 		{"name of 101 characters", with("name", strings.Repeat("é", 101)), []string{"name"}},
 		{"password missing", without("password"), []string{"password"}},
-		{"password of 7 characters", with("password", "1234567"), []string{"password"}},
+		{"password of 9 bytes", with("password", "123456789"), []string{"password"}},
+		{"password of 8 characters", with("password", "12345678"), []string{"password"}},
+		{"password of spaces only", with("password", strings.Repeat(" ", 12)), []string{"password"}},
 		{"password of 73 bytes", with("password", strings.Repeat("p", 73)), []string{"password"}},
 		{"every field missing", without("email", "name", "password"), []string{"email", "name", "password"}},
 	}
@@ -165,7 +167,7 @@ func TestRegisterUserAcceptsTheLimits(t *testing.T) {
 		body map[string]any
 	}{
 		{"name of 100 characters", map[string]any{"email": "a@example.com", "name": strings.Repeat("é", 100), "password": "long-enough"}},
-		{"password of 8 characters", map[string]any{"email": "b@example.com", "name": "B", "password": "12345678"}},
+		{"password of 10 bytes", map[string]any{"email": "b@example.com", "name": "B", "password": "1234567890"}},
 		{"password of 72 bytes", map[string]any{"email": "c@example.com", "name": "C", "password": strings.Repeat("p", 72)}},
 	}
 	for _, tt := range tests {

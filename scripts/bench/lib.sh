@@ -28,16 +28,16 @@ bench_wait_api() {
 # (their tokens in $admin and $buyer) and N products with 1,000,000 in
 # stock, whose ids go to $tmp/products.
 bench_catalogue() {
-  ./bin/shop user add --email admin@bench.test --password benchpass --admin >/dev/null 2>&1
-  ./bin/shop user add --email buyer@bench.test --password benchpass >/dev/null 2>&1
+  echo benchpass1 | ./bin/shop user add --email admin@bench.test --admin >/dev/null 2>&1
+  echo benchpass1 | ./bin/shop user add --email buyer@bench.test >/dev/null 2>&1
   admin=$(bench_token admin@bench.test) buyer=$(bench_token buyer@bench.test)
-  seq "$1" | xargs -P 8 -I{} curl -fs -X POST "$url/v1/products" -H "Authorization: Bearer $admin" \
-    -d "{\"sku\":\"$2-{}\",\"name\":\"Item $2-{}\",\"price_cents\":250,\"stock\":1000000}" \
+  seq "$1" | xargs -P 8 -I{} curl -fs -H "Authorization: Bearer $admin" "$url/v1/products" \
+    --json "{\"sku\":\"$2-{}\",\"name\":\"Item $2-{}\",\"price_cents\":250,\"stock\":1000000}" \
     | grep -o '"id":"[^"]*"' | cut -d'"' -f4 > "$tmp/products"
 }
 
 bench_token() {
-  curl -fs -X POST "$url/v1/tokens" -d "{\"email\":\"$1\",\"password\":\"benchpass\"}" | sed 's/.*"token":"\([^"]*\)".*/\1/'
+  curl -fs --json "{\"email\":\"$1\",\"password\":\"benchpass1\"}" "$url/v1/tokens" | sed 's/.*"token":"\([^"]*\)".*/\1/'
 }
 
 # bench_cpu_ticks prints the CPU ticks (user+system, of exited children

@@ -85,6 +85,7 @@ func run() error {
 			body := fmt.Sprintf(`{"items":[{"product_id":%q,"quantity":1}]}`, ids[rand.IntN(len(ids))])
 			req, _ := http.NewRequest(http.MethodPost, *url+"/v1/orders", bytes.NewBufferString(body))
 			req.Header.Set("Authorization", "Bearer "+*token)
+			req.Header.Set("Content-Type", "application/json")
 			res, err := client.Do(req)
 			if err != nil {
 				mu.Lock()
