@@ -1,5 +1,7 @@
-// Package auth owns credentials: bcrypt password hashes and the signed JWT
-// access tokens (HS256) that carry a user's id and role.
+// Package auth owns credentials: bcrypt password hashes, with a cap on how
+// many are computed at once, and the signed JWT access tokens (HS256) that
+// name a user and the version of its tokens, under one of several keys.
+// Gate checks a token against its user as the user is now.
 package auth
 
 import (
@@ -7,6 +9,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -17,7 +21,8 @@ import (
 	"github.com/shopdev/shop/domain/user"
 )
 
-// ErrInvalidToken means a token is malformed, forged or expired.
+// ErrInvalidToken means a token is malformed, forged, expired, signed with
+// a retired key, revoked, or its user is gone.
 var ErrInvalidToken = fmt.Errorf("%w: invalid or expired token", domain.ErrUnauthorized)
 
 // ErrMissingToken means a request that needs a token came without one.
@@ -26,21 +31,54 @@ var ErrMissingToken = fmt.Errorf("%w: this needs a bearer token (Authorization: 
 // Issuer name written into and required of every token.
 const Issuer = "shop"
 
+// Key is one signing key. A token names its key's ID in its kid header.
+type Key struct {
+	ID     string
+	Secret []byte
+}
+
 // Config configures password hashing and tokens.
 type Config struct {
-	// Secret signs tokens (HS256). Required; at least 32 bytes.
+	// Secret signs and verifies tokens (HS256), at least 32 bytes: the
+	// one-key form. Either Secret or Keys is required.
 	Secret []byte
+	// Keys are several keys, each with an ID: the first signs, every one
+	// verifies, so that a key can be retired without ending the tokens of
+	// its successor. Either Secret or Keys is required.
+	Keys []Key
 	// TokenTTL is how long a token is valid. Default 24h.
 	TokenTTL time.Duration
 	// PasswordCost is the bcrypt cost. Default bcrypt.DefaultCost (10);
 	// tests use bcrypt.MinCost.
 	PasswordCost int
+	// MaxHashing caps the bcrypt hashes computed at once; more wait their
+	// turn, so that logins cannot starve the rest of the process of CPU.
+	// Default the number of CPUs.
+	MaxHashing int
 }
 
 // Validate fills defaults and checks the configuration.
 func (c *Config) Validate() error {
-	if len(c.Secret) < 32 {
+	switch {
+	case len(c.Secret) > 0 && len(c.Keys) > 0:
+		return errors.New("jwt: give one secret or several keys, not both")
+	case len(c.Secret) > 0:
+		c.Keys = []Key{{Secret: c.Secret}}
+	case len(c.Keys) == 0:
 		return errors.New("jwt secret must be at least 32 bytes")
+	}
+	seen := map[string]bool{}
+	for _, k := range c.Keys {
+		if len(k.Secret) < 32 {
+			return errors.New("jwt secret must be at least 32 bytes")
+		}
+		if len(c.Keys) > 1 && k.ID == "" {
+			return errors.New("jwt: every one of several keys needs an id")
+		}
+		if seen[k.ID] {
+			return fmt.Errorf("jwt: key id %q is given twice", k.ID)
+		}
+		seen[k.ID] = true
 	}
 	if c.TokenTTL == 0 {
 		c.TokenTTL = 24 * time.Hour
@@ -54,13 +92,22 @@ func (c *Config) Validate() error {
 	if c.PasswordCost < bcrypt.MinCost || c.PasswordCost > bcrypt.MaxCost {
 		return fmt.Errorf("password cost must be between %d and %d", bcrypt.MinCost, bcrypt.MaxCost)
 	}
+	if c.MaxHashing == 0 {
+		c.MaxHashing = runtime.NumCPU()
+	}
+	if c.MaxHashing < 0 {
+		return errors.New("max hashing must be positive")
+	}
 	return nil
 }
 
 // Auth hashes passwords and issues and verifies tokens.
 type Auth struct {
 	cfg       Config
-	dummyHash []byte // compared against when the user does not exist
+	keys      map[string][]byte
+	hashing   chan struct{} // a slot per hash computed at once
+	hashes    atomic.Uint64 // computed so far
+	dummyHash []byte        // compared against when the user does not exist
 	parser    *jwt.Parser
 }
 
@@ -73,17 +120,37 @@ func New(cfg Config) (*Auth, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hash dummy password: %w", err)
 	}
+	keys := map[string][]byte{}
+	for _, k := range cfg.Keys {
+		keys[k.ID] = k.Secret
+	}
 	return &Auth{
 		cfg:       cfg,
+		keys:      keys,
+		hashing:   make(chan struct{}, cfg.MaxHashing),
 		dummyHash: dummy,
 		parser: jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 			jwt.WithIssuer(Issuer), jwt.WithExpirationRequired(), jwt.WithLeeway(5*time.Second)),
 	}, nil
 }
 
+// hash runs fn, a bcrypt computation, when a slot is free.
+func (a *Auth) hash(fn func()) {
+	a.hashing <- struct{}{}
+	defer func() { <-a.hashing }()
+	a.hashes.Add(1)
+	fn()
+}
+
+// Hashes is how many bcrypt hashes and comparisons a has computed: what
+// logins and registrations cost in CPU.
+func (a *Auth) Hashes() uint64 { return a.hashes.Load() }
+
 // HashPassword returns the bcrypt hash of password.
 func (a *Auth) HashPassword(password string) (string, error) {
-	h, err := bcrypt.GenerateFromPassword([]byte(password), a.cfg.PasswordCost)
+	var h []byte
+	var err error
+	a.hash(func() { h, err = bcrypt.GenerateFromPassword([]byte(password), a.cfg.PasswordCost) })
 	if err != nil {
 		return "", domain.Invalid("password", "cannot be hashed: "+err.Error())
 	}
@@ -94,20 +161,23 @@ func (a *Auth) HashPassword(password string) (string, error) {
 // still spends the time of one comparison, so that a caller cannot tell an
 // unknown email from a wrong password by timing.
 func (a *Auth) CheckPassword(u *user.User, password string) bool {
-	if u == nil {
-		_ = bcrypt.CompareHashAndPassword(a.dummyHash, []byte(password))
-		return false
+	hash := a.dummyHash
+	if u != nil {
+		hash = []byte(u.PasswordHash())
 	}
-	return bcrypt.CompareHashAndPassword([]byte(u.PasswordHash()), []byte(password)) == nil
+	var err error
+	a.hash(func() { err = bcrypt.CompareHashAndPassword(hash, []byte(password)) })
+	return u != nil && err == nil
 }
 
 // RequestDigest returns a keyed digest (HMAC-SHA256 under a key derived from
-// the secret) of a request's parts, for Idempotency-Key comparison. A plain
-// hash would keep, for every registration, a fast hash of the body and so of
-// the password in it, open to offline guessing; this one is worthless
-// without the secret.
+// the oldest key) of a request's parts, for Idempotency-Key comparison. A
+// plain hash would keep, for every registration, a fast hash of the body and
+// so of the password in it, open to offline guessing; this one is worthless
+// without the secret. The oldest key changes least often: a new signing key
+// put first leaves the digests of stored replies as they were.
 func (a *Auth) RequestDigest(parts ...[]byte) []byte {
-	key := hmac.New(sha256.New, a.cfg.Secret)
+	key := hmac.New(sha256.New, a.cfg.Keys[len(a.cfg.Keys)-1].Secret)
 	key.Write([]byte("shop idempotency request digest"))
 	h := hmac.New(sha256.New, key.Sum(nil))
 	for _, p := range parts {
@@ -116,14 +186,18 @@ func (a *Auth) RequestDigest(parts ...[]byte) []byte {
 	return h.Sum(nil)
 }
 
-// Claims is who a token speaks for.
+// Claims is what a verified token says.
 type Claims struct {
-	UserID uuid.UUID
-	Role   user.Role
+	ID           string // jti: this token
+	UserID       uuid.UUID
+	TokenVersion int64 // the user's token version when it was issued
 }
 
 type jwtClaims struct {
-	Role user.Role `json:"role"`
+	// Role is for the client to read; what a request may do is decided
+	// by the user's role as it is now (Gate).
+	Role         user.Role `json:"role"`
+	TokenVersion int64     `json:"tv"`
 	jwt.RegisteredClaims
 }
 
@@ -133,35 +207,51 @@ type Token struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// Issue signs a token for u valid from now for the configured TTL.
+// Issue signs a token for u valid from now for the configured TTL, with
+// the first key.
 func (a *Auth) Issue(u *user.User, now time.Time) (Token, error) {
 	exp := now.Add(a.cfg.TokenTTL).UTC().Truncate(time.Second)
 	t := jwt.NewWithClaims(jwt.SigningMethodHS256, jwtClaims{
-		Role: u.Role(),
+		Role:         u.Role(),
+		TokenVersion: u.TokenVersion(),
 		RegisteredClaims: jwt.RegisteredClaims{
+			ID:        uuid.NewString(),
 			Issuer:    Issuer,
 			Subject:   u.ID().String(),
 			IssuedAt:  jwt.NewNumericDate(now),
 			ExpiresAt: jwt.NewNumericDate(exp),
 		},
 	})
-	signed, err := t.SignedString(a.cfg.Secret)
+	key := a.cfg.Keys[0]
+	if key.ID != "" {
+		t.Header["kid"] = key.ID
+	}
+	signed, err := t.SignedString(key.Secret)
 	if err != nil {
 		return Token{}, fmt.Errorf("sign token: %w", err)
 	}
 	return Token{Token: signed, ExpiresAt: exp}, nil
 }
 
-// Verify checks a token's signature, issuer and expiry and returns its claims.
+// Verify checks a token's signature (by the key its kid names), issuer and
+// expiry and returns its claims. It does not know whether the token was
+// revoked since: Gate does.
 func (a *Auth) Verify(token string) (Claims, error) {
 	var c jwtClaims
-	_, err := a.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.cfg.Secret, nil })
+	_, err := a.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		secret, ok := a.keys[kid]
+		if !ok {
+			return nil, errors.New("unknown key")
+		}
+		return secret, nil
+	})
 	if err != nil {
 		return Claims{}, ErrInvalidToken
 	}
 	id, err := uuid.Parse(c.Subject)
-	if err != nil || !c.Role.Valid() {
+	if err != nil || c.TokenVersion < 1 {
 		return Claims{}, ErrInvalidToken
 	}
-	return Claims{UserID: id, Role: c.Role}, nil
+	return Claims{ID: c.ID, UserID: id, TokenVersion: c.TokenVersion}, nil
 }

@@ -39,7 +39,10 @@ if ((${#missing[@]})); then
     echo "starting with docker compose: ${missing[*]}"
     # deploy/compose/ports.yml publishes them on 127.0.0.1, where shop looks for them by
     # default; --wait uses their healthchecks.
-    docker compose -f docker-compose.yml -f deploy/compose/ports.yml up -d --wait --wait-timeout 90 "${missing[@]}"
+    # Only the dependencies start here, not shop's services, which alone read JWT_SECRET (compose
+    # requires it of the whole file).
+    JWT_SECRET=${JWT_SECRET:-unused-by-postgres-redis-and-rabbitmq} \
+      docker compose -f docker-compose.yml -f deploy/compose/ports.yml up -d --wait --wait-timeout 90 "${missing[@]}"
   else
     pgver=$(ls /etc/postgresql 2>/dev/null | head -n1); pgver=${pgver:-15}
     declare -A native=(
@@ -49,7 +52,7 @@ if ((${#missing[@]})); then
     )
     echo "not answering, and no Docker engine with compose to start them with:" >&2
     for s in "${missing[@]}"; do
-      echo "  $s (127.0.0.1:${port[$s]}): start it with 'docker compose -f docker-compose.yml" \
+      echo "  $s (127.0.0.1:${port[$s]}): start it with 'JWT_SECRET=unused docker compose -f docker-compose.yml" \
         "-f deploy/compose/ports.yml up -d $s', or on Debian: ${native[$s]}" >&2
     done
     exit 1

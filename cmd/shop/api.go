@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -12,6 +15,7 @@ import (
 	"github.com/shopdev/shop/auth"
 	"github.com/shopdev/shop/handlers/httpapi"
 	"github.com/shopdev/shop/internal/ops"
+	"github.com/shopdev/shop/limit"
 	"github.com/shopdev/shop/outbox"
 	"github.com/shopdev/shop/projections"
 	"github.com/shopdev/shop/store"
@@ -24,6 +28,7 @@ type apiSettings struct {
 	Pool     poolSection
 	Redis    redisSection
 	HTTP     httpSection
+	Limits   limitSection
 	Token    tokenSection
 	Password passwordSection
 }
@@ -57,11 +62,16 @@ type api struct {
 // newAPI wires the HTTP API; it reports to proc, whose /healthz, /readyz and
 // /metrics it also serves on its own port.
 func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process) (*api, error) {
-	secret, err := jwtSecret(cfg, log)
+	authCfg, err := tokenKeys(cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	a, err := auth.New(auth.Config{Secret: secret, TokenTTL: cfg.Token.TTL, PasswordCost: cfg.Password.Cost})
+	authCfg.TokenTTL, authCfg.PasswordCost = cfg.Token.TTL, cfg.Password.Cost
+	a, err := auth.New(authCfg)
+	if err != nil {
+		return nil, err
+	}
+	trusted, err := parsePrefixes(cfg.HTTP.TrustedProxies)
 	if err != nil {
 		return nil, err
 	}
@@ -92,21 +102,29 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process
 		release()
 		return nil, err
 	}
-	reads, err := projections.NewReader(projections.ReaderConfig{Store: models, Origin: store.NewReads(pool)})
+	origin := store.NewReads(pool)
+	reads, err := projections.NewReader(projections.ReaderConfig{Store: models, Origin: origin})
 	if err != nil {
+		release()
+		return nil, err
+	}
+	apiCfg := httpapi.Config{Reads: reads, Users: origin, Auth: a, Logger: log, Registry: proc.reg, Ops: proc.handler(),
+		TrustedProxies: trusted, HSTS: cfg.HTTP.HSTS}
+	if apiCfg.Limiter, apiCfg.Logins, err = limits(cfg, rdb); err != nil {
 		release()
 		return nil, err
 	}
 	notifier := outbox.NewNotifier(pool, log)
 	uow := store.NewUnitOfWork(pool, notifier)
 	checks := []ops.Check{{Name: "postgres", Ready: uow.Ping}}
-	handler, err := httpapi.New(httpapi.Config{UnitOfWork: uow, Reads: reads, Auth: a, Logger: log, Registry: proc.reg,
-		Ops: proc.handler(), RateLimit: cfg.HTTP.RateLimit, RateBurst: cfg.HTTP.RateBurst})
+	apiCfg.UnitOfWork = uow
+	handler, err := httpapi.New(apiCfg)
 	if err != nil {
 		release()
 		return nil, err
 	}
-	server, err := listen(log, "api", cfg.HTTP.Addr, handler)
+	server, err := listen(log, "api", cfg.HTTP.Addr, handler, serverLimits{
+		read: cfg.HTTP.ReadTimeout, write: cfg.HTTP.WriteTimeout, idle: cfg.HTTP.IdleTimeout, maxConns: cfg.HTTP.MaxConns})
 	if err != nil {
 		release()
 		return nil, err
@@ -124,21 +142,64 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process
 	}, nil
 }
 
-// devJWTSecret signs tokens when SHOP_ENV=dev and no JWT_SECRET is set.
-const devJWTSecret = "dev-only-insecure-jwt-secret-change-me!"
-
-// jwtSecret returns the secret that signs tokens: JWT_SECRET, or in dev
-// only, a fixed development secret (logged as a warning).
-func jwtSecret(cfg apiSettings, log *slog.Logger) ([]byte, error) {
-	if s := cfg.Token.Secret; s != "" {
-		if len(s) < 32 {
-			return nil, errors.New("JWT_SECRET must be at least 32 bytes")
+// limits returns the budgets the API's replicas share in rdb: the rate
+// limit and the login throttle, each nil when configured off.
+func limits(cfg apiSettings, rdb *redis.Client) (*limit.Limiter, *limit.Logins, error) {
+	var limiter *limit.Limiter
+	var logins *limit.Logins
+	var err error
+	if cfg.Limits.RateLimit > 0 {
+		limiter, err = limit.New(limit.Config{Client: rdb, Prefix: cfg.Redis.Prefix, Rate: cfg.Limits.RateLimit, Burst: cfg.Limits.RateBurst})
+		if err != nil {
+			return nil, nil, err
 		}
-		return []byte(s), nil
 	}
-	if cfg.Env.Env != "dev" {
-		return nil, errors.New("JWT_SECRET is required (set SHOP_ENV=dev to use an insecure development secret)")
+	if cfg.Limits.LoginMaxFailures > 0 {
+		logins, err = limit.NewLogins(limit.LoginsConfig{Client: rdb, Prefix: cfg.Redis.Prefix,
+			MaxFailures: cfg.Limits.LoginMaxFailures, Window: cfg.Limits.LoginWindow})
+		if err != nil {
+			return nil, nil, err
+		}
 	}
-	log.Warn("JWT_SECRET is not set: signing tokens with the insecure development secret (SHOP_ENV=dev)")
-	return []byte(devJWTSecret), nil
+	return limiter, logins, nil
+}
+
+// tokenKeys returns the keys that sign and verify tokens: JWT_KEYS, or
+// JWT_SECRET, or, in dev only and only for an API that listens on a
+// loopback address, a random secret made up for this process (its tokens
+// end with it). A fixed development secret would let anyone who read the
+// source mint an admin token for any deployment started in dev mode.
+func tokenKeys(cfg apiSettings, log *slog.Logger) (auth.Config, error) {
+	keys, err := cfg.Token.keys()
+	switch {
+	case err != nil:
+		return auth.Config{}, err
+	case len(keys) > 0:
+		return auth.Config{Keys: keys}, nil
+	case cfg.Token.Secret != "":
+		return auth.Config{Secret: []byte(cfg.Token.Secret)}, nil
+	case cfg.Env.Env != "dev":
+		return auth.Config{}, errors.New("JWT_SECRET is required (or JWT_KEYS); SHOP_ENV=dev makes up a secret for an API on a loopback address")
+	case !loopback(cfg.HTTP.Addr):
+		return auth.Config{}, fmt.Errorf("JWT_SECRET is required: the API listens on %s, which is not a loopback address only, and SHOP_ENV=dev makes up a secret only for an API nobody else can reach", cfg.HTTP.Addr)
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return auth.Config{}, fmt.Errorf("make up a jwt secret: %w", err)
+	}
+	log.Warn("JWT_SECRET is not set: signing tokens with a random secret of this process (SHOP_ENV=dev, loopback only); its tokens end when it stops")
+	return auth.Config{Secret: secret}, nil
+}
+
+// loopback reports whether addr (host:port) binds a loopback address only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }

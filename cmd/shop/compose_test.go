@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -11,23 +12,51 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/shopdev/shop/handlers"
+	"github.com/shopdev/shop/internal/testenv"
 )
 
 // loadCompose loads docker-compose.yml, and the other files given, as
-// docker compose would (its schema checked), in an empty environment: every
-// ${X:-default} takes its default.
+// docker compose would (its schema checked), in an environment that has
+// only the JWT_SECRET compose requires: every ${X:-default} takes its
+// default.
 func loadCompose(t *testing.T, files ...string) *types.Project {
 	t.Helper()
-	opts, err := cli.NewProjectOptions(append([]string{"../../docker-compose.yml"}, files...),
-		cli.WithName("shop"), cli.WithWorkingDirectory("../.."), cli.WithEnv(nil))
-	if err != nil {
-		t.Fatalf("compose options: %v", err)
-	}
-	project, err := opts.LoadProject(context.Background())
+	project, err := composeProject([]string{"JWT_SECRET=" + strings.Repeat("j", 32)}, files...)
 	if err != nil {
 		t.Fatalf("load docker-compose.yml: %v", err)
 	}
 	return project
+}
+
+func composeProject(env []string, files ...string) (*types.Project, error) {
+	opts, err := cli.NewProjectOptions(append([]string{"../../docker-compose.yml"}, files...),
+		cli.WithName("shop"), cli.WithWorkingDirectory("../.."), cli.WithEnv(env))
+	if err != nil {
+		return nil, err
+	}
+	return opts.LoadProject(context.Background())
+}
+
+// TestComposeRequiresAJWTSecret: docker compose refuses to start without
+// a JWT_SECRET of the user's own, saying where to put it; the edge's
+// address is trusted to name the clients.
+func TestComposeRequiresAJWTSecret(t *testing.T) {
+	t.Parallel()
+	if _, err := composeProject(nil); err == nil || !strings.Contains(err.Error(), "set JWT_SECRET, at least 32 bytes, in .env") {
+		t.Errorf("compose without JWT_SECRET: %v, want an error that says to set it", err)
+	}
+	project := loadCompose(t)
+	if got := project.Services["api"].Environment["JWT_SECRET"]; got == nil || *got != strings.Repeat("j", 32) {
+		t.Errorf("the api's JWT_SECRET is %v, want the one given", got)
+	}
+	if got := project.Services["api"].Environment["TRUSTED_PROXIES"]; got == nil || *got == "" {
+		t.Error("the api trusts no proxy: behind nginx every client would share nginx's rate limit")
+	}
+	example, err := os.ReadFile("../../.env.example")
+	testenv.Must(t, err, "read .env.example")
+	if !strings.Contains(string(example), "JWT_SECRET=") {
+		t.Errorf(".env.example does not show JWT_SECRET:\n%s", example)
+	}
 }
 
 // knownVariables are every variable some shop command reads.

@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"net/url"
 	"reflect"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/shopdev/shop/auth"
 )
 
 // The configuration of every process is declared once, here: each section
@@ -22,7 +25,7 @@ import (
 // default; any value given, 0 included, is taken as said.
 
 type envSection struct {
-	Env string `env:"SHOP_ENV" envDefault:"prod" help:"prod, or dev: development defaults, such as a JWT secret anyone can read (shop run defaults to dev)"`
+	Env string `env:"SHOP_ENV" envDefault:"prod" help:"prod, or dev: development defaults, such as a random JWT secret per process when the API listens on loopback only (shop run defaults to dev)"`
 }
 
 func (s envSection) validate() error {
@@ -74,30 +77,114 @@ type opsSection struct {
 }
 
 type httpSection struct {
-	Addr      string  `env:"HTTP_ADDR" envDefault:":8080" help:"where the API listens"`
-	RateLimit float64 `env:"RATE_LIMIT" envDefault:"100" help:"requests per second one client may send on average; 0: no limit"`
-	RateBurst int     `env:"RATE_LIMIT_BURST" envDefault:"0" help:"requests one client may send at once; 0: twice RATE_LIMIT"`
+	Addr           string        `env:"HTTP_ADDR" envDefault:":8080" help:"where the API listens"`
+	TrustedProxies string        `env:"TRUSTED_PROXIES" help:"comma-separated CIDRs (or addresses) of the proxies in front of the API, whose X-Forwarded-For is believed, read right to left; unset: the peer is the client and X-Forwarded-For is ignored"`
+	ReadTimeout    time.Duration `env:"HTTP_READ_TIMEOUT" envDefault:"30s" help:"how long a client may take to send a request, body included"`
+	WriteTimeout   time.Duration `env:"HTTP_WRITE_TIMEOUT" envDefault:"30s" help:"how long the API may take to answer a request, from the end of its headers"`
+	IdleTimeout    time.Duration `env:"HTTP_IDLE_TIMEOUT" envDefault:"120s" help:"how long an idle keep-alive connection stays open"`
+	MaxConns       int           `env:"HTTP_MAX_CONNS" envDefault:"4096" help:"connections the API serves at once; more wait to be accepted (1 to 1000000)"`
+	HSTS           bool          `env:"HSTS" envDefault:"false" help:"1 or true: send Strict-Transport-Security, for an API that a proxy serves over HTTPS"`
 }
 
 func (s httpSection) validate() error {
 	var errs []error
+	if _, err := parsePrefixes(s.TrustedProxies); err != nil {
+		errs = append(errs, err)
+	}
+	for name, d := range map[string]time.Duration{"HTTP_READ_TIMEOUT": s.ReadTimeout, "HTTP_WRITE_TIMEOUT": s.WriteTimeout, "HTTP_IDLE_TIMEOUT": s.IdleTimeout} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be a positive duration like 30s, not %s", name, d))
+		}
+	}
+	errs = append(errs, inRange("HTTP_MAX_CONNS", s.MaxConns, 1, 1_000_000))
+	return errors.Join(errs...)
+}
+
+// parsePrefixes parses a comma-separated list of CIDRs or addresses (an
+// address is its own /32 or /128).
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for item := range strings.SplitSeq(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(item); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(item)
+		if err != nil {
+			return nil, fmt.Errorf("TRUSTED_PROXIES: %q is not a CIDR like 10.0.0.0/8 or an address", item)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
+type limitSection struct {
+	RateLimit        float64       `env:"RATE_LIMIT" envDefault:"100" help:"requests per second one client (a signed-in user, else an address) may send on average, counted in Redis for all replicas together; 0: no limit"`
+	RateBurst        int           `env:"RATE_LIMIT_BURST" envDefault:"0" help:"requests one client may send at once; 0: twice RATE_LIMIT"`
+	LoginMaxFailures int           `env:"LOGIN_MAX_FAILURES" envDefault:"10" help:"failed logins to one account, from any address, after which its logins are refused (429) until LOGIN_WINDOW has passed since the first; 0: no throttle"`
+	LoginWindow      time.Duration `env:"LOGIN_WINDOW" envDefault:"15m" help:"how long failed logins count"`
+}
+
+func (s limitSection) validate() error {
+	var errs []error
 	if s.RateLimit < 0 || s.RateLimit > 1e6 {
 		errs = append(errs, fmt.Errorf("RATE_LIMIT must be a number of requests per second from 0 (no limit) to 1000000, not %v", s.RateLimit))
 	}
-	errs = append(errs, inRange("RATE_LIMIT_BURST", s.RateBurst, 0, 10_000_000))
+	errs = append(errs, inRange("RATE_LIMIT_BURST", s.RateBurst, 0, 10_000_000), inRange("LOGIN_MAX_FAILURES", s.LoginMaxFailures, 0, 1_000_000))
+	if s.LoginWindow < time.Second {
+		errs = append(errs, fmt.Errorf("LOGIN_WINDOW must be a duration of at least 1s, like 15m, not %s", s.LoginWindow))
+	}
 	return errors.Join(errs...)
 }
 
 type tokenSection struct {
-	Secret string        `env:"JWT_SECRET" help:"signs the tokens, at least 32 bytes; required unless SHOP_ENV=dev"`
+	Secret string        `env:"JWT_SECRET" help:"signs and verifies the tokens, at least 32 bytes; required (or JWT_KEYS), except by shop run and shop api in SHOP_ENV=dev on a loopback address, which make up one per process"`
+	Keys   string        `env:"JWT_KEYS" help:"instead of JWT_SECRET, several keys for rotation: comma-separated kid:secret pairs; the first signs, every one verifies"`
 	TTL    time.Duration `env:"JWT_TTL" envDefault:"24h" help:"how long a token is valid"`
 }
 
 func (s tokenSection) validate() error {
+	var errs []error
 	if s.TTL <= 0 {
-		return fmt.Errorf("JWT_TTL must be a positive duration like 24h, not %s", s.TTL)
+		errs = append(errs, fmt.Errorf("JWT_TTL must be a positive duration like 24h, not %s", s.TTL))
 	}
-	return nil
+	if s.Secret != "" && s.Keys != "" {
+		errs = append(errs, errors.New("set JWT_SECRET or JWT_KEYS, not both"))
+	}
+	if s.Secret != "" && len(s.Secret) < 32 {
+		errs = append(errs, errors.New("JWT_SECRET must be at least 32 bytes"))
+	}
+	if _, err := s.keys(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// keys parses JWT_KEYS.
+func (s tokenSection) keys() ([]auth.Key, error) {
+	var keys []auth.Key
+	seen := map[string]bool{}
+	for item := range strings.SplitSeq(s.Keys, ",") {
+		if strings.TrimSpace(item) == "" {
+			continue
+		}
+		id, secret, ok := strings.Cut(strings.TrimSpace(item), ":")
+		switch {
+		case !ok || id == "":
+			return nil, errors.New("JWT_KEYS must be comma-separated kid:secret pairs")
+		case len(secret) < 32:
+			return nil, fmt.Errorf("JWT_KEYS: the secret of key %q must be at least 32 bytes", id)
+		case seen[id]:
+			return nil, fmt.Errorf("JWT_KEYS: key %q is given twice", id)
+		}
+		seen[id] = true
+		keys = append(keys, auth.Key{ID: id, Secret: []byte(secret)})
+	}
+	return keys, nil
 }
 
 type passwordSection struct {

@@ -1,6 +1,8 @@
 package main_test
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -32,6 +35,7 @@ type (
 	generator struct {
 		Name     string   `yaml:"name"`
 		Literals []string `yaml:"literals"`
+		Envs     []string `yaml:"envs"`
 	}
 	manifest struct {
 		Kind     string `yaml:"kind"`
@@ -103,7 +107,8 @@ func deployments(t *testing.T) []manifest {
 
 // devEnvironment returns what a container of the dev overlay finds in its
 // environment: the base's ConfigMap merged with the overlay's, and the
-// overlay's Secret.
+// overlay's Secret, whose JWT_SECRET comes from secrets.env, a file each
+// user makes (README) and git ignores; here it gets a random secret.
 func devEnvironment(t *testing.T) map[string]string {
 	t.Helper()
 	env := map[string]string{}
@@ -124,6 +129,20 @@ func devEnvironment(t *testing.T) map[string]string {
 	literals(base.ConfigMapGenerator)
 	literals(dev.ConfigMapGenerator)
 	literals(dev.SecretGenerator)
+	var envs []string
+	for _, g := range dev.SecretGenerator {
+		envs = append(envs, g.Envs...)
+	}
+	if !slices.Equal(envs, []string{"secrets.env"}) {
+		t.Fatalf("the dev overlay's Secret reads %v, want secrets.env (where each user's JWT_SECRET is)", envs)
+	}
+	ignored, err := exec.Command("git", "check-ignore", "-q", filepath.Join(deployDir, "dev", "secrets.env")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("git does not ignore deploy/kubernetes/dev/secrets.env: a user's JWT_SECRET could be committed (%v %s)", err, ignored)
+	}
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	env["JWT_SECRET"] = hex.EncodeToString(secret)
 	return env
 }
 
@@ -196,7 +215,7 @@ func TestKubernetesManifestsMatchTheCommands(t *testing.T) {
 			t.Errorf("the manifests set %s, which the README's configuration table does not list", k)
 		}
 	}
-	for _, k := range []string{"DATABASE_URL", "REDIS_URL", "AMQP_URL"} {
+	for _, k := range []string{"DATABASE_URL", "REDIS_URL", "AMQP_URL", "TRUSTED_PROXIES"} {
 		if env[k] == "" {
 			t.Errorf("the dev overlay does not give %s", k)
 		}

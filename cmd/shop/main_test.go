@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -77,6 +78,14 @@ func shop(t *testing.T, env map[string]string, args ...string) (stdout, stderr s
 
 func environ(env map[string]string) []string {
 	out := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "BCRYPT_COST=4"}
+	if _, ok := env["REDIS_PREFIX"]; !ok {
+		// Keys of their own, rate limits included, unless a test shares
+		// them between processes on purpose.
+		out = append(out, "REDIS_PREFIX="+testRedisPrefix())
+	}
+	if _, ok := env["METRICS_ADDR"]; !ok {
+		out = append(out, "METRICS_ADDR=127.0.0.1:0") // never a port another test holds
+	}
 	for k, v := range env {
 		out = append(out, k+"="+v)
 	}
@@ -157,8 +166,6 @@ func startAPI(t *testing.T, env map[string]string) (*exec.Cmd, string) {
 	return startServing(t, env, "api")
 }
 
-// startServing starts a long-running shop command and returns it with the
-
 // waitReady waits until the process serving /readyz on addr is ready.
 func waitReady(t *testing.T, addr string) {
 	t.Helper()
@@ -214,9 +221,22 @@ func metricTotal(addr, name string) (float64, error) {
 	return total, nil
 }
 
+// startServing starts a long-running shop command and returns it with the
 // address its HTTP server listens on (the API's, for api and run; the ops
 // server's otherwise), read from its "listening" log line.
 func startServing(t *testing.T, env map[string]string, args ...string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd, addrs := startListening(t, env, args...)
+	if args[0] == "api" || args[0] == "run" {
+		return cmd, addrs["api"]
+	}
+	return cmd, addrs["ops"]
+}
+
+// startListening starts a long-running shop command and returns it with
+// the address of each of its HTTP servers, by name ("api", "ops"), once
+// every one it has logged its "listening" line.
+func startListening(t *testing.T, env map[string]string, args ...string) (*exec.Cmd, map[string]string) {
 	t.Helper()
 	testenv.NeedServices(t)
 	cmd := exec.Command(shopBin, args...)
@@ -230,34 +250,43 @@ func startServing(t *testing.T, env map[string]string, args ...string) (*exec.Cm
 			_ = cmd.Wait()
 		}
 	})
-	server := "ops"
+	servers := []string{"ops"}
 	if args[0] == "api" || args[0] == "run" {
-		server = "api"
+		servers = append(servers, "api")
 	}
-	addrc := make(chan string, 1)
+	type listening struct{ server, addr string }
+	addrc := make(chan listening, len(servers))
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			var line struct{ Msg, Addr, Server string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" && line.Server == server {
-				addrc <- line.Addr
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
+				select {
+				case addrc <- listening{line.Server, line.Addr}:
+				default:
+				}
 			}
 		}
 		_, _ = io.Copy(io.Discard, stderr)
 	}()
-	select {
-	case addr := <-addrc:
-		return cmd, addr
-	case <-time.After(30 * time.Second):
-		t.Fatalf("shop %v did not log its listening address within 30 s", args)
-		return nil, ""
+	addrs := map[string]string{}
+	deadline := time.After(30 * time.Second)
+	for len(addrs) < len(servers) {
+		select {
+		case l := <-addrc:
+			addrs[l.server] = l.addr
+		case <-deadline:
+			t.Fatalf("shop %v did not log the listening addresses of %v within 30 s (got %v)", args, servers, addrs)
+		}
 	}
+	return cmd, addrs
 }
 
 func postJSON(t *testing.T, url, token, body string, wantStatus int) map[string]any {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	testenv.Must(t, err, "new request")
+	req.Header.Set("Content-Type", "application/json")
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -273,31 +302,31 @@ func postJSON(t *testing.T, url, token, body string, wantStatus int) map[string]
 	return out
 }
 
-// startLimitedAPI migrates a fresh database and starts `shop api` on it
-// with a rate limit of 2 requests per client and a token per 100 s after
-// them: within a test, only the first two of a client go through.
-func startLimitedAPI(t *testing.T) (*exec.Cmd, string) {
-	t.Helper()
+// testRedisPrefix is a Redis key prefix no other test uses.
+func testRedisPrefix() string {
+	return "shop_test_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12] + ":"
+}
+
+// TestAPIReplicasShareOneRateLimit: two `shop api` processes that share
+// Redis let a client through as often as one would (RATE_LIMIT and
+// RATE_LIMIT_BURST reach them): its first two requests go through, one to
+// each, and every later one gets 429 with Retry-After, from either; the
+// health check still answers.
+func TestAPIReplicasShareOneRateLimit(t *testing.T) {
+	t.Parallel()
 	env := map[string]string{
 		"DATABASE_URL": freshDatabaseURL(t), "HTTP_ADDR": "127.0.0.1:0", "JWT_SECRET": strings.Repeat("s", 32),
-		"RATE_LIMIT": "0.01", "RATE_LIMIT_BURST": "2",
+		"RATE_LIMIT": "0.01", "RATE_LIMIT_BURST": "2", "REDIS_PREFIX": testRedisPrefix(),
 	}
 	if _, stderr, code := shop(t, env, "migrate"); code != 0 {
 		t.Fatalf("migrate: %s", stderr)
 	}
-	return startAPI(t, env)
-}
-
-// TestAPILimitsEachClient: RATE_LIMIT and RATE_LIMIT_BURST reach `shop
-// api`: past the burst a client gets 429 with Retry-After, while the health
-// check still answers.
-func TestAPILimitsEachClient(t *testing.T) {
-	t.Parallel()
-	api, addr := startLimitedAPI(t)
-	unknown := "http://" + addr + "/v1/products/" + uuid.NewString()
+	first, addr1 := startAPI(t, env)
+	second, addr2 := startAPI(t, env)
+	path := "/v1/products/" + uuid.NewString()
 	var statuses []int
-	for range 4 {
-		res, err := http.Get(unknown)
+	for _, addr := range []string{addr1, addr2, addr1, addr2} {
+		res, err := http.Get("http://" + addr + path)
 		testenv.Must(t, err, "GET a product")
 		res.Body.Close()
 		statuses = append(statuses, res.StatusCode)
@@ -306,13 +335,110 @@ func TestAPILimitsEachClient(t *testing.T) {
 		}
 	}
 	if want := []int{404, 404, 429, 429}; !slices.Equal(statuses, want) {
-		t.Errorf("statuses = %v, want %v", statuses, want)
+		t.Errorf("statuses from replicas 1, 2, 1, 2 = %v, want %v", statuses, want)
 	}
-	res, err := http.Get("http://" + addr + "/healthz")
+	res, err := http.Get("http://" + addr1 + "/healthz")
 	testenv.Must(t, err, "GET /healthz")
 	res.Body.Close()
 	if res.StatusCode != http.StatusOK {
 		t.Errorf("/healthz = %d past the limit, want 200", res.StatusCode)
 	}
+	stop(t, first)
+	stop(t, second)
+}
+
+// TestDevSecretIsMadeUpPerProcess: in dev, on loopback, without
+// JWT_SECRET, each API signs with a secret of its own: a token of one is
+// worthless to the other, so no deployment can share a known secret.
+func TestDevSecretIsMadeUpPerProcess(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"DATABASE_URL": freshDatabaseURL(t), "HTTP_ADDR": "127.0.0.1:0", "SHOP_ENV": "dev"}
+	if _, stderr, code := shop(t, env, "migrate"); code != 0 {
+		t.Fatalf("migrate: %s", stderr)
+	}
+	first, addr1 := startAPI(t, env)
+	second, addr2 := startAPI(t, env)
+	postJSON(t, "http://"+addr1+"/v1/users", "", `{"email":"dev@example.com","name":"Dev","password":"correct horse"}`, http.StatusCreated)
+	token := postJSON(t, "http://"+addr1+"/v1/tokens", "", `{"email":"dev@example.com","password":"correct horse"}`, http.StatusOK)["token"].(string)
+	for _, tc := range []struct {
+		addr string
+		want int
+	}{{addr1, http.StatusOK}, {addr2, http.StatusUnauthorized}} {
+		req, err := http.NewRequest(http.MethodGet, "http://"+tc.addr+"/v1/orders", nil)
+		testenv.Must(t, err, "request")
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		testenv.Must(t, err, "GET /v1/orders")
+		res.Body.Close()
+		if res.StatusCode != tc.want {
+			t.Errorf("GET /v1/orders on %s with the first API's token = %d, want %d", tc.addr, res.StatusCode, tc.want)
+		}
+	}
+	stop(t, first)
+	stop(t, second)
+}
+
+// startLimitedAPI migrates a fresh database and starts `shop api` on it
+// with a rate limit of 2 requests per client and a token per 100 s after
+// them: within a test, only the first two of a client go through. The
+// proxy on 127.0.0.1 in front of it is trusted to name the clients.
+func startLimitedAPI(t *testing.T) (*exec.Cmd, string) {
+	t.Helper()
+	env := map[string]string{
+		"DATABASE_URL": freshDatabaseURL(t), "HTTP_ADDR": "127.0.0.1:0", "JWT_SECRET": strings.Repeat("s", 32),
+		"RATE_LIMIT": "0.01", "RATE_LIMIT_BURST": "2", "TRUSTED_PROXIES": "127.0.0.1/32",
+	}
+	if _, stderr, code := shop(t, env, "migrate"); code != 0 {
+		t.Fatalf("migrate: %s", stderr)
+	}
+	return startAPI(t, env)
+}
+
+// TestAPIBoundsItsConnections: HTTP_MAX_CONNS caps the connections the
+// API serves at once (one more waits until one closes), and
+// HTTP_READ_TIMEOUT closes a connection whose request never ends.
+func TestAPIBoundsItsConnections(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"DATABASE_URL": freshDatabaseURL(t), "HTTP_ADDR": "127.0.0.1:0", "JWT_SECRET": strings.Repeat("s", 32),
+		"HTTP_MAX_CONNS": "1", "HTTP_READ_TIMEOUT": "1s"}
+	if _, stderr, code := shop(t, env, "migrate"); code != 0 {
+		t.Fatalf("migrate: %s", stderr)
+	}
+	api, addr := startAPI(t, env)
+
+	// A slow client: headers that never end. The server hangs up.
+	slow, err := net.Dial("tcp", addr)
+	testenv.Must(t, err, "dial")
+	_, err = slow.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "))
+	testenv.Must(t, err, "write")
+	testenv.Must(t, slow.SetReadDeadline(time.Now().Add(20*time.Second)), "deadline")
+	if n, err := slow.Read(make([]byte, 1)); err == nil {
+		t.Errorf("read %d bytes from a request that never ended, want the connection closed", n)
+	}
+	slow.Close()
+
+	// One connection held open: a second one is not served until it closes.
+	held, err := net.Dial("tcp", addr)
+	testenv.Must(t, err, "dial")
+	_, err = held.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
+	testenv.Must(t, err, "write")
+	testenv.Must(t, held.SetReadDeadline(time.Now().Add(10*time.Second)), "deadline")
+	if _, err := bufio.NewReader(held).ReadString('\n'); err != nil {
+		t.Fatalf("the first connection got no answer: %v", err)
+	}
+	waiting := &http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
+	if res, err := waiting.Get("http://" + addr + "/healthz"); err == nil {
+		res.Body.Close()
+		t.Errorf("a second connection was served (%d) while the cap of one was held", res.StatusCode)
+	}
+	held.Close()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		res, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		return nil
+	})
 	stop(t, api)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/net/netutil"
 
 	"github.com/shopdev/shop/internal/ops"
 )
@@ -52,7 +53,7 @@ func serve(ctx context.Context, log *slog.Logger, opsAddr string, proc process, 
 	for _, p := range parts {
 		proc.ready.Add(p.checks...)
 	}
-	opsServer, err := listen(log, "ops", opsAddr, proc.handler())
+	opsServer, err := listen(log, "ops", opsAddr, proc.handler(), opsLimits)
 	if err != nil {
 		return err
 	}
@@ -110,20 +111,37 @@ type httpServer struct {
 	srv *http.Server
 }
 
+// serverLimits bound what clients may hold of a server: time to send a
+// request, to read an answer, to keep an idle connection, and connections
+// at once (0: no cap).
+type serverLimits struct {
+	read, write, idle time.Duration
+	maxConns          int
+}
+
+// opsLimits are the ops server's: few, short requests from scrapers and
+// probes.
+var opsLimits = serverLimits{read: 30 * time.Second, write: 30 * time.Second, idle: 120 * time.Second, maxConns: 64}
+
 // listen binds addr for handler and logs where it listens; serve serves.
-func listen(log *slog.Logger, name, addr string, handler http.Handler) (*httpServer, error) {
+func listen(log *slog.Logger, name, addr string, handler http.Handler, limits serverLimits) (*httpServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
+	}
+	if limits.maxConns > 0 {
+		// Past the cap, connections wait in the kernel's backlog instead
+		// of each costing a goroutine and buffers.
+		ln = netutil.LimitListener(ln, limits.maxConns)
 	}
 	log = log.With("server", name)
 	log.Info("listening", "addr", ln.Addr().String())
 	return &httpServer{log: log, ln: ln, srv: &http.Server{
 		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		ReadHeaderTimeout: min(5*time.Second, limits.read),
+		ReadTimeout:       limits.read,
+		WriteTimeout:      limits.write,
+		IdleTimeout:       limits.idle,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}}, nil
 }

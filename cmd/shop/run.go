@@ -22,10 +22,15 @@ type runConfig struct {
 // what it has in flight.
 func runCmd(ctx context.Context, inv invocation) error {
 	inv.getenv = withDefault(inv.getenv, "SHOP_ENV", "dev") // the one-command default; it says so below
+	if inv.getenv("SHOP_ENV") == "dev" {
+		// Development listens on loopback only, where a made-up JWT
+		// secret is safe (tokenKeys).
+		inv.getenv = withDefault(withDefault(inv.getenv, "HTTP_ADDR", "127.0.0.1:8080"), "METRICS_ADDR", "127.0.0.1:9090")
+	}
 	var cfg runConfig
 	return serveCmd(ctx, inv, &cfg, &cfg.Ops, func(log *slog.Logger, proc process) (func(string), []*part, error) {
 		if cfg.API.Env.Env == "dev" {
-			log.Warn("shop run: SHOP_ENV=dev (development defaults; set SHOP_ENV=prod and JWT_SECRET for production)")
+			log.Warn("shop run: SHOP_ENV=dev (development defaults: loopback addresses, a random JWT secret unless JWT_SECRET is set; set SHOP_ENV=prod and JWT_SECRET for production)")
 		}
 		created, err := migrate(ctx, cfg.API.Postgres.URL, log)
 		if err != nil {

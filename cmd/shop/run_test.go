@@ -43,8 +43,8 @@ func TestRunServesTheWholeSystem(t *testing.T) {
 	s := newSystem(t)
 	env := maps.Clone(s.env)
 	env["LOG_LEVEL"], env["HTTP_ADDR"] = "info", "127.0.0.1:0"
-	run, addr := startServing(t, env, "run")
-	base := "http://" + addr
+	run, addrs := startListening(t, env, "run")
+	base := "http://" + addrs["api"]
 
 	if out, stderr, code := shop(t, env, "user", "add", "--email", "admin@run.test", "--password", "admin password", "--admin"); code != 0 {
 		t.Fatalf("user add: %s %s", out, stderr)
@@ -62,11 +62,19 @@ func TestRunServesTheWholeSystem(t *testing.T) {
 	if p := readAtLeast(t, base+"/v1/products/"+product+"?min_version=2", ""); p["stock_available"] != 8.0 {
 		t.Errorf("product = %v, want 8 available after reserving 2", p)
 	}
-	body := metrics(t, addr)
+	body := metrics(t, addrs["ops"])
 	for _, m := range []string{"shop_relay_published_total", "shop_consumer_messages_total", "shop_http_requests_total"} {
 		if !strings.Contains(body, m) {
 			t.Errorf("/metrics of shop run lacks %s", m)
 		}
+	}
+	// The API's port serves the API and health only: /metrics may stay
+	// private on METRICS_ADDR.
+	res, err := http.Get(base + "/metrics")
+	testenv.Must(t, err, "GET /metrics on the API's port")
+	res.Body.Close()
+	if res.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /metrics on the API's port = %d, want 404", res.StatusCode)
 	}
 	stop(t, run)
 }
@@ -150,6 +158,7 @@ func post(url, token, body string) (posted, error) {
 		return posted{}, err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return posted{}, err

@@ -17,9 +17,12 @@ const actorKey = "shop.actor"
 
 var errForbidden = fmt.Errorf("%w: your role may not do this", domain.ErrForbidden)
 
-// authenticate requires a valid bearer token and remembers who sent it.
+// authenticate requires a valid bearer token whose user still exists and
+// has not revoked it, and remembers who sent it, with the role the user
+// has now. What it answers is for its reader only: no cache may keep it.
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		noStore(c)
 		header := c.Request().Header.Get(echo.HeaderAuthorization)
 		if header == "" {
 			return auth.ErrMissingToken
@@ -28,11 +31,11 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
 			return auth.ErrInvalidToken
 		}
-		claims, err := s.cfg.Auth.Verify(strings.TrimSpace(token))
+		who, err := s.gate.Admit(c.Request().Context(), strings.TrimSpace(token))
 		if err != nil {
 			return err
 		}
-		c.Set(actorKey, app.Actor{UserID: claims.UserID, Role: claims.Role})
+		c.Set(actorKey, app.Actor{UserID: who.UserID, Role: who.Role})
 		return next(c)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/shopdev/shop/domain/user"
 	"github.com/shopdev/shop/handlers/httpapi"
 	"github.com/shopdev/shop/internal/testenv"
+	"github.com/shopdev/shop/limit"
 	"github.com/shopdev/shop/projections"
 	"github.com/shopdev/shop/store"
 )
@@ -27,12 +28,39 @@ import (
 // (no network) against a real Postgres: JWT check, price lookup, order,
 // items, outbox and idempotency rows, one transaction per request.
 //
+// With limit=on every request also spends its user's budget in the rate
+// limit that the replicas share in Redis, a budget it never reaches.
+//
 //	go test -run '^$' -bench PlaceOrder -benchmem -cpu 2 ./handlers/httpapi/
 func BenchmarkPlaceOrder(b *testing.B) {
+	for _, tt := range []struct {
+		name  string
+		limit float64
+	}{{"limit=off", 0}, {"limit=on", 1e9}} {
+		b.Run(tt.name, func(b *testing.B) { benchmarkPlaceOrder(b, tt.limit) })
+	}
+}
+
+// sharedLimiter is the Redis rate limit of rate requests per second per
+// client; nil for 0.
+func sharedLimiter(b *testing.B, rate float64) *limit.Limiter {
+	b.Helper()
+	if rate == 0 {
+		return nil
+	}
+	rdb, prefix := testenv.Redis(b)
+	l, err := limit.New(limit.Config{Client: rdb, Prefix: prefix, Rate: rate})
+	testenv.Must(b, err, "limiter")
+	return l
+}
+
+func benchmarkPlaceOrder(b *testing.B, rate float64) {
 	pool := testenv.Pool(b)
 	a, err := auth.New(auth.Config{Secret: []byte(strings.Repeat("b", 32)), PasswordCost: bcrypt.MinCost})
 	testenv.Must(b, err, "auth")
-	h, err := httpapi.New(newConfig(b, pool, a))
+	cfg := newConfig(b, pool, a)
+	cfg.Limiter = sharedLimiter(b, rate)
+	h, err := httpapi.New(cfg)
 	testenv.Must(b, err, "api")
 	uow := store.NewUnitOfWork(pool, nil)
 	now := time.Now()
@@ -43,7 +71,7 @@ func BenchmarkPlaceOrder(b *testing.B) {
 			return err
 		}
 		for i := range 100 {
-			p, err := app.AddProduct(ctx, tx, app.CreateProduct{SKU: fmt.Sprintf("B-%d", i), Name: "Bench", PriceCents: int64(100 + i), Stock: 1_000_000}, now)
+			p, err := app.AddProduct(ctx, tx, app.Operator, app.CreateProduct{SKU: fmt.Sprintf("B-%d", i), Name: "Bench", PriceCents: int64(100 + i), Stock: 1_000_000}, now)
 			if err != nil {
 				return err
 			}
@@ -66,6 +94,7 @@ func BenchmarkPlaceOrder(b *testing.B) {
 				products[i%100], products[(i+1)%100])
 			req := httptest.NewRequest(http.MethodPost, "/v1/orders", strings.NewReader(body))
 			req.Header.Set("Authorization", "Bearer "+token.Token)
+			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Idempotency-Key", fmt.Sprintf("bench-%d", i))
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
@@ -98,7 +127,7 @@ func BenchmarkGetProduct(b *testing.B) {
 	}
 }
 
-func benchmarkGetProduct(b *testing.B, client func(*redis.Client) (redis.UniversalClient, error), limit float64) {
+func benchmarkGetProduct(b *testing.B, client func(*redis.Client) (redis.UniversalClient, error), rate float64) {
 	pool := testenv.Pool(b)
 	a, err := auth.New(auth.Config{Secret: []byte(strings.Repeat("b", 32)), PasswordCost: bcrypt.MinCost})
 	testenv.Must(b, err, "auth")
@@ -108,7 +137,7 @@ func benchmarkGetProduct(b *testing.B, client func(*redis.Client) (redis.Univers
 	models, err := projections.New(projections.Config{Client: pipelined, Prefix: prefix})
 	testenv.Must(b, err, "projections")
 	cfg := newConfig(b, pool, a)
-	cfg.RateLimit = limit
+	cfg.Limiter = sharedLimiter(b, rate)
 	cfg.Reads, err = projections.NewReader(projections.ReaderConfig{Store: models, Origin: store.NewReads(pool)})
 	testenv.Must(b, err, "reader")
 	h, err := httpapi.New(cfg)

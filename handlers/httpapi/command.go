@@ -45,7 +45,9 @@ func (s *Server) command(c echo.Context, body []byte, fn func(ctx context.Contex
 	if !validKey(key) && c.Request().Header.Values(headerIdempotencyKey) != nil {
 		return domain.Invalid(headerIdempotencyKey, fmt.Sprintf("must be 1 to %d printable ASCII characters", maxIdempotencyKey))
 	}
-	scope := "anonymous"
+	// Keys are the caller's: its user's, or before login its address's, so
+	// that one anonymous client cannot meet, or replay, another's key.
+	scope := "anonymous:" + c.RealIP()
 	if a := actorOf(c); a.UserID != uuid.Nil {
 		scope = a.UserID.String()
 	}
@@ -93,17 +95,7 @@ func (s *Server) command(c echo.Context, body []byte, fn func(ctx context.Contex
 
 // validKey reports whether an Idempotency-Key is 1 to maxIdempotencyKey
 // printable ASCII characters (a UUID, typically).
-func validKey(key string) bool {
-	if key == "" || len(key) > maxIdempotencyKey {
-		return false
-	}
-	for i := 0; i < len(key); i++ {
-		if key[i] < 0x20 || key[i] > 0x7e {
-			return false
-		}
-	}
-	return true
-}
+func validKey(key string) bool { return printableASCII(key, maxIdempotencyKey) }
 
 // storedReply returns the reply stored under (scope, key), if any.
 func (s *Server) storedReply(ctx context.Context, scope, key string) (res store.Response, found bool, err error) {
@@ -127,7 +119,7 @@ func (s *Server) metadata(c echo.Context) outbox.Metadata {
 // else the request id: it goes into the events the request causes and into
 // its log lines.
 func correlationID(c echo.Context) string {
-	if id := c.Request().Header.Get(headerCorrelationID); id != "" && len(id) <= 128 {
+	if id := c.Request().Header.Get(headerCorrelationID); id != "" { // bounded by boundClientHeaders
 		return id
 	}
 	return c.Response().Header().Get(echo.HeaderXRequestID)

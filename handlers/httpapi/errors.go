@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math"
 	"net/http"
-	"strconv"
 
 	"github.com/labstack/echo/v4"
 
@@ -73,10 +71,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		p.Status, p.Detail = http.StatusConflict, publicMessage(err)
 	case errors.Is(err, domain.ErrInvalid):
 		p.Status, p.Detail = http.StatusUnprocessableEntity, publicMessage(err)
-	case errors.Is(err, errRateLimited):
-		p.Status, p.Detail = http.StatusTooManyRequests, err.Error()
-		// A client past its burst gets its next request after 1/RateLimit s.
-		c.Response().Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(1/s.cfg.RateLimit)))))
+	case exceeded(err, c, &p):
 	case errors.Is(err, domain.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		p.Status, p.Detail = http.StatusServiceUnavailable, "a dependency is unavailable; retry later"
 		c.Response().Header().Set("Retry-After", "1")

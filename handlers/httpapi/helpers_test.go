@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/shopdev/shop/app"
@@ -44,6 +45,7 @@ type api struct {
 	auth *auth.Auth
 	srv  *httptest.Server
 	logs *testenv.Logs
+	reg  *prometheus.Registry // what the process would serve on METRICS_ADDR
 }
 
 // newAPI starts the API on a fresh, migrated database for t.
@@ -71,7 +73,7 @@ func newAPIWith(t *testing.T, tune tuning) *api {
 	testenv.Must(t, err, "http server")
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	return &api{pool: pool, auth: a, srv: srv, logs: logs}
+	return &api{pool: pool, auth: a, srv: srv, logs: logs, reg: cfg.Registry}
 }
 
 // newConfig wires the API to pool as shop api does: its reads from
@@ -82,9 +84,30 @@ func newConfig(t testing.TB, pool *pgxpool.Pool, a *auth.Auth) httpapi.Config {
 	reads, err := projections.NewReader(projections.ReaderConfig{Origin: store.NewReads(pool)})
 	testenv.Must(t, err, "reader")
 	reg := prometheus.NewRegistry()
-	return httpapi.Config{UnitOfWork: uow, Reads: reads, Auth: a, Registry: reg,
+	return httpapi.Config{UnitOfWork: uow, Reads: reads, Users: store.NewReads(pool), Auth: a, Registry: reg,
 		Ops:    ops.Handler(reg, ops.NewReadiness(ops.Check{Name: "postgres", Ready: uow.Ping})),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
+// replica starts a second API server of cfg beside a, on its database.
+func (a *api) replica(t *testing.T, cfg httpapi.Config) *api {
+	t.Helper()
+	e, err := httpapi.New(cfg)
+	testenv.Must(t, err, "replica")
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	return &api{pool: a.pool, auth: a.auth, srv: srv, logs: a.logs, reg: cfg.Registry}
+}
+
+// scrape returns what the process's /metrics would serve now.
+func (a *api) scrape(t *testing.T) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("/metrics = %d: %s", rec.Code, rec.Body)
+	}
+	return rec.Body.String()
 }
 
 // logLine returns the server's log line about a request, if any.

@@ -5,11 +5,16 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/shopdev/shop/handlers/httpapi"
 	"github.com/shopdev/shop/internal/testenv"
 )
 
@@ -340,4 +345,29 @@ func TestIdempotencyKeyStoresNoPlainHashOfTheBody(t *testing.T) {
 	}
 	// The digest still identifies the request: the same body replays.
 	a.do(t, "POST", "/v1/users", "", body, headers{"Idempotency-Key": "register-vera"}).expect(t, http.StatusCreated)
+}
+
+// TestAnonymousIdempotencyKeysAreEachClients: before login a key is the
+// client address's: two clients that happen to pick one key each get their
+// own registration, and neither can replay the other's reply.
+func TestAnonymousIdempotencyKeysAreEachClients(t *testing.T) {
+	t.Parallel()
+	a := newAPIWith(t, func(c *httpapi.Config, _ *pgxpool.Pool) {
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	for i, client := range []string{"198.51.100.1", "198.51.100.2"} {
+		body := map[string]any{"email": fmt.Sprintf("anon%d@example.com", i), "name": "A", "password": password}
+		r := a.do(t, "POST", "/v1/users", "", body, headers{"Idempotency-Key": "same-key", "X-Forwarded-For": client})
+		r.expect(t, http.StatusCreated)
+		if r.header.Get("Idempotent-Replayed") != "" {
+			t.Errorf("client %s got a replay of another client's reply", client)
+		}
+	}
+	// The same client, the same key and body: its own reply again.
+	r := a.do(t, "POST", "/v1/users", "", map[string]any{"email": "anon0@example.com", "name": "A", "password": password},
+		headers{"Idempotency-Key": "same-key", "X-Forwarded-For": "198.51.100.1"})
+	r.expect(t, http.StatusCreated)
+	if r.header.Get("Idempotent-Replayed") != "true" {
+		t.Error("a client's own retry was not a replay")
+	}
 }

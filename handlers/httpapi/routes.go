@@ -15,7 +15,6 @@ func (s *Server) routes(e *echo.Echo) {
 	ops := echo.WrapHandler(s.cfg.Ops)
 	e.GET("/healthz", ops)
 	e.GET("/readyz", ops)
-	e.GET("/metrics", ops)
 
 	v1 := e.Group("/v1")
 	v1.POST("/users", s.registerUser)
@@ -29,4 +28,5 @@ func (s *Server) routes(e *echo.Echo) {
 	v1.GET("/orders/:id", s.getOrder, signedIn)
 	v1.POST("/orders", s.placeOrder, signedIn, customer)
 	v1.POST("/orders/:id/cancel", s.cancelOrder, signedIn)
+	v1.GET("/admin/audit", s.listAudit, signedIn, admin)
 }

@@ -1,28 +1,37 @@
 // Package httpapi is the HTTP adapter: the Echo server, the middleware
-// (request ids, request logs, metrics, the rate limit, body limits), and
-// handlers that each turn one request into one call: a use case of package
-// app inside a unit of work (command.go, with the Idempotency-Key), or a
-// read of the projections' Reader. routes.go lists every route; errors.go
-// is the one place where errors become responses.
+// (bounded client headers, request ids, request logs, metrics, security
+// headers, the shared rate limit, body limits), and handlers that each turn
+// one request into one call: a use case of package app inside a unit of
+// work (command.go, with the Idempotency-Key), or a read of the
+// projections' Reader. routes.go lists every route; errors.go is the one
+// place where errors become responses.
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
-	"github.com/labstack/echo-contrib/echoprometheus"
+	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/auth"
 	"github.com/shopdev/shop/internal/ops"
+	"github.com/shopdev/shop/limit"
 	"github.com/shopdev/shop/projections"
 	"github.com/shopdev/shop/store"
 )
+
+// BodyLimit caps every request body: 1 MiB.
+const BodyLimit = 1 << 20
 
 // Config wires the API to its dependencies.
 type Config struct {
@@ -30,25 +39,36 @@ type Config struct {
 	UnitOfWork *store.UnitOfWork
 	// Reads serves the GET endpoints. Required.
 	Reads *projections.Reader
+	// Users reads the users' roles and token versions, which decide what a
+	// token may do. Required.
+	Users *store.Reads
 	// Auth hashes passwords and verifies tokens. Required.
 	Auth *auth.Auth
 	// Logger receives request and error logs. Required.
 	Logger *slog.Logger
 	// Registry receives the HTTP metrics. Default a new registry.
 	Registry *prometheus.Registry
-	// Ops serves /healthz, /readyz and /metrics on the API's port. Default
-	// ops.Handler of Registry, with no readiness checks.
+	// Ops serves /healthz and /readyz on the API's port (/metrics is
+	// served on the process's METRICS_ADDR only, which can stay private).
+	// Default ops.Handler of Registry, with no readiness checks.
 	Ops http.Handler
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
-	// BodyLimit caps request bodies, e.g. "1M". Default "1M".
-	BodyLimit string
-	// RateLimit is how many requests per second one client may make on
-	// average, RateBurst how many at once; beyond, 429 with Retry-After.
-	// See ratelimit.go for who a client is. 0: no limit.
-	RateLimit float64
-	// RateBurst defaults to twice RateLimit (at least 1).
-	RateBurst int
+	// AccessTTL is how long a user's role and token version are cached:
+	// a demotion, a revocation or a deleted user ends its tokens within
+	// it. Default 10s; at most 30s.
+	AccessTTL time.Duration
+	// Limiter is the rate limit every replica shares. nil: no limit.
+	Limiter *limit.Limiter
+	// Logins throttles failed logins per account. nil: no throttle.
+	Logins *limit.Logins
+	// TrustedProxies are the peers whose X-Forwarded-For is believed: the
+	// client address is read from it right to left, skipping trusted
+	// hops. Empty: the peer is the client.
+	TrustedProxies []netip.Prefix
+	// HSTS sends Strict-Transport-Security (for an API served over HTTPS
+	// by the proxy in front).
+	HSTS bool
 }
 
 // Validate fills defaults and checks the configuration.
@@ -58,6 +78,8 @@ func (c *Config) Validate() error {
 		return errors.New("httpapi: unit of work is required")
 	case c.Reads == nil:
 		return errors.New("httpapi: reads are required")
+	case c.Users == nil:
+		return errors.New("httpapi: users' reads are required")
 	case c.Auth == nil:
 		return errors.New("httpapi: auth is required")
 	case c.Logger == nil:
@@ -72,21 +94,14 @@ func (c *Config) Validate() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	if c.BodyLimit == "" {
-		c.BodyLimit = "1M"
-	}
-	if c.RateLimit < 0 || c.RateBurst < 0 {
-		return errors.New("httpapi: rate limit and burst must not be negative")
-	}
-	if c.RateLimit > 0 && c.RateBurst == 0 {
-		c.RateBurst = max(1, int(2*c.RateLimit))
-	}
 	return nil
 }
 
 // Server holds the handlers' dependencies.
 type Server struct {
-	cfg Config
+	cfg     Config
+	gate    *auth.Gate
+	metrics *metrics
 }
 
 // New returns the API as an http.Handler built on Echo.
@@ -94,13 +109,26 @@ func New(cfg Config) (*echo.Echo, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg}
+	gate, err := auth.NewGate(auth.GateConfig{Auth: cfg.Auth, TTL: cfg.AccessTTL,
+		Lookup: func(ctx context.Context, id uuid.UUID) (auth.Access, error) {
+			return app.UserAccess(ctx, cfg.Users, id)
+		}})
+	if err != nil {
+		return nil, fmt.Errorf("httpapi: %w", err)
+	}
+	m, err := newMetrics(cfg.Registry, cfg.Auth.Hashes)
+	if err != nil {
+		return nil, fmt.Errorf("httpapi: register metrics: %w", err)
+	}
+	s := &Server{cfg: cfg, gate: gate, metrics: m}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
-	e.IPExtractor = echo.ExtractIPFromXFFHeader() // trusts proxies on loopback and private networks
+	e.IPExtractor = clientIP(cfg.TrustedProxies)
+	e.Pre(boundClientHeaders)
 	e.Use(
 		middleware.RequestID(),
+		m.observe,
 		s.logRequests,
 		middleware.RecoverWithConfig(middleware.RecoverConfig{
 			// A panic is a bug: handleError logs it with the stack of its
@@ -110,15 +138,29 @@ func New(cfg Config) (*echo.Echo, error) {
 				return fmt.Errorf("panic: %w\n%s", err, stack)
 			},
 		}),
-		echoprometheus.NewMiddlewareWithConfig(echoprometheus.MiddlewareConfig{
-			Namespace: "shop", Subsystem: "http", Registerer: cfg.Registry,
-			Skipper: func(c echo.Context) bool { return c.Path() == "/metrics" },
-		}),
-		s.rateLimit(),
-		middleware.BodyLimit(cfg.BodyLimit),
+		s.secureHeaders,
+		s.rateLimit,
+		middleware.BodyLimit(fmt.Sprint(BodyLimit)),
 	)
 	s.routes(e)
 	return e, nil
+}
+
+// clientIP is who sent a request: the peer, unless the peer is one of the
+// trusted proxies, which name the client in X-Forwarded-For; then the
+// nearest address in it, right to left, that is not a trusted proxy.
+// Without trusted proxies X-Forwarded-For is never read: any client could
+// write it.
+func clientIP(trusted []netip.Prefix) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, p := range trusted {
+		p = p.Masked()
+		opts = append(opts, echo.TrustIPRange(&net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
 }
 
 // logRequests writes one debug line per request; errors are answered (and

@@ -61,7 +61,8 @@ func (s *Server) issueToken(c echo.Context) error {
 	if _, err := bind(c, &req); err != nil {
 		return err
 	}
-	token, err := app.IssueToken(c.Request().Context(), s.cfg.UnitOfWork, s.cfg.Auth, req.Email, req.Password, s.cfg.Now())
+	noStore(c)
+	token, err := app.IssueToken(c.Request().Context(), s.cfg.UnitOfWork, s.cfg.Auth, s.cfg.Logins, req.Email, req.Password, s.cfg.Now())
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,81 @@
+package httpapi
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// maxClientID bounds an id a client chooses (X-Request-Id,
+// X-Correlation-Id): it is copied into events and log lines.
+const maxClientID = 128
+
+// traceContext parses and writes W3C Trace Context headers.
+var traceContext = propagation.TraceContext{}
+
+// boundClientHeaders drops, before anything reads them, the headers a
+// client chooses that go into events and log lines when they are not what
+// they claim: an X-Request-Id or X-Correlation-Id that is not 1 to 128
+// printable ASCII characters (the request gets an id of its own), and a
+// traceparent or tracestate that W3C Trace Context does not parse (the
+// request starts a trace of its own). A valid trace context is written
+// back in its canonical form.
+func boundClientHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Request().Header
+		for _, name := range []string{echo.HeaderXRequestID, headerCorrelationID} {
+			if values := h.Values(name); values != nil && (len(values) > 1 || !printableASCII(values[0], maxClientID)) {
+				h.Del(name)
+			}
+		}
+		if h.Values("Traceparent") != nil || h.Values("Tracestate") != nil {
+			sc := trace.SpanContextFromContext(traceContext.Extract(context.Background(), propagation.HeaderCarrier(h)))
+			h.Del("Traceparent")
+			h.Del("Tracestate")
+			if sc.IsValid() {
+				traceContext.Inject(trace.ContextWithRemoteSpanContext(context.Background(), sc), propagation.HeaderCarrier(h))
+			}
+		}
+		return next(c)
+	}
+}
+
+// printableASCII reports whether s is 1 to limit printable ASCII
+// characters.
+func printableASCII(s string, limit int) bool {
+	if s == "" || len(s) > limit {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// secureHeaders are on every answer: an API's answers are data, never a
+// page to frame, sniff or follow links from.
+func (s *Server) secureHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set(echo.HeaderXContentTypeOptions, "nosniff")
+		h.Set(echo.HeaderXFrameOptions, "DENY")
+		h.Set(echo.HeaderReferrerPolicy, "no-referrer")
+		h.Set(echo.HeaderContentSecurityPolicy, "default-src 'none'; frame-ancestors 'none'")
+		if s.cfg.HSTS {
+			// Browsers heed it only over HTTPS, which a proxy in front ends.
+			h.Set(echo.HeaderStrictTransportSecurity, "max-age="+strconv.Itoa(365*24*3600))
+		}
+		return next(c)
+	}
+}
+
+// noStore marks an answer as one no cache may keep: a token, or what only
+// its signed-in reader may see.
+func noStore(c echo.Context) {
+	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
+}
