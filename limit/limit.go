@@ -9,16 +9,25 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 )
 
+// Client is what the budgets need of Redis: scripts and deletes. A
+// *redis.Client, or its AutoPipeliner, which sends the budgets of
+// concurrent requests in one round trip with the reads beside them.
+type Client interface {
+	redis.Scripter
+	Del(ctx context.Context, keys ...string) *redis.IntCmd
+}
+
 // Config configures a Limiter.
 type Config struct {
 	// Client is the Redis the replicas share. Required.
-	Client *redis.Client
+	Client Client
 	// Prefix starts every key the limiter writes, e.g. "shop:".
 	Prefix string
 	// Rate is how many requests per second one client may make on
@@ -27,6 +36,17 @@ type Config struct {
 	// Burst is how many requests one client may make at once. Default
 	// twice Rate, at least 1.
 	Burst int
+	// Grant is how many requests of a client's budget one replica may take
+	// from Redis in one round trip, to spend in its memory within a
+	// second: the next requests of that client cost no round trip. A
+	// replica never lets through more than it took, so the replicas
+	// together never let through more than the budget; a client may be
+	// refused up to Grant requests early per replica that holds some it
+	// did not spend. Default an eighth of Burst, at most Rate per second,
+	// at least 1; 1 asks Redis for every request.
+	Grant int
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
 }
 
 // Validate fills defaults and checks the configuration.
@@ -36,11 +56,18 @@ func (c *Config) Validate() error {
 		return errors.New("limit: a redis client is required")
 	case !(c.Rate > 0) || math.IsInf(c.Rate, 0):
 		return errors.New("limit: the rate must be a positive number of requests per second")
-	case c.Burst < 0:
-		return errors.New("limit: the burst must not be negative")
+	case c.Burst < 0 || c.Grant < 0:
+		return errors.New("limit: the burst and the grant must not be negative")
 	}
 	if c.Burst == 0 {
 		c.Burst = max(1, int(2*c.Rate))
+	}
+	if c.Grant == 0 {
+		c.Grant = max(1, min(c.Burst/8, int(c.Rate)))
+	}
+	c.Grant = min(c.Grant, c.Burst)
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	return nil
 }
@@ -48,9 +75,31 @@ func (c *Config) Validate() error {
 // Limiter is the request rate limit, one budget per client key for all
 // replicas.
 type Limiter struct {
+	cfg     Config
 	limiter *redis_rate.Limiter
 	limit   redis_rate.Limit
+
+	mu     sync.Mutex
+	leases map[string]*lease
+	swept  time.Time // when leases that ended were last dropped
 }
+
+// maxLeases bounds the clients whose leases a replica keeps: a few words
+// each.
+const maxLeases = 100_000
+
+// lease is what this replica holds of one client's budget: requests taken
+// from Redis and not spent yet, or a refusal Redis gave, each until a time.
+type lease struct {
+	mu           sync.Mutex
+	tokens       int
+	remaining    int // what Redis said remained besides them
+	until        time.Time
+	refusedUntil time.Time
+}
+
+// leaseFor is how long requests taken from Redis may be spent.
+const leaseFor = time.Second
 
 // New returns the limiter of cfg.
 func New(cfg Config) (*Limiter, error) {
@@ -58,8 +107,10 @@ func New(cfg Config) (*Limiter, error) {
 		return nil, err
 	}
 	return &Limiter{
+		cfg:     cfg,
 		limiter: redis_rate.NewLimiter(prefixed{Client: cfg.Client, prefix: cfg.Prefix}),
 		limit:   limitOf(cfg.Rate, cfg.Burst),
+		leases:  map[string]*lease{},
 	}, nil
 }
 
@@ -81,23 +132,94 @@ type Decision struct {
 	RetryAfter time.Duration
 }
 
-// Allow spends one request of key's budget, if there is one left.
+// Allow spends one request of key's budget, if there is one left: from
+// what this replica holds of it, else from Redis, taking up to Grant.
+// Remaining and Reset are as of the last round trip for key.
 func (l *Limiter) Allow(ctx context.Context, key string) (Decision, error) {
-	res, err := l.limiter.Allow(ctx, "req:"+key, l.limit)
+	e := l.lease(key)
+	if d, ok := l.fromLease(e); ok {
+		return d, nil
+	}
+	// Not under the lease's lock: a client's concurrent requests each ask
+	// Redis rather than wait for one another's round trip.
+	res, err := l.limiter.AllowAtMost(ctx, "req:"+key, l.limit, l.cfg.Grant)
 	if err != nil {
 		return Decision{}, fmt.Errorf("rate limit: %w", err)
 	}
-	d := Decision{Allowed: res.Allowed > 0, Limit: l.limit.Burst, Remaining: res.Remaining, Reset: res.ResetAfter}
-	if !d.Allowed {
-		d.RetryAfter = res.RetryAfter
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := l.cfg.Now()
+	if res.Allowed == 0 {
+		// Redis will refuse until then whatever this replica asks; the
+		// others can only spend more of the budget meanwhile.
+		e.tokens, e.refusedUntil = 0, now.Add(res.RetryAfter)
+		return Decision{Limit: l.limit.Burst, RetryAfter: res.RetryAfter, Reset: res.ResetAfter}, nil
 	}
-	return d, nil
+	if !now.Before(e.until) {
+		e.tokens = 0
+	}
+	e.tokens += res.Allowed - 1
+	e.remaining, e.until = res.Remaining, now.Add(leaseFor)
+	return Decision{Allowed: true, Limit: l.limit.Burst, Remaining: e.remaining + e.tokens, Reset: l.resetOf(e.remaining + e.tokens)}, nil
+}
+
+// fromLease decides from what this replica holds of a client's budget,
+// when it can: a request it took and has not spent, or a refusal Redis
+// gave that still holds.
+func (l *Limiter) fromLease(e *lease) (Decision, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := l.cfg.Now()
+	switch {
+	case now.Before(e.refusedUntil):
+		return Decision{Limit: l.limit.Burst, RetryAfter: e.refusedUntil.Sub(now), Reset: e.refusedUntil.Sub(now)}, true
+	case e.tokens > 0 && now.Before(e.until):
+		e.tokens--
+		return Decision{Allowed: true, Limit: l.limit.Burst, Remaining: e.remaining + e.tokens, Reset: l.resetOf(e.remaining + e.tokens)}, true
+	}
+	return Decision{}, false
+}
+
+// resetOf is how long a budget with remaining requests takes to be whole.
+func (l *Limiter) resetOf(remaining int) time.Duration {
+	return time.Duration(float64(l.limit.Burst-remaining) / l.cfg.Rate * float64(time.Second))
+}
+
+// lease returns key's lease, made on first use. Once maxLeases are held,
+// the ones that ended are dropped, at most once per leaseFor; while it is
+// still full, a new client's lease is not kept (its requests ask Redis each
+// time, as with a grant of 1).
+func (l *Limiter) lease(key string) *lease {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.leases[key]; ok {
+		return e
+	}
+	e := &lease{}
+	if len(l.leases) >= maxLeases {
+		if now := l.cfg.Now(); now.Sub(l.swept) >= leaseFor {
+			l.swept = now
+			for k, old := range l.leases {
+				if old.mu.TryLock() {
+					if now.After(old.until) && now.After(old.refusedUntil) {
+						delete(l.leases, k)
+					}
+					old.mu.Unlock()
+				}
+			}
+		}
+		if len(l.leases) >= maxLeases {
+			return e
+		}
+	}
+	l.leases[key] = e
+	return e
 }
 
 // prefixed is the client redis_rate sends its script through, with every
 // key behind the configured prefix (redis_rate adds only its own "rate:").
 type prefixed struct {
-	*redis.Client
+	Client
 	prefix string
 }
 

@@ -97,3 +97,61 @@ func TestLoginsCloseAfterMaxFailures(t *testing.T) {
 		}
 	}
 }
+
+// TestReplicasNeverLetThroughMoreThanTheBudget: replicas that take
+// requests from Redis several at a time (Grant) together let a client
+// through at most its burst, however the requests fall on them; the
+// requests a replica took and did not spend are the only ones lost.
+func TestReplicasNeverLetThroughMoreThanTheBudget(t *testing.T) {
+	t.Parallel()
+	rng := testenv.Rand(t)
+	for round := range 20 {
+		rdb, prefix := testenv.Redis(t)
+		burst, grant, replicas := 4+rng.IntN(30), 1+rng.IntN(8), 1+rng.IntN(4)
+		var ls []*limit.Limiter
+		for range replicas {
+			// 0.001/s: within the test the budget is the burst, no more.
+			l, err := limit.New(limit.Config{Client: rdb, Prefix: prefix, Rate: 0.001, Burst: burst, Grant: grant})
+			testenv.Must(t, err, "limiter")
+			ls = append(ls, l)
+		}
+		allowed := 0
+		for range 3 * burst {
+			d, err := ls[rng.IntN(replicas)].Allow(context.Background(), "client")
+			testenv.Must(t, err, "allow")
+			if d.Allowed {
+				allowed++
+			} else if d.RetryAfter <= 0 {
+				t.Fatalf("round %d: a refusal without RetryAfter: %+v", round, d)
+			}
+		}
+		// Each replica may hold at most grant-1 requests it took and did
+		// not spend when the budget runs out.
+		if lost := min(burst, replicas*(grant-1)); allowed > burst || allowed < burst-lost {
+			t.Errorf("round %d: burst %d, grant %d, %d replicas: %d let through, want %d at most and %d at least",
+				round, burst, grant, replicas, allowed, burst, burst-lost)
+		}
+	}
+}
+
+// TestGrantsMakeOneRoundTripServeMany: with a grant of 10, ten requests of
+// one client cost Redis one decision: its budget moved by ten at once.
+func TestGrantsMakeOneRoundTripServeMany(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testenv.Redis(t)
+	l, err := limit.New(limit.Config{Client: rdb, Prefix: prefix, Rate: 0.001, Burst: 100, Grant: 10})
+	testenv.Must(t, err, "limiter")
+	other, err := limit.New(limit.Config{Client: rdb, Prefix: prefix, Rate: 0.001, Burst: 100, Grant: 1})
+	testenv.Must(t, err, "second replica")
+	for i := range 10 {
+		if d, err := l.Allow(context.Background(), "c"); err != nil || !d.Allowed || d.Remaining != 99-i {
+			t.Fatalf("request %d: %+v, %v; want allowed with %d remaining", i, d, err, 99-i)
+		}
+	}
+	// The other replica sees the budget as Redis has it: 100 - 10 taken.
+	d, err := other.Allow(context.Background(), "c")
+	testenv.Must(t, err, "allow")
+	if !d.Allowed || d.Remaining != 89 {
+		t.Errorf("the other replica: %+v, want allowed with 89 remaining (10 taken at once, then its own)", d)
+	}
+}

@@ -24,7 +24,7 @@ func (e *ExceededError) Error() string { return e.Detail }
 // LoginsConfig configures the login throttle.
 type LoginsConfig struct {
 	// Client is the Redis the replicas share. Required.
-	Client *redis.Client
+	Client Client
 	// Prefix starts every key the throttle writes.
 	Prefix string
 	// MaxFailures is how many logins to one account may fail in a row

@@ -59,5 +59,5 @@ bench_cpu_ticks > "$tmp/cpu.after"; ended=$(date +%s.%N)
 orders=$(( $(psql -qtA "$DATABASE_URL" -c "SELECT count(*) FROM orders") - orders_before ))
 echo "== CPU per order over the phase ($orders orders, $(nproc) cores; includes the 5 s drain):"
 bench_cpu_per_order "$tmp/cpu.before" "$tmp/cpu.after" "$orders" "$(echo "$ended - $started" | bc)"
-curl -fs "$url/metrics" > /tmp/bench-reads-metrics.txt || true
+curl -fs "http://$METRICS_ADDR/metrics" > /tmp/bench-reads-metrics.txt || true
 fi

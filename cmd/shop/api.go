@@ -110,7 +110,7 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process
 	}
 	apiCfg := httpapi.Config{Reads: reads, Users: origin, Auth: a, Logger: log, Registry: proc.reg, Ops: proc.handler(),
 		TrustedProxies: trusted, HSTS: cfg.HTTP.HSTS}
-	if apiCfg.Limiter, apiCfg.Logins, err = limits(cfg, rdb); err != nil {
+	if apiCfg.Limiter, apiCfg.Logins, err = limits(cfg, pipelined); err != nil {
 		release()
 		return nil, err
 	}
@@ -143,13 +143,15 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process
 }
 
 // limits returns the budgets the API's replicas share in rdb: the rate
-// limit and the login throttle, each nil when configured off.
-func limits(cfg apiSettings, rdb *redis.Client) (*limit.Limiter, *limit.Logins, error) {
+// limit and the login throttle, each nil when configured off. rdb is the
+// autopipelined client of the reads: a request's budget and its read go in
+// the same round trips as those of the requests beside it.
+func limits(cfg apiSettings, rdb limit.Client) (*limit.Limiter, *limit.Logins, error) {
 	var limiter *limit.Limiter
 	var logins *limit.Logins
 	var err error
 	if cfg.Limits.RateLimit > 0 {
-		limiter, err = limit.New(limit.Config{Client: rdb, Prefix: cfg.Redis.Prefix, Rate: cfg.Limits.RateLimit, Burst: cfg.Limits.RateBurst})
+		limiter, err = limit.New(limit.Config{Client: rdb, Prefix: cfg.Redis.Prefix, Rate: cfg.Limits.RateLimit, Burst: cfg.Limits.RateBurst, Grant: cfg.Limits.RateGrant})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -125,6 +125,7 @@ func parsePrefixes(list string) ([]netip.Prefix, error) {
 type limitSection struct {
 	RateLimit        float64       `env:"RATE_LIMIT" envDefault:"100" help:"requests per second one client (a signed-in user, else an address) may send on average, counted in Redis for all replicas together; 0: no limit"`
 	RateBurst        int           `env:"RATE_LIMIT_BURST" envDefault:"0" help:"requests one client may send at once; 0: twice RATE_LIMIT"`
+	RateGrant        int           `env:"RATE_LIMIT_GRANT" envDefault:"0" help:"requests of a client's budget one replica takes from Redis in one round trip, to spend within a second; 1: ask Redis for every request; 0: an eighth of the burst, at most RATE_LIMIT"`
 	LoginMaxFailures int           `env:"LOGIN_MAX_FAILURES" envDefault:"10" help:"failed logins to one account, from any address, after which its logins are refused (429) until LOGIN_WINDOW has passed since the first; 0: no throttle"`
 	LoginWindow      time.Duration `env:"LOGIN_WINDOW" envDefault:"15m" help:"how long failed logins count"`
 }
@@ -134,7 +135,8 @@ func (s limitSection) validate() error {
 	if s.RateLimit < 0 || s.RateLimit > 1e6 {
 		errs = append(errs, fmt.Errorf("RATE_LIMIT must be a number of requests per second from 0 (no limit) to 1000000, not %v", s.RateLimit))
 	}
-	errs = append(errs, inRange("RATE_LIMIT_BURST", s.RateBurst, 0, 10_000_000), inRange("LOGIN_MAX_FAILURES", s.LoginMaxFailures, 0, 1_000_000))
+	errs = append(errs, inRange("RATE_LIMIT_BURST", s.RateBurst, 0, 10_000_000), inRange("RATE_LIMIT_GRANT", s.RateGrant, 0, 10_000_000),
+		inRange("LOGIN_MAX_FAILURES", s.LoginMaxFailures, 0, 1_000_000))
 	if s.LoginWindow < time.Second {
 		errs = append(errs, fmt.Errorf("LOGIN_WINDOW must be a duration of at least 1s, like 15m, not %s", s.LoginWindow))
 	}

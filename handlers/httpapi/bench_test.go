@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -42,14 +43,16 @@ func BenchmarkPlaceOrder(b *testing.B) {
 }
 
 // sharedLimiter is the Redis rate limit of rate requests per second per
-// client; nil for 0.
+// client, through an autopipelined client as shop api's; nil for 0.
 func sharedLimiter(b *testing.B, rate float64) *limit.Limiter {
 	b.Helper()
 	if rate == 0 {
 		return nil
 	}
 	rdb, prefix := testenv.Redis(b)
-	l, err := limit.New(limit.Config{Client: rdb, Prefix: prefix, Rate: rate})
+	pipelined, err := rdb.AutoPipeline()
+	testenv.Must(b, err, "autopipeline")
+	l, err := limit.New(limit.Config{Client: pipelined, Prefix: prefix, Rate: rate})
 	testenv.Must(b, err, "limiter")
 	return l
 }
@@ -115,19 +118,23 @@ func BenchmarkGetProduct(b *testing.B) {
 	for _, tt := range []struct {
 		name   string
 		client func(*redis.Client) (redis.UniversalClient, error)
-		limit  float64 // requests per second per client; 0 none
+		limit   float64 // requests per second per client; 0 none
+		clients int64   // distinct clients; 0: one
 	}{
-		{"client=plain", plain, 0},
-		{"client=autopipeline", autopipeline, 0},
+		{"client=plain", plain, 0, 0},
+		{"client=autopipeline", autopipeline, 0, 0},
 		// What the rate limiter costs a request it lets through: every
 		// request comes from one client, under a limit it never reaches.
-		{"client=autopipeline/limit=on", autopipeline, 1e9},
+		{"client=autopipeline/limit=on", autopipeline, 1e9, 0},
+		// The same from 10,000 clients, named by a trusted proxy: most
+		// requests are their client's first in its second, and ask Redis.
+		{"client=autopipeline/limit=on/clients=10000", autopipeline, 1e9, 10_000},
 	} {
-		b.Run(tt.name, func(b *testing.B) { benchmarkGetProduct(b, tt.client, tt.limit) })
+		b.Run(tt.name, func(b *testing.B) { benchmarkGetProduct(b, tt.client, tt.limit, tt.clients) })
 	}
 }
 
-func benchmarkGetProduct(b *testing.B, client func(*redis.Client) (redis.UniversalClient, error), rate float64) {
+func benchmarkGetProduct(b *testing.B, client func(*redis.Client) (redis.UniversalClient, error), rate float64, clients int64) {
 	pool := testenv.Pool(b)
 	a, err := auth.New(auth.Config{Secret: []byte(strings.Repeat("b", 32)), PasswordCost: bcrypt.MinCost})
 	testenv.Must(b, err, "auth")
@@ -138,6 +145,7 @@ func benchmarkGetProduct(b *testing.B, client func(*redis.Client) (redis.Univers
 	testenv.Must(b, err, "projections")
 	cfg := newConfig(b, pool, a)
 	cfg.Limiter = sharedLimiter(b, rate)
+	cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")} // httptest's requests come from there
 	cfg.Reads, err = projections.NewReader(projections.ReaderConfig{Store: models, Origin: store.NewReads(pool)})
 	testenv.Must(b, err, "reader")
 	h, err := httpapi.New(cfg)
@@ -155,7 +163,12 @@ func benchmarkGetProduct(b *testing.B, client func(*redis.Client) (redis.Univers
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			req := httptest.NewRequest(http.MethodGet, "/v1/products/"+ids[n.Add(1)%int64(len(ids))], nil)
+			i := n.Add(1)
+			req := httptest.NewRequest(http.MethodGet, "/v1/products/"+ids[i%int64(len(ids))], nil)
+			if clients > 0 {
+				c := i % clients
+				req.Header.Set("X-Forwarded-For", fmt.Sprintf("10.%d.%d.%d", c>>16&255, c>>8&255, c&255))
+			}
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
 			if rec.Code != http.StatusOK || rec.Header().Get(httpapi.HeaderReadSource) != "redis" {
