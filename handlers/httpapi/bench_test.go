@@ -116,8 +116,8 @@ func BenchmarkGetProduct(b *testing.B) {
 	plain := func(c *redis.Client) (redis.UniversalClient, error) { return c, nil }
 	autopipeline := func(c *redis.Client) (redis.UniversalClient, error) { return c.AutoPipeline() }
 	for _, tt := range []struct {
-		name   string
-		client func(*redis.Client) (redis.UniversalClient, error)
+		name    string
+		client  func(*redis.Client) (redis.UniversalClient, error)
 		limit   float64 // requests per second per client; 0 none
 		clients int64   // distinct clients; 0: one
 	}{
