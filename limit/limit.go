@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -79,7 +80,7 @@ type Limiter struct {
 	limiter *redis_rate.Limiter
 	limit   redis_rate.Limit
 
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	leases map[string]*lease
 	swept  time.Time // when leases that ended were last dropped
 }
@@ -89,13 +90,15 @@ type Limiter struct {
 const maxLeases = 100_000
 
 // lease is what this replica holds of one client's budget: requests taken
-// from Redis and not spent yet, or a refusal Redis gave, each until a time.
+// from Redis and not spent yet, or a refusal Redis gave, each until a time
+// (Unix ns). It is read and spent without a lock: every request of a busy
+// client goes through it. A token is spent by one compare-and-swap, so
+// each request Redis granted is spent at most once.
 type lease struct {
-	mu           sync.Mutex
-	tokens       int
-	remaining    int // what Redis said remained besides them
-	until        time.Time
-	refusedUntil time.Time
+	tokens       atomic.Int64
+	remaining    atomic.Int64 // what Redis said remained besides them
+	until        atomic.Int64
+	refusedUntil atomic.Int64
 }
 
 // leaseFor is how long requests taken from Redis may be spent.
@@ -137,52 +140,42 @@ type Decision struct {
 // Remaining and Reset are as of the last round trip for key.
 func (l *Limiter) Allow(ctx context.Context, key string) (Decision, error) {
 	e := l.lease(key)
-	if d, ok := l.fromLease(e); ok {
-		return d, nil
+	now := l.cfg.Now().UnixNano()
+	if until := e.refusedUntil.Load(); now < until {
+		wait := time.Duration(until - now)
+		return Decision{Limit: l.limit.Burst, RetryAfter: wait, Reset: wait}, nil
 	}
-	// Not under the lease's lock: a client's concurrent requests each ask
+	if now < e.until.Load() {
+		for n := e.tokens.Load(); n > 0; n = e.tokens.Load() {
+			if e.tokens.CompareAndSwap(n, n-1) {
+				return l.allowed(int(e.remaining.Load() + n - 1)), nil
+			}
+		}
+	}
+	// Concurrent requests of a client that find nothing left each ask
 	// Redis rather than wait for one another's round trip.
 	res, err := l.limiter.AllowAtMost(ctx, "req:"+key, l.limit, l.cfg.Grant)
 	if err != nil {
 		return Decision{}, fmt.Errorf("rate limit: %w", err)
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	now := l.cfg.Now()
 	if res.Allowed == 0 {
 		// Redis will refuse until then whatever this replica asks; the
 		// others can only spend more of the budget meanwhile.
-		e.tokens, e.refusedUntil = 0, now.Add(res.RetryAfter)
+		e.refusedUntil.Store(now + int64(res.RetryAfter))
 		return Decision{Limit: l.limit.Burst, RetryAfter: res.RetryAfter, Reset: res.ResetAfter}, nil
 	}
-	if !now.Before(e.until) {
-		e.tokens = 0
+	if now >= e.until.Load() {
+		e.tokens.Store(0) // what was left of an ended lease: dropped
 	}
-	e.tokens += res.Allowed - 1
-	e.remaining, e.until = res.Remaining, now.Add(leaseFor)
-	return Decision{Allowed: true, Limit: l.limit.Burst, Remaining: e.remaining + e.tokens, Reset: l.resetOf(e.remaining + e.tokens)}, nil
+	e.remaining.Store(int64(res.Remaining))
+	e.until.Store(now + int64(leaseFor))
+	left := e.tokens.Add(int64(res.Allowed - 1))
+	return l.allowed(res.Remaining + int(left)), nil
 }
 
-// fromLease decides from what this replica holds of a client's budget,
-// when it can: a request it took and has not spent, or a refusal Redis
-// gave that still holds.
-func (l *Limiter) fromLease(e *lease) (Decision, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	now := l.cfg.Now()
-	switch {
-	case now.Before(e.refusedUntil):
-		return Decision{Limit: l.limit.Burst, RetryAfter: e.refusedUntil.Sub(now), Reset: e.refusedUntil.Sub(now)}, true
-	case e.tokens > 0 && now.Before(e.until):
-		e.tokens--
-		return Decision{Allowed: true, Limit: l.limit.Burst, Remaining: e.remaining + e.tokens, Reset: l.resetOf(e.remaining + e.tokens)}, true
-	}
-	return Decision{}, false
-}
-
-// resetOf is how long a budget with remaining requests takes to be whole.
-func (l *Limiter) resetOf(remaining int) time.Duration {
-	return time.Duration(float64(l.limit.Burst-remaining) / l.cfg.Rate * float64(time.Second))
+func (l *Limiter) allowed(remaining int) Decision {
+	return Decision{Allowed: true, Limit: l.limit.Burst, Remaining: remaining,
+		Reset: time.Duration(float64(l.limit.Burst-remaining) / l.cfg.Rate * float64(time.Second))}
 }
 
 // lease returns key's lease, made on first use. Once maxLeases are held,
@@ -190,28 +183,31 @@ func (l *Limiter) resetOf(remaining int) time.Duration {
 // still full, a new client's lease is not kept (its requests ask Redis each
 // time, as with a grant of 1).
 func (l *Limiter) lease(key string) *lease {
+	l.mu.RLock()
+	e, ok := l.leases[key]
+	l.mu.RUnlock()
+	if ok {
+		return e
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if e, ok := l.leases[key]; ok {
 		return e
 	}
-	e := &lease{}
 	if len(l.leases) >= maxLeases {
 		if now := l.cfg.Now(); now.Sub(l.swept) >= leaseFor {
 			l.swept = now
-			for k, old := range l.leases {
-				if old.mu.TryLock() {
-					if now.After(old.until) && now.After(old.refusedUntil) {
-						delete(l.leases, k)
-					}
-					old.mu.Unlock()
+			for k, e := range l.leases {
+				if now.UnixNano() > e.until.Load() && now.UnixNano() > e.refusedUntil.Load() {
+					delete(l.leases, k)
 				}
 			}
 		}
 		if len(l.leases) >= maxLeases {
-			return e
+			return &lease{}
 		}
 	}
+	e = &lease{}
 	l.leases[key] = e
 	return e
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,5 +155,40 @@ func TestGrantsMakeOneRoundTripServeMany(t *testing.T) {
 	testenv.Must(t, err, "allow")
 	if !d.Allowed || d.Remaining != 89 {
 		t.Errorf("the other replica: %+v, want allowed with 89 remaining (10 taken at once, then its own)", d)
+	}
+}
+
+// TestConcurrentRequestsNeverExceedTheBudget: many requests of one client
+// at once, on several replicas, are never let through more often than the
+// budget allows.
+func TestConcurrentRequestsNeverExceedTheBudget(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testenv.Redis(t)
+	const burst = 50
+	var ls []*limit.Limiter
+	for range 3 {
+		l, err := limit.New(limit.Config{Client: rdb, Prefix: prefix, Rate: 0.001, Burst: burst, Grant: 7})
+		testenv.Must(t, err, "limiter")
+		ls = append(ls, l)
+	}
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 24 {
+		wg.Go(func() {
+			for range 20 {
+				d, err := ls[g%len(ls)].Allow(context.Background(), "client")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if d.Allowed {
+					allowed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := allowed.Load(); n > burst || n == 0 {
+		t.Errorf("%d of 480 requests let through, want at most the burst of %d (and some)", n, burst)
 	}
 }

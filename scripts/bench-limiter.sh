@@ -2,11 +2,12 @@
 # Benchmark: what the shared rate limit (in Redis) costs (issue 15). `shop run` adds 1,000
 # products (to Redis) and a buyer; then, in turns, `shop api` alone (no consumer competes for
 # the CPU) with RATE_LIMIT=0 (off), with a budget no client reaches and the default grant (on),
-# and with RATE_LIMIT_GRANT=1 (on, every request asks Redis), TURNS times (3). Each turn runs
-# wrk for SECS seconds (10) on GET /v1/products/{id} at 64 connections from one client, then
-# from 10,000 clients (X-Forwarded-For from the trusted loopback: most requests are a client's
-# first in its second, so each asks Redis), then on POST /v1/orders at 32 connections (one
-# buyer), and prints Requests/sec and non-2xx answers (there must be none).
+# and with RATE_LIMIT_GRANT=1 (on, every request asks Redis), TURNS times (3): each turn of the
+# reads runs wrk for SECS seconds (10) on GET /v1/products/{id} at 64 connections from one
+# client, then from 10,000 clients (X-Forwarded-For from the trusted loopback: a client's
+# requests are a few per second, so many ask Redis); then each turn of the orders, on POST
+# /v1/orders at 32 connections (one buyer), after a CHECKPOINT. It prints Requests/sec and
+# non-2xx answers (there must be none).
 # Usage: scripts/bench-limiter.sh [seconds] [turns]   (needs wrk, psql, redis-cli, rabbitmqctl)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,20 +37,34 @@ echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(una
 result() { # result LABEL: wrk's output on stdin → one line
   awk -v label="$1" '/Requests\/sec/ {rps=$2} /Non-2xx/ {non2xx=$5} END {printf "%-46s %10s req/s  non-2xx %s\n", label, rps, (non2xx == "" ? 0 : non2xx)}'
 }
+# mode off|on|on-grant=1: starts shop api so limited.
+api() {
+  case $1 in
+    off) limit=0 grant=0 ;;
+    on) limit=1000000 grant=0 ;;
+    on-grant=1) limit=1000000 grant=1 ;;
+  esac
+  RATE_LIMIT=$limit RATE_LIMIT_BURST=2000000 RATE_LIMIT_GRANT=$grant ./bin/shop api 2>>"$tmp/run.log" & run=$!
+  bench_wait_api
+}
+stop() { kill "$run"; wait "$run" 2>/dev/null || true; run=""; }
+# The reads first, every turn of them, then the orders: the orders leave Postgres work
+# (checkpoints, vacuum) that would slow the reads after them.
 for turn in $(seq "$turns"); do
   for mode in off on on-grant=1; do
-    case $mode in
-      off) limit=0 grant=0 ;;
-      on) limit=1000000 grant=0 ;;
-      on-grant=1) limit=1000000 grant=1 ;;
-    esac
-    RATE_LIMIT=$limit RATE_LIMIT_BURST=2000000 RATE_LIMIT_GRANT=$grant ./bin/shop api 2>>"$tmp/run.log" & run=$!
-    bench_wait_api
+    api $mode
     PRODUCTS_FILE="$tmp/products" wrk -t2 -c64 -d"${secs}s" -s scripts/bench/products.lua "$url" | result "turn $turn reads limit=$mode"
     CLIENTS=10000 PRODUCTS_FILE="$tmp/products" wrk -t2 -c64 -d"${secs}s" -s scripts/bench/products.lua "$url" \
       | result "turn $turn reads/10k clients limit=$mode"
+    stop
+  done
+done
+for turn in $(seq "$turns"); do
+  for mode in off on on-grant=1; do
+    psql -q "$DATABASE_URL" -c CHECKPOINT
+    api $mode
     TOKEN=$buyer PRODUCTS=$(head -100 "$tmp/products" | paste -sd,) wrk -t2 -c32 -d"${secs}s" -s scripts/bench/orders.lua "$url" \
       | result "turn $turn orders limit=$mode"
-    kill "$run"; wait "$run" 2>/dev/null || true; run=""
+    stop
   done
 done

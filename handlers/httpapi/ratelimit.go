@@ -47,10 +47,12 @@ func (s *Server) rateLimit(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 			return next(c)
 		}
+		// Written in canonical form straight into the map: Header.Set would
+		// canonicalize (and allocate) each name on every request.
 		h := c.Response().Header()
-		h.Set("RateLimit-Limit", strconv.Itoa(d.Limit))
-		h.Set("RateLimit-Remaining", strconv.Itoa(d.Remaining))
-		h.Set("RateLimit-Reset", strconv.Itoa(seconds(d.Reset)))
+		h["Ratelimit-Limit"] = []string{strconv.Itoa(d.Limit)}
+		h["Ratelimit-Remaining"] = []string{strconv.Itoa(d.Remaining)}
+		h["Ratelimit-Reset"] = []string{strconv.Itoa(seconds(d.Reset))}
 		if !d.Allowed {
 			return &limit.ExceededError{Detail: "too many requests; slow down and retry after the time in Retry-After", RetryAfter: d.RetryAfter}
 		}
