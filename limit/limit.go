@@ -39,12 +39,13 @@ type Config struct {
 	Burst int
 	// Grant is how many requests of a client's budget one replica may take
 	// from Redis in one round trip, to spend in its memory within a
-	// second: the next requests of that client cost no round trip. A
-	// replica never lets through more than it took, so the replicas
-	// together never let through more than the budget; a client may be
-	// refused up to Grant requests early per replica that holds some it
-	// did not spend. Default an eighth of Burst, at most Rate per second,
-	// at least 1; 1 asks Redis for every request.
+	// second: the next requests of that client cost no round trip. Redis
+	// counts them when they are taken, not when they are spent, so over
+	// any stretch of time a client gets at most Grant more per replica
+	// than its budget (taken before, spent after a refill), and may be
+	// refused up to Grant early per replica that holds some it did not
+	// spend. Default an eighth of Burst, at most Rate per second, at least
+	// 1; 1 asks Redis for every request, and the budget is then exact.
 	Grant int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
