@@ -9,6 +9,7 @@
 # /v1/orders at 32 connections (one buyer), after a CHECKPOINT. It prints Requests/sec and
 # non-2xx answers (there must be none).
 # Usage: scripts/bench-limiter.sh [seconds] [turns]   (needs wrk, psql, redis-cli, rabbitmqctl)
+#   PHASES="reads orders" (default both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10} turns=${2:-3}
@@ -53,6 +54,8 @@ stop() { kill "$run"; wait "$run" 2>/dev/null || true; run=""; }
 # turns and in the reverse order on even ones, so that a machine that slows down (or speeds
 # up) during the run, and the orders tables that grow during it, favour none of them.
 modes() { if (( $1 % 2 )); then echo off on on-grant=1; else echo on-grant=1 on off; fi; }
+phases=${PHASES:-reads orders}
+if [[ " $phases " == *" reads "* ]]; then
 for turn in $(seq "$turns"); do
   for mode in $(modes "$turn"); do
     api $mode
@@ -62,6 +65,8 @@ for turn in $(seq "$turns"); do
     stop
   done
 done
+fi
+if [[ " $phases " == *" orders "* ]]; then
 for turn in $(seq "$turns"); do
   for mode in $(modes "$turn"); do
     psql -q "$DATABASE_URL" -c CHECKPOINT
@@ -71,3 +76,4 @@ for turn in $(seq "$turns"); do
     stop
   done
 done
+fi

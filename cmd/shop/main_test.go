@@ -2,10 +2,8 @@ package main_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -58,22 +56,7 @@ func TestMain(m *testing.M) {
 // shop runs the binary to completion with env added to a minimal environment.
 func shop(t *testing.T, env map[string]string, args ...string) (stdout, stderr string, exitCode int) {
 	t.Helper()
-	testenv.NeedServices(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, shopBin, args...)
-	cmd.Env = environ(env)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	var exitErr *exec.ExitError
-	switch {
-	case errors.As(err, &exitErr):
-		exitCode = exitErr.ExitCode()
-	case err != nil:
-		t.Fatalf("run shop %v: %v", args, err)
-	}
-	return out.String(), errOut.String(), exitCode
+	return shopStdin(t, env, "", args...)
 }
 
 func environ(env map[string]string) []string {
