@@ -315,35 +315,24 @@ func TestProjectionsApplyABatchInOneCallAndAFailedEventAlone(t *testing.T) {
 	const concurrency = 8
 	metrics := consumer.NewMetrics(prometheus.NewRegistry())
 	envs := envelopes(t, 30)
-	// The failing event is one of those that wait for the first call
-	// (RabbitMQ hands out the first concurrency events; which of them come
-	// first, alone or a few at once, depends on the subscriptions'
-	// goroutines): chosen once the first call's events are known, as the
-	// earliest event not among them, it is in the batch that follows.
+	// The failing event is chosen in the first call that gets several
+	// events at once, whichever it is (RabbitMQ hands out the first
+	// concurrency events, and which of them come first, alone or a few at
+	// once, depends on the subscriptions' goroutines; the first call waits
+	// until the rest are in hand, so calls of several follow): that
+	// call's batch fails, and each of its events is applied alone.
 	var failing outbox.Envelope
 	var mu sync.Mutex
 	projected := map[uuid.UUID]int{}
 	largest := 0 // the most events ProjectEach got at once
 	urls := make(chan string, 1)
 	var first sync.Once
-	hold := func(firsts ...outbox.Envelope) {
-		first.Do(func() {
-			mu.Lock()
-			for _, env := range envs {
-				if !slices.ContainsFunc(firsts, func(e outbox.Envelope) bool { return e.ID == env.ID }) {
-					failing = env
-					break
-				}
-			}
-			mu.Unlock()
-			waitInHand(<-urls, len(envs)-concurrency)
-		})
-	}
+	hold := func() { first.Do(func() { waitInHand(<-urls, len(envs)-concurrency) }) }
 	x := start(t, echo, func(c *consumer.Config) {
 		c.Group.Handlers = nil
 		c.Batch, c.Concurrency, c.Prefetch, c.Metrics, c.MaxRetries = 16, concurrency, 1, metrics, 1
 		c.Group.Project = func(_ context.Context, e outbox.Envelope) (bool, error) {
-			hold(e)
+			hold()
 			mu.Lock()
 			defer mu.Unlock()
 			if e.ID == failing.ID {
@@ -353,10 +342,13 @@ func TestProjectionsApplyABatchInOneCallAndAFailedEventAlone(t *testing.T) {
 			return true, nil
 		}
 		c.Group.ProjectEach = func(_ context.Context, events []outbox.Envelope) ([]bool, []error) {
-			hold(events...)
+			hold()
 			mu.Lock()
 			defer mu.Unlock()
 			largest = max(largest, len(events))
+			if failing.ID == uuid.Nil && len(events) >= 2 {
+				failing = events[len(events)-1]
+			}
 			changed, errs := make([]bool, len(events)), make([]error, len(events))
 			for i, e := range events {
 				if e.ID == failing.ID {
