@@ -133,6 +133,7 @@ func (g *Runner) applyEvent(ctx context.Context, env outbox.Envelope, batches *b
 	case err == nil && applied:
 		g.handled(env.Type, "applied")
 		g.cfg.Metrics.Latency.WithLabelValues(group).Observe(time.Since(start).Seconds())
+		g.cfg.Metrics.EventAge.WithLabelValues(group).Observe(max(0, time.Since(env.OccurredAt).Seconds()))
 		log.Debug("event applied")
 		return true, nil
 	case err == nil:

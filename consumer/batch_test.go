@@ -391,3 +391,30 @@ func TestProjectionsApplyABatchInOneCallAndAFailedEventAlone(t *testing.T) {
 		t.Errorf("%d failed batches held %.0f deliveries, want the failing event's batch among them", failed, events)
 	}
 }
+
+// TestEventAgeIsCountedOncePerAppliedEvent: every event a group applies is
+// observed once, with its age from occurred_at to its commit; a duplicate
+// is not.
+func TestEventAgeIsCountedOncePerAppliedEvent(t *testing.T) {
+	t.Parallel()
+	metrics := consumer.NewMetrics(prometheus.NewRegistry())
+	x := start(t, echo, func(c *consumer.Config) { c.Metrics = metrics })
+	envs := envelopes(t, 5)
+	for i := range envs {
+		envs[i].OccurredAt = time.Now().Add(-2 * time.Second).UTC() // waited two seconds in the outbox
+		x.publishEnvelope(t, envs[i])
+	}
+	x.publishEnvelope(t, envs[0]) // a duplicate
+	testenv.Eventually(t, 20*time.Second, func() error { return echoes(t, x, envs) })
+	var out dto.Metric
+	testenv.Eventually(t, 10*time.Second, func() error {
+		testenv.Must(t, metrics.EventAge.WithLabelValues(group.Group).(prometheus.Histogram).Write(&out), "read event age")
+		if n := out.GetHistogram().GetSampleCount(); n != uint64(len(envs)) {
+			return fmt.Errorf("%d event ages observed, want %d", n, len(envs))
+		}
+		return nil
+	})
+	if sum := out.GetHistogram().GetSampleSum(); sum < 2*float64(len(envs)) {
+		t.Errorf("ages sum to %.2f s, want at least 2 s each", sum)
+	}
+}

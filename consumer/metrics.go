@@ -16,6 +16,10 @@ type Metrics struct {
 	// than one held, by group and outcome: committed, or failed (its events
 	// were then applied one at a time).
 	Batch *prometheus.HistogramVec
+	// EventAge observes, for each event a group applied, the time from
+	// the event's occurred_at to its effect committed: the group's end to
+	// end lag, outbox, relay and queue included.
+	EventAge *prometheus.HistogramVec
 }
 
 // NewMetrics returns the metrics, registered with reg unless it is nil.
@@ -39,9 +43,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Events per batch (one transaction; one round trip to Redis for the projections) that held more than one, by group and outcome (committed, failed: applied again one at a time).",
 			Buckets: []float64{2, 4, 8, 16, 32, 64},
 		}, []string{"group", "outcome"}),
+		EventAge: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shop_consumer_event_age_seconds",
+			Help:    "Time from an event's occurred_at to its effect committed by the group (duplicates not counted), by group: the group's lag.",
+			Buckets: prometheus.ExponentialBucketsRange(0.001, 600, 20),
+		}, []string{"group"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Handled, m.Dead, m.Latency, m.Batch)
+		reg.MustRegister(m.Handled, m.Dead, m.Latency, m.Batch, m.EventAge)
 	}
 	return m
 }

@@ -97,6 +97,10 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process
 		release()
 		return nil, fmt.Errorf("redis autopipeline: %w", err)
 	}
+	if err := proc.register(ops.DBPool("api", pool), ops.RedisPool("api", rdb)); err != nil {
+		release()
+		return nil, err
+	}
 	models, err := projections.New(projections.Config{Client: pipelined, Prefix: cfg.Redis.Prefix})
 	if err != nil {
 		release()

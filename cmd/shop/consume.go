@@ -82,7 +82,7 @@ func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, pr
 	if err != nil {
 		return nil, err
 	}
-	deps, closeDeps, err := groupDeps(cfg, log)
+	deps, closeDeps, err := groupDeps(cfg, log, proc)
 	if err != nil {
 		return nil, err
 	}
@@ -102,6 +102,10 @@ func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, pr
 		return nil, err
 	}
 	release := func() { closeDeps(); pool.Close() }
+	if err := proc.register(ops.DBPool("consumers", pool)); err != nil {
+		release()
+		return nil, err
+	}
 	notifier := outbox.NewNotifier(pool, log)
 	uow := store.NewUnitOfWork(pool, notifier)
 	metrics := consumer.NewMetrics(proc.reg)
@@ -141,7 +145,7 @@ func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, pr
 
 // groupDeps builds what the groups' handlers use: the clock, the mailer
 // (SMTP when SMTP_ADDR is set, else the log) and the Redis read models.
-func groupDeps(cfg consumeSettings, log *slog.Logger) (handlers.Deps, func(), error) {
+func groupDeps(cfg consumeSettings, log *slog.Logger, proc process) (handlers.Deps, func(), error) {
 	var mail app.Mailer = mailer.Log{Logger: log}
 	if cfg.SMTP.Addr != "" {
 		m, err := mailer.NewSMTP(mailer.Config{Addr: cfg.SMTP.Addr, From: cfg.SMTP.From,
@@ -153,6 +157,10 @@ func groupDeps(cfg consumeSettings, log *slog.Logger) (handlers.Deps, func(), er
 	}
 	rdb, err := openRedis(cfg.Redis.URL)
 	if err != nil {
+		return handlers.Deps{}, nil, err
+	}
+	if err := proc.register(ops.RedisPool("consumers", rdb)); err != nil {
+		_ = rdb.Close()
 		return handlers.Deps{}, nil, err
 	}
 	models, err := projections.New(projections.Config{Client: rdb, Prefix: cfg.Redis.Prefix})

@@ -101,6 +101,16 @@ func newProcess() process {
 	return process{reg: reg, ready: ops.NewReadiness()}
 }
 
+// register adds the collectors of a part's pools to the process's metrics.
+func (p process) register(cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := p.reg.Register(c); err != nil {
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return nil
+}
+
 // handler serves /healthz, /readyz and /metrics of the process.
 func (p process) handler() http.Handler { return ops.Handler(p.reg, p.ready) }
 

@@ -53,6 +53,10 @@ func newRelay(ctx context.Context, cfg relaySettings, log *slog.Logger, proc pro
 	if err != nil {
 		return nil, err
 	}
+	if err := proc.register(ops.DBPool("relay", pool)); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	r, err := outbox.NewRelay(outbox.RelayConfig{
 		Pool: pool, Broker: broker, Logger: log, Metrics: outbox.NewMetrics(proc.reg),
 		BatchSize: cfg.Relay.BatchSize, Workers: cfg.Relay.Workers, Linger: cfg.Relay.Linger,

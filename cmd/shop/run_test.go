@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -63,9 +64,20 @@ func TestRunServesTheWholeSystem(t *testing.T) {
 		t.Errorf("product = %v, want 8 available after reserving 2", p)
 	}
 	body := metrics(t, addrs["ops"])
-	for _, m := range []string{"shop_relay_published_total", "shop_consumer_messages_total", "shop_http_requests_total"} {
+	for _, m := range []string{"shop_relay_published_total", "shop_consumer_messages_total", "shop_http_requests_total",
+		`shop_db_pool_max_conns{pool="api"}`, `shop_db_pool_max_conns{pool="relay"}`, `shop_db_pool_max_conns{pool="consumers"}`,
+		`shop_redis_pool_total_conns{pool="api"}`, `shop_redis_pool_total_conns{pool="consumers"}`,
+		`shop_consumer_event_age_seconds_count{group="orders"}`} {
 		if !strings.Contains(body, m) {
 			t.Errorf("/metrics of shop run lacks %s", m)
+		}
+	}
+	// The API's pool lent connections for the commands above, and every
+	// group's lag counts the events it applied.
+	for _, series := range []string{`shop_db_pool_acquires_total{pool="api"}`, `shop_consumer_event_age_seconds_count{group="orders"}`,
+		`shop_consumer_event_age_seconds_count{group="inventory"}`, `shop_consumer_event_age_seconds_count{group="projections"}`} {
+		if v := sample(body, series); v < 1 {
+			t.Errorf("%s = %v, want at least 1", series, v)
 		}
 	}
 	// The API's port serves the API and health only: /metrics may stay
@@ -230,3 +242,16 @@ func TestRunIsNotReadyWithoutRabbitMQ(t *testing.T) {
 
 // lastSegment is the part of a URL after its last slash.
 func lastSegment(u string) string { return u[strings.LastIndex(u, "/")+1:] }
+
+// sample is the value of one series in a /metrics body; -1 when absent.
+func sample(body, series string) float64 {
+	for line := range strings.Lines(body) {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err == nil {
+				return v
+			}
+		}
+	}
+	return -1
+}
