@@ -15,6 +15,7 @@ import (
 	"github.com/shopdev/shop/domain"
 	"github.com/shopdev/shop/internal/logctx"
 	"github.com/shopdev/shop/internal/retry"
+	"github.com/shopdev/shop/internal/telemetry"
 	"github.com/shopdev/shop/outbox"
 	"github.com/shopdev/shop/store"
 )
@@ -41,10 +42,11 @@ func stopping(err error) bool {
 // deliveryLogger returns the group's logger with the ids of the delivery's
 // event, or, for a body that is not an envelope, its message id and type.
 func (g *Runner) deliveryLogger(msg *message.Message) *slog.Logger {
+	trace := telemetry.LogAttrs(msg.Context())
 	if env, err := decode(msg.Payload); err == nil {
-		return g.cfg.Logger.With(g.eventAttrs(env)...)
+		return g.cfg.Logger.With(append(g.eventAttrs(env), trace...)...)
 	}
-	return g.cfg.Logger.With("group", g.cfg.Group.Name, "message_id", msg.UUID, "event_type", msg.Metadata.Get(metaType))
+	return g.cfg.Logger.With(append([]any{"group", g.cfg.Group.Name, "message_id", msg.UUID, "event_type", msg.Metadata.Get(metaType)}, trace...)...)
 }
 
 // eventAttrs are the attributes of every log line about env.
@@ -94,7 +96,7 @@ func (g *Runner) Apply(ctx context.Context, env outbox.Envelope) (bool, error) {
 func (g *Runner) ApplyBatch(ctx context.Context, events []outbox.Envelope) (applied []bool, committed bool) {
 	jobs := make([]*job, len(events))
 	for i, env := range events {
-		jobs[i] = &job{ctx: outbox.WithMetadata(ctx, causedBy(env)), log: g.cfg.Logger, env: env, h: g.cfg.Group.Handlers[env.Type]}
+		jobs[i] = &job{ctx: outbox.WithMetadata(ctx, causedBy(ctx, env)), log: g.cfg.Logger, env: env, h: g.cfg.Group.Handlers[env.Type]}
 	}
 	g.applyBatch(jobs)
 	applied = make([]bool, len(jobs))
@@ -114,10 +116,10 @@ func (g *Runner) applyEvent(ctx context.Context, env outbox.Envelope, batches *b
 	if !slices.Contains(g.cfg.Group.Keys, env.Type) || (g.cfg.Group.Project == nil && h == nil) {
 		return false, fmt.Errorf("%w: group %s has no handler for %q", errPermanent, group, env.Type)
 	}
-	attrs := g.eventAttrs(env)
+	attrs := append(g.eventAttrs(env), telemetry.LogAttrs(ctx)...)
 	log := g.cfg.Logger.With(attrs...)
 	ctx = logctx.With(ctx, attrs...) // for the handlers' own lines, such as the logged email
-	ctx = outbox.WithMetadata(ctx, causedBy(env))
+	ctx = outbox.WithMetadata(ctx, causedBy(ctx, env))
 	start := time.Now()
 	var applied bool
 	err := errAlone
@@ -155,9 +157,14 @@ func (g *Runner) applyEvent(ctx context.Context, env outbox.Envelope, batches *b
 }
 
 // causedBy is the metadata of the events that applying env causes: its
-// correlation and trace, with env as their cause.
-func causedBy(env outbox.Envelope) outbox.Metadata {
-	return outbox.Metadata{CorrelationID: env.CorrelationID, CausationID: env.ID.String(), TraceParent: env.Trace["traceparent"]}
+// correlation, with env as their cause, and the trace context of the
+// delivery's span (ctx's), or, with tracing off, env's own.
+func causedBy(ctx context.Context, env outbox.Envelope) outbox.Metadata {
+	md := outbox.Metadata{CorrelationID: env.CorrelationID, CausationID: env.ID.String(), Trace: env.Trace}
+	if carrier := telemetry.Carrier(ctx); carrier != nil {
+		md.Trace = carrier
+	}
+	return md
 }
 
 // apply runs the handler and the inbox claim in one transaction. While
@@ -180,7 +187,8 @@ func (g *Runner) apply(ctx context.Context, log *slog.Logger, h Handler, env out
 		if g.cfg.Group.Project != nil {
 			applied, err = g.cfg.Group.Project(work, env)
 		} else {
-			err = g.cfg.UnitOfWork.Do(work, func(ctx context.Context, tx *store.Tx) error {
+			tctx, end := g.traceTx(work)
+			err = g.cfg.UnitOfWork.Do(tctx, func(ctx context.Context, tx *store.Tx) error {
 				first, err := tx.Inbox.Claim(ctx, g.cfg.Group.Name, env.ID)
 				if err != nil || !first {
 					return err
@@ -188,6 +196,7 @@ func (g *Runner) apply(ctx context.Context, log *slog.Logger, h Handler, env out
 				applied = true
 				return h(ctx, tx, env)
 			})
+			end(err)
 		}
 		wait := g.cfg.Backoff.Delay(attempt)
 		switch {

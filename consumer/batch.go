@@ -126,7 +126,8 @@ func (g *Runner) applyBatch(batch []*job) {
 	}
 	var applied []bool
 	// Deliveries cut short by shutdown still finish their batch.
-	err := g.cfg.UnitOfWork.Do(context.WithoutCancel(batch[0].ctx), func(ctx context.Context, tx *store.Tx) (err error) {
+	bctx, end := g.traceBatch(context.WithoutCancel(batch[0].ctx), batch)
+	err := g.cfg.UnitOfWork.Do(bctx, func(ctx context.Context, tx *store.Tx) (err error) {
 		defer func() {
 			if r := recover(); r != nil { // the job panics again alone, under the router's Recoverer
 				err = fmt.Errorf("handler panicked: %v", r)
@@ -155,6 +156,7 @@ func (g *Runner) applyBatch(batch []*job) {
 		applied = first
 		return nil
 	})
+	end(err)
 	g.cfg.Metrics.Batch.WithLabelValues(g.cfg.Group.Name, batchOutcome(err)).Observe(float64(len(batch)))
 	if err != nil {
 		// Handled here: each job is applied again alone, where its own
@@ -204,14 +206,16 @@ func (g *Runner) projectBatch(batch []*job) {
 	}
 	var changed []bool
 	var errs []error
+	ctx, end := g.traceBatch(context.WithoutCancel(batch[0].ctx), batch)
 	func() {
 		defer func() {
 			if r := recover(); r != nil { // each panics again alone, under the router's Recoverer
 				changed, errs = nil, nil
 			}
 		}()
-		changed, errs = g.cfg.Group.ProjectEach(context.WithoutCancel(batch[0].ctx), envs)
+		changed, errs = g.cfg.Group.ProjectEach(ctx, envs)
 	}()
+	end(errors.Join(errs...))
 	outcome := "committed"
 	for i, j := range batch {
 		if len(changed) != len(batch) || len(errs) != len(batch) || errs[i] != nil {

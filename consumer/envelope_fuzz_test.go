@@ -24,7 +24,7 @@ func FuzzEnvelope(f *testing.F) {
 	env, err := outbox.NewEnvelope(domain.Event{ID: uuid.Must(uuid.NewV7()), Type: "order.placed", AggregateType: "order",
 		AggregateID: uuid.New(), AggregateVersion: 1, OccurredAt: time.Now(),
 		Data: map[string]any{"user_id": uuid.NewString(), "items": []any{map[string]any{"product_id": uuid.NewString(), "quantity": 2}}}},
-		outbox.Metadata{CorrelationID: "req-1", CausationID: "req-1", TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+		outbox.Metadata{CorrelationID: "req-1", CausationID: "req-1", Trace: map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -31,8 +31,9 @@ const (
 )
 
 // expectedHeaders are the only headers a message may carry into a handler.
-// The relay sets none; RabbitMQ adds x-delivery-count on redelivery.
-var expectedHeaders = []string{deliveryCount, MetaReplayedAt}
+// The relay sets the trace context when it traces; RabbitMQ adds
+// x-delivery-count on redelivery.
+var expectedHeaders = []string{deliveryCount, MetaReplayedAt, headerTraceparent, headerTracestate}
 
 // marshaler maps AMQP deliveries to Watermill messages and back. Unmarshal
 // never fails: a failure there would make watermill-amqp nack and requeue

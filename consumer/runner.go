@@ -40,6 +40,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shopdev/shop/internal/ops"
 	"github.com/shopdev/shop/internal/retry"
@@ -96,6 +97,9 @@ type Config struct {
 	// every event of the group needs), are waited out without bound.
 	// Default 5 minutes.
 	UnavailableFor time.Duration
+	// Tracing records a span per delivery, batch and transaction (trace.go).
+	// nil: none, at no cost.
+	Tracing trace.TracerProvider
 }
 
 // Validate fills defaults and checks the configuration.
@@ -155,9 +159,10 @@ func InHand(g Group, concurrency, batch int) int {
 
 // Runner runs one consumer group.
 type Runner struct {
-	cfg   Config
-	route outbox.Route
-	conn  atomic.Pointer[wamqp.ConnectionWrapper] // the current connection, once made
+	cfg    Config
+	route  outbox.Route
+	conn   atomic.Pointer[wamqp.ConnectionWrapper] // the current connection, once made
+	tracer trace.Tracer                            // nil: tracing off
 }
 
 // New returns the runner of cfg.Group.
@@ -166,7 +171,11 @@ func New(cfg Config) (*Runner, error) {
 		return nil, err
 	}
 	route, _ := cfg.Broker.Topology().Route(cfg.Group.Name)
-	return &Runner{cfg: cfg, route: route}, nil
+	g := &Runner{cfg: cfg, route: route}
+	if cfg.Tracing != nil {
+		g.tracer = cfg.Tracing.Tracer("github.com/shopdev/shop/consumer")
+	}
+	return g, nil
 }
 
 // Connected reports whether the group holds an open RabbitMQ connection.
@@ -232,6 +241,9 @@ func (g *Runner) runOnce(ctx context.Context, connected func()) error {
 	poison, err := middleware.PoisonQueueWithFilter(pub, g.route.DeadQueue(), func(err error) bool { return !stopping(err) })
 	if err != nil {
 		return fmt.Errorf("dead-queue middleware: %w", err)
+	}
+	if g.tracer != nil {
+		router.AddMiddleware(g.traceDelivery) // outermost: the span covers every attempt and the dead queue
 	}
 	router.AddMiddleware(
 		g.settle,

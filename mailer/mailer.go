@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/wneessen/go-mail"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/domain"
@@ -45,6 +48,9 @@ type Config struct {
 	Username, Password string
 	// Timeout bounds one send. Default 10s.
 	Timeout time.Duration
+	// Tracing records a client span per send, inside the caller's span.
+	// nil: none.
+	Tracing trace.TracerProvider
 }
 
 // Validate fills defaults and checks the configuration.
@@ -68,7 +74,8 @@ func (c *Config) Validate() error {
 // SMTP sends emails through an SMTP server, STARTTLS when the server offers
 // it.
 type SMTP struct {
-	cfg Config
+	cfg    Config
+	tracer trace.Tracer // nil: tracing off
 }
 
 // NewSMTP returns an SMTP mailer for cfg.
@@ -76,16 +83,31 @@ func NewSMTP(cfg Config) (*SMTP, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &SMTP{cfg: cfg}, nil
+	s := &SMTP{cfg: cfg}
+	if cfg.Tracing != nil {
+		s.tracer = cfg.Tracing.Tracer("github.com/shopdev/shop/mailer")
+	}
+	return s, nil
 }
 
 // Transport returns "smtp".
 func (*SMTP) Transport() string { return "smtp" }
 
 // Send delivers m on a connection of its own.
-func (s *SMTP) Send(ctx context.Context, m app.Message) error {
+func (s *SMTP) Send(ctx context.Context, m app.Message) (err error) {
 	host, portText, _ := net.SplitHostPort(s.cfg.Addr)
 	port, _ := strconv.Atoi(portText)
+	if s.tracer != nil && trace.SpanFromContext(ctx).IsRecording() {
+		var span trace.Span
+		ctx, span = s.tracer.Start(ctx, "smtp send", trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(semconv.ServerAddress(host), semconv.ServerPort(port)))
+		defer func() {
+			if err != nil {
+				span.SetStatus(codes.Error, err.Error())
+			}
+			span.End()
+		}()
+	}
 	opts := []mail.Option{mail.WithTLSPolicy(mail.TLSOpportunistic), mail.WithPort(port), mail.WithTimeout(s.cfg.Timeout)}
 	if s.cfg.Username != "" {
 		opts = append(opts, mail.WithUsername(s.cfg.Username), mail.WithPassword(s.cfg.Password),

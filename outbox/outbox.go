@@ -44,9 +44,9 @@ type Envelope struct {
 // Metadata ties events to what caused them. It travels in the context from
 // the HTTP request (or the consumed message) to the appender.
 type Metadata struct {
-	CorrelationID string // the first request of a flow; every event of the flow carries it
-	CausationID   string // the request or event that directly caused these events
-	TraceParent   string // W3C traceparent, when the caller sent one
+	CorrelationID string            // the first request of a flow; every event of the flow carries it
+	CausationID   string            // the request or event that directly caused these events
+	Trace         map[string]string // W3C Trace Context (traceparent, tracestate) of the span that caused them; nil: none
 }
 
 type metadataKey struct{}
@@ -90,8 +90,8 @@ func NewEnvelope(e domain.Event, md Metadata) (Envelope, error) {
 	if env.CorrelationID == "" {
 		env.CorrelationID = e.ID.String()
 	}
-	if md.TraceParent != "" {
-		env.Trace = map[string]string{"traceparent": md.TraceParent}
+	if md.Trace["traceparent"] != "" {
+		env.Trace = md.Trace
 	}
 	return env, nil
 }

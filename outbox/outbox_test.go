@@ -42,7 +42,7 @@ func TestNewEnvelope(t *testing.T) {
 		wantCorrelation string
 		wantTrace       bool
 	}{
-		{"with metadata", outbox.Metadata{CorrelationID: "corr", CausationID: "req-1", TraceParent: "00-abc-def-01"}, "corr", true},
+		{"with metadata", outbox.Metadata{CorrelationID: "corr", CausationID: "req-1", Trace: map[string]string{"traceparent": "00-abc-def-01"}}, "corr", true},
 		{"without metadata the event starts its own correlation", outbox.Metadata{}, e.ID.String(), false},
 	}
 	for _, tt := range tests {

@@ -34,14 +34,15 @@ type apiSettings struct {
 }
 
 type apiConfig struct {
-	API apiSettings
-	Ops opsSection
-	Log logSection
+	API  apiSettings
+	Ops  opsSection
+	Otel otelSection
+	Log  logSection
 }
 
 func apiCmd(ctx context.Context, inv invocation) error {
 	var cfg apiConfig
-	return serveCmd(ctx, inv, &cfg, &cfg.Ops, func(log *slog.Logger, proc process) (func(string), []*part, error) {
+	return serveCmd(ctx, inv, "shop-api", &cfg, &cfg.Ops, &cfg.Otel, func(log *slog.Logger, proc process) (func(string), []*part, error) {
 		api, err := newAPI(ctx, cfg.API, log, proc)
 		if err != nil {
 			return nil, nil, err
@@ -82,11 +83,12 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process
 	// Short timeouts and no retries: a slow Redis must not slow the API,
 	// which falls back to Postgres.
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.MaxRetries = 250*time.Millisecond, 250*time.Millisecond, 250*time.Millisecond, -1
-	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: int32(cfg.Pool.MaxConns)})
+	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: int32(cfg.Pool.MaxConns), Tracer: pgTracer(proc)})
 	if err != nil {
 		return nil, err
 	}
 	rdb := redis.NewClient(opts)
+	traceRedis(proc, rdb)
 	release := func() { _ = rdb.Close(); pool.Close() } // closing the client closes its autopipeliner
 	// Reads that arrive together go to Redis together: while one pipeline
 	// is in flight the next one fills, so under load one round trip (and
@@ -122,12 +124,12 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process
 	uow := store.NewUnitOfWork(pool, notifier)
 	checks := []ops.Check{{Name: "postgres", Ready: uow.Ping}}
 	apiCfg.UnitOfWork = uow
-	handler, err := httpapi.New(apiCfg)
+	e, err := httpapi.New(apiCfg)
 	if err != nil {
 		release()
 		return nil, err
 	}
-	server, err := listen(log, "api", cfg.HTTP.Addr, handler, serverLimits{
+	server, err := listen(log, "api", cfg.HTTP.Addr, traceHTTP(proc, e), serverLimits{
 		read: cfg.HTTP.ReadTimeout, write: cfg.HTTP.WriteTimeout, idle: cfg.HTTP.IdleTimeout, maxConns: cfg.HTTP.MaxConns})
 	if err != nil {
 		release()

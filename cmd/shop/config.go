@@ -13,6 +13,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/shopdev/shop/auth"
+	"github.com/shopdev/shop/internal/telemetry"
 )
 
 // The configuration of every process is declared once, here: each section
@@ -74,6 +75,38 @@ type amqpSection struct {
 
 type opsSection struct {
 	MetricsAddr string `env:"METRICS_ADDR" envDefault:":9090" help:"where /healthz, /readyz and /metrics are served"`
+}
+
+// otelSection is OpenTelemetry's standard variables, as far as shop reads
+// them; the SDK reads its others itself (OTEL_BSP_*, say).
+type otelSection struct {
+	Endpoint       string `env:"OTEL_EXPORTER_OTLP_ENDPOINT" help:"the OTLP collector traces go to, like http://jaeger:4318 (OTLP/HTTP; its /v1/traces) or http://collector:4317 with OTEL_EXPORTER_OTLP_PROTOCOL=grpc; unset: no tracing, nothing exported, nothing dialled"`
+	TracesEndpoint string `env:"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" help:"the full URL traces go to, instead of OTEL_EXPORTER_OTLP_ENDPOINT's"`
+	Protocol       string `env:"OTEL_EXPORTER_OTLP_PROTOCOL" envDefault:"http/protobuf" help:"http/protobuf or grpc"`
+	Headers        string `env:"OTEL_EXPORTER_OTLP_HEADERS" help:"key=value pairs, comma-separated, sent with every export (a collector's API key); never logged"`
+	ServiceName    string `env:"OTEL_SERVICE_NAME" help:"the service the spans name; unset: shop-api, shop-relay, shop-consume-<groups> or shop-run"`
+	Resource       string `env:"OTEL_RESOURCE_ATTRIBUTES" help:"key=value pairs, comma-separated, on every span (deployment.environment=prod, say)"`
+	Sampler        string `env:"OTEL_TRACES_SAMPLER" envDefault:"parentbased_always_on" help:"always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio"`
+	SamplerArg     string `env:"OTEL_TRACES_SAMPLER_ARG" help:"the ratio of a traceidratio sampler, 0 to 1 (unset: 1)"`
+	Disabled       bool   `env:"OTEL_SDK_DISABLED" envDefault:"false" help:"true: no tracing, whatever the rest says"`
+}
+
+func (s otelSection) validate() error { return s.config("").Validate() }
+
+// endpoint is where traces go.
+func (s otelSection) endpoint() string {
+	if s.TracesEndpoint != "" {
+		return s.TracesEndpoint
+	}
+	return s.Endpoint
+}
+
+// config is the telemetry configuration of a process named service unless
+// OTEL_SERVICE_NAME says otherwise.
+func (s otelSection) config(service string) telemetry.Config {
+	return telemetry.Config{Endpoint: s.Endpoint, TracesEndpoint: s.TracesEndpoint, Protocol: s.Protocol, Headers: s.Headers,
+		ServiceName: s.ServiceName, DefaultService: service, ResourceAttributes: s.Resource,
+		Sampler: s.Sampler, SamplerArg: s.SamplerArg, Disabled: s.Disabled}
 }
 
 type httpSection struct {

@@ -32,6 +32,7 @@ type consumeSettings struct {
 type consumeConfig struct {
 	Consume consumeSettings
 	Ops     opsSection
+	Otel    otelSection
 	Log     logSection
 }
 
@@ -46,7 +47,7 @@ func consumeCmd(ctx context.Context, inv invocation) error {
 		}
 	}
 	var cfg consumeConfig
-	return serveCmd(ctx, inv, &cfg, &cfg.Ops, func(log *slog.Logger, proc process) (func(string), []*part, error) {
+	return serveCmd(ctx, inv, "shop-consume-"+strings.Join(names, "-"), &cfg, &cfg.Ops, &cfg.Otel, func(log *slog.Logger, proc process) (func(string), []*part, error) {
 		groups, err := newConsumers(ctx, cfg.Consume, log, proc, names)
 		if err != nil {
 			return nil, nil, err
@@ -96,7 +97,7 @@ func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, pr
 			}
 		}
 	}
-	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: int32(conns)})
+	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: int32(conns), Tracer: pgTracer(proc)})
 	if err != nil {
 		closeDeps()
 		return nil, err
@@ -115,7 +116,7 @@ func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, pr
 		r, err := consumer.New(consumer.Config{
 			Group: g, Broker: broker, UnitOfWork: uow, Logger: log, Metrics: metrics,
 			Concurrency: cfg.Consumer.Concurrency, Batch: cfg.Consumer.Batch,
-			MaxRetries: cfg.Consumer.MaxRetries, UnavailableFor: cfg.Consumer.UnavailableFor,
+			MaxRetries: cfg.Consumer.MaxRetries, UnavailableFor: cfg.Consumer.UnavailableFor, Tracing: proc.tracing(),
 		})
 		if err != nil {
 			release()
@@ -149,7 +150,7 @@ func groupDeps(cfg consumeSettings, log *slog.Logger, proc process) (handlers.De
 	var mail app.Mailer = mailer.Log{Logger: log}
 	if cfg.SMTP.Addr != "" {
 		m, err := mailer.NewSMTP(mailer.Config{Addr: cfg.SMTP.Addr, From: cfg.SMTP.From,
-			Username: cfg.SMTP.Username, Password: cfg.SMTP.Password})
+			Username: cfg.SMTP.Username, Password: cfg.SMTP.Password, Tracing: proc.tracing()})
 		if err != nil {
 			return handlers.Deps{}, nil, fmt.Errorf("SMTP_ADDR: %w", err)
 		}
@@ -159,6 +160,7 @@ func groupDeps(cfg consumeSettings, log *slog.Logger, proc process) (handlers.De
 	if err != nil {
 		return handlers.Deps{}, nil, err
 	}
+	traceRedis(proc, rdb)
 	if err := proc.register(ops.RedisPool("consumers", rdb)); err != nil {
 		_ = rdb.Close()
 		return handlers.Deps{}, nil, err

@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+
+	"github.com/shopdev/shop/internal/telemetry"
 )
 
 // parseLevel reads LOG_LEVEL.
@@ -27,10 +29,12 @@ func newLogger(w io.Writer, s logSection) *slog.Logger {
 		}
 		return a
 	}}
+	// A line logged with the context of a span carries its trace_id and
+	// span_id.
 	if s.Format == "text" || (s.Format == "auto" && isTerminal(w)) {
-		return slog.New(slog.NewTextHandler(w, opts))
+		return slog.New(telemetry.LogHandler(slog.NewTextHandler(w, opts)))
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(telemetry.LogHandler(slog.NewJSONHandler(w, opts)))
 }
 
 // isTerminal reports whether w is a character device: a terminal.

@@ -14,7 +14,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/net/netutil"
 
+	"github.com/exaring/otelpgx"
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/shopdev/shop/internal/ops"
+	"github.com/shopdev/shop/internal/telemetry"
 )
 
 // shutdownTimeout bounds how long in-flight requests may take after SIGTERM.
@@ -31,10 +39,21 @@ type part struct {
 
 // process is what every part of a process reports to: the metrics
 // registry and the readiness, which the ops server serves (and the API on
-// its own port).
+// its own port), and the tracing its parts instrument themselves with.
 type process struct {
 	reg   *prometheus.Registry
 	ready *ops.Readiness
+	tel   *telemetry.Telemetry
+}
+
+// tracing is the tracer provider the parts record spans with, or nil
+// when tracing is off: each part then skips its instrumentation, at no
+// cost.
+func (p process) tracing() trace.TracerProvider {
+	if !p.tel.Enabled() {
+		return nil
+	}
+	return p.tel.Provider()
 }
 
 // serve runs parts, with the ops server (/healthz, /readyz of every part's
@@ -76,16 +95,30 @@ func serve(ctx context.Context, log *slog.Logger, opsAddr string, proc process, 
 }
 
 // serveCmd is what every long-running command does: it loads cfg (whose
-// ops section is ops), builds its parts with build, and serves them, with
-// the ops server, until ctx ends; build returns the parts and the banner
-// to log once they started.
-func serveCmd(ctx context.Context, inv invocation, cfg any, ops *opsSection,
-	build func(log *slog.Logger, proc process) (banner func(opsAddr string), parts []*part, err error)) error {
+// ops section is ops, and telemetry section otel), starts tracing as
+// service unless OTEL_SERVICE_NAME names it, builds its parts with build,
+// and serves them, with the ops server, until ctx ends; then it flushes
+// the spans. build returns the parts and the banner to log once they
+// started.
+func serveCmd(ctx context.Context, inv invocation, service string, cfg any, ops *opsSection, otel *otelSection,
+	build func(log *slog.Logger, proc process) (banner func(opsAddr string), parts []*part, err error)) (err error) {
 	log, err := inv.load(cfg)
 	if err != nil {
 		return err
 	}
-	proc := newProcess()
+	tel, err := telemetry.Start(ctx, otel.config(service), log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		err = errors.Join(err, tel.Shutdown(fctx))
+	}()
+	if tel.Enabled() {
+		log.Info("tracing on", "service", otel.config(service).Service(), "endpoint", redact(otel.endpoint()), "protocol", otel.Protocol)
+	}
+	proc := newProcess(tel)
 	banner, parts, err := build(log, proc)
 	if err != nil {
 		return err
@@ -95,10 +128,10 @@ func serveCmd(ctx context.Context, inv invocation, cfg any, ops *opsSection,
 
 // newProcess returns a process whose registry has the Go runtime's and the
 // process's own metrics, and that is ready once its parts' checks pass.
-func newProcess() process {
+func newProcess(tel *telemetry.Telemetry) process {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return process{reg: reg, ready: ops.NewReadiness()}
+	return process{reg: reg, ready: ops.NewReadiness(), tel: tel}
 }
 
 // register adds the collectors of a part's pools to the process's metrics.
@@ -109,6 +142,43 @@ func (p process) register(cs ...prometheus.Collector) error {
 		}
 	}
 	return nil
+}
+
+// pgTracer is the tracer of a part's Postgres pool: a client span per
+// statement or batch sent inside a span, named after its operation, with
+// the statement's text (placeholders, never the values); nil when tracing
+// is off.
+func pgTracer(p process) pgx.QueryTracer {
+	tp := p.tracing()
+	if tp == nil {
+		return nil
+	}
+	return otelpgx.NewTracer(otelpgx.WithTracerProvider(tp), otelpgx.WithMeterProvider(metricnoop.NewMeterProvider()),
+		otelpgx.WithDisableAcquireTracer())
+}
+
+// traceRedis adds the spans of a part's Redis commands, when tracing is on.
+func traceRedis(p process, rdb *redis.Client) {
+	if tp := p.tracing(); tp != nil {
+		rdb.AddHook(telemetry.RedisHook(tp))
+	}
+}
+
+// traceHTTP wraps the API in a server span per request (otelhttp: the
+// HTTP semantic conventions), continuing the caller's valid traceparent,
+// else starting a trace; the probes and /metrics are left out. Off, it
+// returns h as it is.
+func traceHTTP(p process, h http.Handler) http.Handler {
+	tp := p.tracing()
+	if tp == nil {
+		return h
+	}
+	return otelhttp.NewHandler(h, "http", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(telemetry.Propagator()),
+		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()),
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }), // the API renames it after its route
+		otelhttp.WithFilter(func(r *http.Request) bool {
+			return r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.URL.Path != "/metrics"
+		}))
 }
 
 // handler serves /healthz, /readyz and /metrics of the process.

@@ -21,12 +21,13 @@ type relaySettings struct {
 type relayConfig struct {
 	Relay relaySettings
 	Ops   opsSection
+	Otel  otelSection
 	Log   logSection
 }
 
 func relayCmd(ctx context.Context, inv invocation) error {
 	var cfg relayConfig
-	return serveCmd(ctx, inv, &cfg, &cfg.Ops, func(log *slog.Logger, proc process) (func(string), []*part, error) {
+	return serveCmd(ctx, inv, "shop-relay", &cfg, &cfg.Ops, &cfg.Otel, func(log *slog.Logger, proc process) (func(string), []*part, error) {
 		relay, err := newRelay(ctx, cfg.Relay, log, proc)
 		if err != nil {
 			return nil, nil, err
@@ -49,7 +50,7 @@ func newRelay(ctx context.Context, cfg relaySettings, log *slog.Logger, proc pro
 	if err != nil {
 		return nil, err
 	}
-	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: int32(cfg.Relay.Workers) + 4})
+	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: int32(cfg.Relay.Workers) + 4, Tracer: pgTracer(proc)})
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +60,7 @@ func newRelay(ctx context.Context, cfg relaySettings, log *slog.Logger, proc pro
 	}
 	r, err := outbox.NewRelay(outbox.RelayConfig{
 		Pool: pool, Broker: broker, Logger: log, Metrics: outbox.NewMetrics(proc.reg),
-		BatchSize: cfg.Relay.BatchSize, Workers: cfg.Relay.Workers, Linger: cfg.Relay.Linger,
+		BatchSize: cfg.Relay.BatchSize, Workers: cfg.Relay.Workers, Linger: cfg.Relay.Linger, Tracing: proc.tracing(),
 	})
 	if err != nil {
 		pool.Close()

@@ -13,6 +13,7 @@ type runConfig struct {
 	Relay   relaySettings
 	Consume consumeSettings
 	Ops     opsSection
+	Otel    otelSection
 	Log     logSection
 }
 
@@ -28,7 +29,7 @@ func runCmd(ctx context.Context, inv invocation) error {
 		inv.getenv = withDefault(withDefault(inv.getenv, "HTTP_ADDR", "127.0.0.1:8080"), "METRICS_ADDR", "127.0.0.1:9090")
 	}
 	var cfg runConfig
-	return serveCmd(ctx, inv, &cfg, &cfg.Ops, func(log *slog.Logger, proc process) (func(string), []*part, error) {
+	return serveCmd(ctx, inv, "shop-run", &cfg, &cfg.Ops, &cfg.Otel, func(log *slog.Logger, proc process) (func(string), []*part, error) {
 		if cfg.API.Env.Env == "dev" {
 			log.Warn("shop run: SHOP_ENV=dev (development defaults: loopback addresses, a random JWT secret unless JWT_SECRET is set; set SHOP_ENV=prod and JWT_SECRET for production)")
 		}

@@ -9,8 +9,11 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shopdev/shop/domain"
+	"github.com/shopdev/shop/internal/telemetry"
 	"github.com/shopdev/shop/outbox"
 	"github.com/shopdev/shop/store"
 )
@@ -107,11 +110,17 @@ func (s *Server) storedReply(ctx context.Context, scope, key string) (res store.
 }
 
 // metadata is the correlation of the events this request causes.
+// Their trace context is the request's span, when tracing is on; else the
+// caller's own, as it sent it (bounded by boundClientHeaders).
 func (s *Server) metadata(c echo.Context) outbox.Metadata {
+	ctx := c.Request().Context()
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		ctx = telemetry.Propagator().Extract(ctx, propagation.HeaderCarrier(c.Request().Header))
+	}
 	return outbox.Metadata{
 		CorrelationID: correlationID(c),
 		CausationID:   c.Response().Header().Get(echo.HeaderXRequestID),
-		TraceParent:   c.Request().Header.Get("Traceparent"),
+		Trace:         telemetry.Carrier(ctx),
 	}
 }
 

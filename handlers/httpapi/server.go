@@ -127,6 +127,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.IPExtractor = clientIP(cfg.TrustedProxies)
 	e.Pre(boundClientHeaders)
 	e.Use(
+		traceRoute,
 		middleware.RequestID(),
 		m.observe,
 		s.logRequests,
