@@ -259,6 +259,24 @@ func (s consumerSection) validate() error {
 	return errors.Join(errs...)
 }
 
+type queueSection struct {
+	ManagementURL string        `env:"RABBITMQ_MANAGEMENT_URL" help:"RabbitMQ's management API with its credentials, like http://guest:guest@rabbitmq:15672, where each consumer process reads the depth of its groups' queues, ready and unacknowledged; unset: ready messages only, by a passive declare on its AMQP connection"`
+	SampleEvery   time.Duration `env:"QUEUE_SAMPLE_INTERVAL" envDefault:"5s" help:"how often each consumer process samples its groups' queue depths (shop_consumer_queue_messages, shop_consumer_dead_messages)"`
+}
+
+func (s queueSection) validate() error {
+	var errs []error
+	if s.ManagementURL != "" {
+		if u, err := url.Parse(s.ManagementURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, errors.New("RABBITMQ_MANAGEMENT_URL must be a URL like http://guest:guest@rabbitmq:15672"))
+		}
+	}
+	if s.SampleEvery < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("QUEUE_SAMPLE_INTERVAL must be a duration of at least 100ms, like 5s, not %s", s.SampleEvery))
+	}
+	return errors.Join(errs...)
+}
+
 type smtpSection struct {
 	Addr     string `env:"SMTP_ADDR" help:"host:port of an SMTP server (STARTTLS when offered); unset: emails go to the log and the emails table only"`
 	From     string `env:"SMTP_FROM" envDefault:"shop <no-reply@shop.local>" help:"the sender of every email"`

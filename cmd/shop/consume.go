@@ -25,6 +25,7 @@ type consumeSettings struct {
 	Postgres postgresSection
 	Redis    redisSection
 	AMQP     amqpSection
+	Queues   queueSection
 	Consumer consumerSection
 	SMTP     smtpSection
 }
@@ -110,6 +111,15 @@ func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, pr
 	notifier := outbox.NewNotifier(pool, log)
 	uow := store.NewUnitOfWork(pool, notifier)
 	metrics := consumer.NewMetrics(proc.reg)
+	// Every consumer process samples every group's queues: a group whose
+	// consumers are all down still shows its backlog (take the max by group
+	// over the processes).
+	depth, err := consumer.NewDepth(consumer.DepthConfig{Broker: broker, Registerer: proc.reg,
+		ManagementURL: cfg.Queues.ManagementURL, Interval: cfg.Queues.SampleEvery, Logger: log})
+	if err != nil {
+		release()
+		return nil, err
+	}
 	var runners []*consumer.Runner
 	var checks []ops.Check
 	for _, g := range groups {
@@ -132,6 +142,7 @@ func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, pr
 		nctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 		defer stop() // after the last delivery: its commit may still notify
 		go func() { _ = notifier.Run(nctx) }()
+		go func() { _ = depth.Run(ctx) }()
 		done := make(chan struct{}, len(runners))
 		for _, r := range runners {
 			go func() { _ = r.Run(ctx); done <- struct{}{} }()
