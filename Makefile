@@ -8,7 +8,7 @@ STATICCHECK := $(TOOLS)/staticcheck@v0.8.2
 GOTESTSUM   := $(TOOLS)/gotestsum@v1.13.0
 GOVULNCHECK := $(TOOLS)/govulncheck@v1.9.0
 
-.PHONY: build run up down reset test test-short fuzz vuln lint fmt-check vet staticcheck bench bench-reads
+.PHONY: build run up down reset test rabbitmq-management test-short fuzz vuln lint fmt-check vet staticcheck bench bench-reads
 
 build:
 	$(GO) build -o $(BIN) ./cmd/shop
@@ -33,9 +33,13 @@ reset: down build
 
 # Lint, a few seconds of fuzzing, then every test with the race detector against the real
 # services. The summary at the end lists every test that was skipped, and why.
-test: lint fuzz $(GOTESTSUM)
+test: lint fuzz rabbitmq-management $(GOTESTSUM)
 	@command -v nginx >/dev/null || echo "make test: nginx is not installed, so TestNginxFrontsTheAPI will be SKIPPED (apt-get install nginx-light; CI installs it)"
 	$(GOTESTSUM) --format pkgname --format-hide-empty-pkg -- -race -count=1 -timeout 15m ./...
+
+# The queue-depth tests read RabbitMQ's management API: enabled here if it is off.
+rabbitmq-management:
+	./scripts/rabbitmq-management.sh
 
 # What needs no service: the domain and the other pure packages, in seconds.
 test-short:
