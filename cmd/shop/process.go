@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/net/netutil"
 
-	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -144,17 +143,15 @@ func (p process) register(cs ...prometheus.Collector) error {
 	return nil
 }
 
-// pgTracer is the tracer of a part's Postgres pool: a client span per
-// statement or batch sent inside a span, named after its operation, with
-// the statement's text (placeholders, never the values); nil when tracing
-// is off.
+// pgTracer is the tracer of a part's Postgres pool (telemetry.PgxTracer:
+// a client span per statement or batch sent inside a span); nil when
+// tracing is off.
 func pgTracer(p process) pgx.QueryTracer {
 	tp := p.tracing()
 	if tp == nil {
 		return nil
 	}
-	return otelpgx.NewTracer(otelpgx.WithTracerProvider(tp), otelpgx.WithMeterProvider(metricnoop.NewMeterProvider()),
-		otelpgx.WithDisableAcquireTracer())
+	return telemetry.PgxTracer(tp)
 }
 
 // traceRedis adds the spans of a part's Redis commands, when tracing is on.

@@ -271,6 +271,13 @@ func TestOneOrderIsOneTrace(t *testing.T) {
 			root = parent
 		}
 	}
+	counts := map[string]int{}
+	for _, sp := range spans {
+		if sp.TraceID == traceID {
+			counts[sp.Service+" "+sp.Name]++
+		}
+	}
+	t.Logf("spans of the order's trace, by service and name: %v", counts)
 	for _, service := range []string{"shop-api", "shop-relay", "shop-consume-orders", "shop-consume-inventory", "shop-consume-emails", "shop-consume-projections"} {
 		if !services[service] {
 			t.Errorf("no span of %s in the order's trace", service)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -219,5 +221,77 @@ func TestRedisHookTracesOnlyInsideASpan(t *testing.T) {
 	}
 	if want := []string{"set", "get", "pipeline"}; strings.Join(names, ",") != strings.Join(want, ",") {
 		t.Errorf("spans %v, want %v", names, want)
+	}
+}
+
+// TestPgxTracerTracesStatementsAndBatchesInsideASpan runs statements
+// against the real Postgres: inside a recording span each statement is a
+// client span named after its operation, with its text and no values, and
+// a batch is one span named after its statements; outside, none.
+func TestPgxTracerTracesStatementsAndBatchesInsideASpan(t *testing.T) {
+	t.Parallel()
+	tp, rec := recorder(t)
+	cfg, err := pgxpool.ParseConfig(testenv.DatabaseURL(t))
+	testenv.Must(t, err, "parse database url")
+	cfg.ConnConfig.Tracer = telemetry.PgxTracer(tp)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	testenv.Must(t, err, "pool")
+	t.Cleanup(pool.Close)
+
+	var n int
+	testenv.Must(t, pool.QueryRow(context.Background(), "SELECT $1::int", 41).Scan(&n), "query outside a span")
+	if got := len(rec.Ended()); got != 0 {
+		t.Fatalf("%d spans for a statement outside any span", got)
+	}
+	ctx, parent := tp.Tracer("test").Start(context.Background(), "command")
+	testenv.Must(t, pool.QueryRow(ctx, "select $1::int + 1", 41).Scan(&n), "query")
+	batch := &pgx.Batch{}
+	batch.Queue("BEGIN")
+	batch.Queue("SELECT $1::text", "secret value")
+	batch.Queue("COMMIT")
+	testenv.Must(t, pool.SendBatch(ctx, batch).Close(), "batch")
+	if _, err := pool.Exec(ctx, "SELECT * FROM no_such_table"); err == nil {
+		t.Fatal("a query of a missing table worked")
+	}
+	parent.End()
+
+	type want struct {
+		name, text, summary string
+		failed              bool
+	}
+	var got []want
+	for _, sp := range rec.Ended() {
+		if sp.Name() == "command" {
+			continue
+		}
+		if sp.Parent().SpanID() != parent.SpanContext().SpanID() || sp.SpanKind() != trace.SpanKindClient {
+			t.Errorf("span %s: parent %s, kind %s; want the command's, client", sp.Name(), sp.Parent().SpanID(), sp.SpanKind())
+		}
+		w := want{name: sp.Name(), failed: sp.Status().Code == codes.Error}
+		for _, a := range sp.Attributes() {
+			if strings.Contains(a.Value.Emit(), "secret value") || strings.Contains(a.Value.Emit(), "41") {
+				t.Errorf("span %s shows a value: %s=%s", sp.Name(), a.Key, a.Value.Emit())
+			}
+			switch a.Key {
+			case "db.query.text":
+				w.text = a.Value.AsString()
+			case "db.query.summary":
+				w.summary = a.Value.AsString()
+			}
+		}
+		got = append(got, w)
+	}
+	wantSpans := []want{
+		{name: "SELECT", text: "select $1::int + 1"},
+		{name: "BEGIN SELECT COMMIT", summary: "BEGIN SELECT COMMIT"},
+		{name: "SELECT", text: "SELECT * FROM no_such_table", failed: true},
+	}
+	if len(got) != len(wantSpans) {
+		t.Fatalf("spans %+v, want %+v", got, wantSpans)
+	}
+	for i := range wantSpans {
+		if got[i] != wantSpans[i] {
+			t.Errorf("span %d = %+v, want %+v", i, got[i], wantSpans[i])
+		}
 	}
 }

@@ -50,7 +50,7 @@ bench_cpu_ticks() {
     # fields after the name: 12 utime, 13 stime, 14 cutime, 15 cstime
     echo "$comm $(echo "$rest" | awk '{print $12+$13+$14+$15}')"
   done | awk '{c[$1]+=$2} END {for (k in c) print k, c[k]}' |
-    grep -E '^(shop|postgres|beam.smp|redis-server|confirmlatency|wrk) ' | sort
+    grep -E '^(shop|postgres|beam.smp|redis-server|confirmlatency|wrk|otlpsink) ' | sort
 }
 
 # bench_cpu_per_order BEFORE AFTER ORDERS SECONDS prints each program's CPU
