@@ -17,7 +17,8 @@ import (
 // context its envelope carries (the span that appended the event), from
 // publish to confirm; its context goes out as the message's traceparent
 // and tracestate headers, so that the consumers' spans are its children.
-// The round is one span "send shop.events", linked to every message's.
+// The round is one producer span "send shop.events", a root linked to every
+// message's.
 
 // traced is a round's spans: one per row, and the round's.
 type traced struct {
@@ -54,7 +55,7 @@ func (r *Relay) traceRound(ctx context.Context, batch []row, pubs []amqp.Publish
 		}
 		pubs[i].Headers = headers
 	}
-	_, t.round = r.tracer.Start(ctx, "send "+Exchange, trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindClient),
+	_, t.round = r.tracer.Start(ctx, "send "+Exchange, trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithLinks(links...), trace.WithAttributes(semconv.MessagingSystemRabbitMQ, semconv.MessagingOperationTypeSend,
 			semconv.MessagingOperationName("send"), semconv.MessagingDestinationName(Exchange), semconv.MessagingBatchMessageCount(len(batch))))
 	return t
