@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes manifests (deploy/kubernetes/base and dev) with
+# Builds the Kubernetes manifests (deploy/kubernetes/base, dev and observability) with
 # kustomize when it is installed, which catches what kubectl apply -k would
 # refuse to build. Needs no cluster. Not part of `make test`: the tests check
 # the manifests against shop itself (cmd/shop/deploy_test.go).
@@ -14,7 +14,7 @@ else
   echo "neither kustomize nor kubectl installed; skipping"
   exit 0
 fi
-for dir in deploy/kubernetes/base deploy/kubernetes/dev; do
+for dir in deploy/kubernetes/base deploy/kubernetes/dev deploy/kubernetes/observability; do
   n=$(build "$dir" | grep -c '^kind:')
   echo "$dir: ok ($n objects)"
 done

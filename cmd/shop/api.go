@@ -115,7 +115,7 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process
 		return nil, err
 	}
 	apiCfg := httpapi.Config{Reads: reads, Users: origin, Auth: a, Logger: log, Registry: proc.reg, Ops: proc.handler(),
-		TrustedProxies: trusted, HSTS: cfg.HTTP.HSTS}
+		TrustedProxies: trusted, HSTS: cfg.HTTP.HSTS, Tracing: proc.tracing()}
 	if apiCfg.Limiter, apiCfg.Logins, err = limits(cfg, pipelined); err != nil {
 		release()
 		return nil, err
@@ -129,7 +129,7 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process
 		release()
 		return nil, err
 	}
-	server, err := listen(log, "api", cfg.HTTP.Addr, traceHTTP(proc, e), serverLimits{
+	server, err := listen(log, "api", cfg.HTTP.Addr, e, serverLimits{
 		read: cfg.HTTP.ReadTimeout, write: cfg.HTTP.WriteTimeout, idle: cfg.HTTP.IdleTimeout, maxConns: cfg.HTTP.MaxConns})
 	if err != nil {
 		release()

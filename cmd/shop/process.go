@@ -16,8 +16,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
-	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shopdev/shop/internal/ops"
@@ -159,23 +157,6 @@ func traceRedis(p process, rdb *redis.Client) {
 	if tp := p.tracing(); tp != nil {
 		rdb.AddHook(telemetry.RedisHook(tp))
 	}
-}
-
-// traceHTTP wraps the API in a server span per request (otelhttp: the
-// HTTP semantic conventions), continuing the caller's valid traceparent,
-// else starting a trace; the probes and /metrics are left out. Off, it
-// returns h as it is.
-func traceHTTP(p process, h http.Handler) http.Handler {
-	tp := p.tracing()
-	if tp == nil {
-		return h
-	}
-	return otelhttp.NewHandler(h, "http", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(telemetry.Propagator()),
-		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()),
-		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }), // the API renames it after its route
-		otelhttp.WithFilter(func(r *http.Request) bool {
-			return r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.URL.Path != "/metrics"
-		}))
 }
 
 // handler serves /healthz, /readyz and /metrics of the process.

@@ -21,6 +21,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/auth"
@@ -69,6 +70,9 @@ type Config struct {
 	// HSTS sends Strict-Transport-Security (for an API served over HTTPS
 	// by the proxy in front).
 	HSTS bool
+	// Tracing records a server span per request (trace.go). nil: none, at
+	// no cost.
+	Tracing trace.TracerProvider
 }
 
 // Validate fills defaults and checks the configuration.
@@ -102,6 +106,7 @@ type Server struct {
 	cfg     Config
 	gate    *auth.Gate
 	metrics *metrics
+	tracer  trace.Tracer // nil: tracing off
 }
 
 // New returns the API as an http.Handler built on Echo.
@@ -126,8 +131,11 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.HTTPErrorHandler = s.handleError
 	e.IPExtractor = clientIP(cfg.TrustedProxies)
 	e.Pre(boundClientHeaders)
+	if cfg.Tracing != nil {
+		s.tracer = cfg.Tracing.Tracer("github.com/shopdev/shop/handlers/httpapi")
+		e.Use(s.traceRequests) // outermost: the span sees every answer, errors included
+	}
 	e.Use(
-		traceRoute,
 		middleware.RequestID(),
 		m.observe,
 		s.logRequests,
