@@ -62,7 +62,7 @@ func TestServerSpans(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, kv := range continued.Attributes() {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	for k, want := range map[string]string{"http.request.method": "POST", "http.route": "/v1/orders", "url.path": "/v1/orders", "http.response.status_code": "202"} {
 		if attrs[k] != want {
