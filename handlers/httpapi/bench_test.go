@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -13,12 +14,16 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/auth"
 	"github.com/shopdev/shop/domain/user"
 	"github.com/shopdev/shop/handlers/httpapi"
+	"github.com/shopdev/shop/internal/telemetry"
 	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/limit"
 	"github.com/shopdev/shop/projections"
@@ -30,16 +35,36 @@ import (
 // items, outbox and idempotency rows, one transaction per request.
 //
 // With limit=on every request also spends its user's budget in the rate
-// limit that the replicas share in Redis, a budget it never reaches.
+// limit that the replicas share in Redis, a budget it never reaches. With
+// tracing=on every request is a sampled trace (the server span, the pool's
+// spans), exported by the SDK's batch processor over OTLP/HTTP to a local
+// server that reads and drops each export.
 //
 //	go test -run '^$' -bench PlaceOrder -benchmem -cpu 2 ./handlers/httpapi/
 func BenchmarkPlaceOrder(b *testing.B) {
 	for _, tt := range []struct {
-		name  string
-		limit float64
-	}{{"limit=off", 0}, {"limit=on", 1e9}} {
-		b.Run(tt.name, func(b *testing.B) { benchmarkPlaceOrder(b, tt.limit) })
+		name    string
+		limit   float64
+		tracing bool
+	}{{"limit=off", 0, false}, {"limit=on", 1e9, false}, {"tracing=on", 0, true}} {
+		b.Run(tt.name, func(b *testing.B) { benchmarkPlaceOrder(b, tt.limit, tt.tracing) })
 	}
+}
+
+// exportingTracer is a tracer provider that exports over OTLP/HTTP, as
+// shop's does, to a local server that reads each export and drops it.
+func exportingTracer(b *testing.B) trace.TracerProvider {
+	b.Helper()
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	b.Cleanup(sink.Close)
+	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(sink.URL+"/v1/traces"))
+	testenv.Must(b, err, "exporter")
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	return tp
 }
 
 // sharedLimiter is the Redis rate limit of rate requests per second per
@@ -57,12 +82,21 @@ func sharedLimiter(b *testing.B, rate float64) *limit.Limiter {
 	return l
 }
 
-func benchmarkPlaceOrder(b *testing.B, rate float64) {
+func benchmarkPlaceOrder(b *testing.B, rate float64, tracing bool) {
 	pool := testenv.Pool(b)
+	var tp trace.TracerProvider
+	if tracing {
+		tp = exportingTracer(b)
+		var err error
+		pool, err = store.Open(context.Background(), store.Config{DatabaseURL: pool.Config().ConnString(), MaxConns: 32, Tracer: telemetry.PgxTracer(tp)})
+		testenv.Must(b, err, "traced pool")
+		b.Cleanup(pool.Close)
+	}
 	a, err := auth.New(auth.Config{Secret: []byte(strings.Repeat("b", 32)), PasswordCost: bcrypt.MinCost})
 	testenv.Must(b, err, "auth")
 	cfg := newConfig(b, pool, a)
 	cfg.Limiter = sharedLimiter(b, rate)
+	cfg.Tracing = tp
 	h, err := httpapi.New(cfg)
 	testenv.Must(b, err, "api")
 	uow := store.NewUnitOfWork(pool, nil)
