@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shopdev/shop/consumer"
@@ -26,9 +25,7 @@ import (
 // and the events each appends carry its own delivery span's context.
 func TestDeliverySpans(t *testing.T) {
 	t.Parallel()
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	tp, rec := testenv.Recorder(t)
 	const concurrency = 8
 	envs := envelopes(t, concurrency*2)
 	parents := map[string]string{} // event id → the span id its delivery's span must have as parent

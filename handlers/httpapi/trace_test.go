@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -10,7 +9,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shopdev/shop/handlers/httpapi"
@@ -25,9 +23,7 @@ import (
 // carry its span's context.
 func TestServerSpans(t *testing.T) {
 	t.Parallel()
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	tp, rec := testenv.Recorder(t)
 	a := newAPIWith(t, func(c *httpapi.Config, _ *pgxpool.Pool) { c.Tracing = tp })
 	_, admin := a.createAdmin(t)
 	product := a.createProduct(t, admin, "TRACED-1", 500, 10)

@@ -12,8 +12,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/codes"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shopdev/shop/internal/telemetry"
@@ -102,21 +100,12 @@ func TestStartRefusesBadConfig(t *testing.T) {
 	}
 }
 
-// recorder is a tracer provider whose spans the test reads.
-func recorder(t *testing.T) (*sdktrace.TracerProvider, *tracetest.SpanRecorder) {
-	t.Helper()
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	return tp, rec
-}
-
 func TestCarrierAndExtractRoundTrip(t *testing.T) {
 	t.Parallel()
 	if c := telemetry.Carrier(context.Background()); c != nil {
 		t.Errorf("Carrier of a context without a span = %v, want nil", c)
 	}
-	tp, _ := recorder(t)
+	tp, _ := testenv.Recorder(t)
 	ctx, span := tp.Tracer("test").Start(context.Background(), "work")
 	defer span.End()
 	carrier := telemetry.Carrier(ctx)
@@ -136,7 +125,7 @@ func TestLogLinesInsideASpanCarryItsIDs(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
 	log := slog.New(telemetry.LogHandler(slog.NewJSONHandler(&buf, nil))).With("part", "test")
-	tp, _ := recorder(t)
+	tp, _ := testenv.Recorder(t)
 	ctx, span := tp.Tracer("test").Start(context.Background(), "work")
 	log.InfoContext(ctx, "inside")
 	span.End()
@@ -175,7 +164,7 @@ func TestLogLinesInsideASpanCarryItsIDs(t *testing.T) {
 func TestRedisHookTracesOnlyInsideASpan(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testenv.Redis(t)
-	tp, rec := recorder(t)
+	tp, rec := testenv.Recorder(t)
 	rdb.AddHook(telemetry.RedisHook(tp))
 	key := prefix + "traced"
 
@@ -230,7 +219,7 @@ func TestRedisHookTracesOnlyInsideASpan(t *testing.T) {
 // a batch is one span named after its statements; outside, none.
 func TestPgxTracerTracesStatementsAndBatchesInsideASpan(t *testing.T) {
 	t.Parallel()
-	tp, rec := recorder(t)
+	tp, rec := testenv.Recorder(t)
 	cfg, err := pgxpool.ParseConfig(testenv.DatabaseURL(t))
 	testenv.Must(t, err, "parse database url")
 	cfg.ConnConfig.Tracer = telemetry.PgxTracer(tp)

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -305,4 +307,15 @@ func renderValue(v *commonpb.AnyValue) string {
 	default:
 		return ""
 	}
+}
+
+// Recorder returns a tracer provider whose ended spans the returned
+// recorder keeps, in-process, for tests of one package's spans (the
+// processes' own go through OTLP to a Receiver); it shuts down when t ends.
+func Recorder(t testing.TB) (*sdktrace.TracerProvider, *tracetest.SpanRecorder) {
+	t.Helper()
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	return tp, rec
 }
