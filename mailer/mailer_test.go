@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -48,10 +47,7 @@ func TestSMTPSendsThroughAServer(t *testing.T) {
 // and domain.ErrUnavailable when a later one may (a 4xx, no server).
 func TestSMTPSaysWhetherARetryCanHelp(t *testing.T) {
 	t.Parallel()
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	testenv.Must(t, err, "find a free port")
-	nobody := closed.Addr().String()
-	testenv.Must(t, closed.Close(), "free the port")
+	nobody := testenv.RefusedAddr(t)
 	tests := []struct {
 		name   string
 		reject int    // the server's answer; 0: it takes the mail
