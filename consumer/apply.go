@@ -187,8 +187,7 @@ func (g *Runner) apply(ctx context.Context, log *slog.Logger, h Handler, env out
 		if g.cfg.Group.Project != nil {
 			applied, err = g.cfg.Group.Project(work, env)
 		} else {
-			tctx, end := g.traceTx(work)
-			err = g.cfg.UnitOfWork.Do(tctx, func(ctx context.Context, tx *store.Tx) error {
+			err = g.cfg.UnitOfWork.Do(work, func(ctx context.Context, tx *store.Tx) error {
 				first, err := tx.Inbox.Claim(ctx, g.cfg.Group.Name, env.ID)
 				if err != nil || !first {
 					return err
@@ -196,7 +195,6 @@ func (g *Runner) apply(ctx context.Context, log *slog.Logger, h Handler, env out
 				applied = true
 				return h(ctx, tx, env)
 			})
-			end(err)
 		}
 		wait := g.cfg.Backoff.Delay(attempt)
 		switch {

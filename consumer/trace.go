@@ -16,9 +16,10 @@ import (
 // The trace of a delivery: a consumer span per delivery, the child of the
 // trace context its headers carry (the relay's span that published it) or,
 // for a message published without them, of its envelope's (the span that
-// appended the event); a span per batch, linked to every delivery in it;
-// and a span per Postgres transaction. The events a delivery causes carry
-// its span's context on (causedBy). With tracing off (Config.Tracing nil)
+// appended the event); and a span per batch, linked to every delivery in
+// it. The unit of work makes each transaction a span below them (when the
+// process traces it). The events a delivery causes carry its span's context
+// on (causedBy). With tracing off (Config.Tracing nil)
 // none of it runs.
 
 // Trace Context headers a message may carry (the relay writes them).
@@ -75,17 +76,6 @@ func (g *Runner) traceBatch(ctx context.Context, batch []*job) (context.Context,
 	ctx, span := g.tracer.Start(ctx, "process batch "+g.route.Queue(), trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithLinks(links...), trace.WithAttributes(g.messaging("")[:2]...),
 		trace.WithAttributes(semconv.MessagingBatchMessageCount(len(batch)), semconv.MessagingConsumerGroupName(g.cfg.Group.Name)))
-	return ctx, func(err error) { end(span, err) }
-}
-
-// traceTx starts the span of one Postgres transaction of the group, whose
-// statements (the pool's tracer) are its children.
-func (g *Runner) traceTx(ctx context.Context) (context.Context, func(error)) {
-	if g.tracer == nil {
-		return ctx, func(error) {}
-	}
-	ctx, span := g.tracer.Start(ctx, "transaction", trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(semconv.DBSystemNamePostgreSQL))
 	return ctx, func(err error) { end(span, err) }
 }
 

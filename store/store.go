@@ -107,6 +107,22 @@ func Open(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
 type UnitOfWork struct {
 	pool     *pgxpool.Pool
 	notifier CommitNotifier
+	tracer   TxTracer // nil: none
+}
+
+// TxTracer hears every transaction of a unit of work: StartTx returns the
+// context its statements run in and the function that ends it, with the
+// transaction's outcome (telemetry's pgx tracer: one span per
+// transaction).
+type TxTracer interface {
+	StartTx(ctx context.Context) (context.Context, func(error))
+}
+
+// Traced returns a unit of work like u whose transactions t hears.
+func (u *UnitOfWork) Traced(t TxTracer) *UnitOfWork {
+	c := *u
+	c.tracer = t
+	return &c
 }
 
 // CommitNotifier hears which outbox partitions a committed transaction
@@ -163,7 +179,12 @@ type Tx struct {
 
 // Do runs fn in a transaction and commits when fn returns nil; any error
 // rolls everything back: rows, outbox rows and idempotency keys alike.
-func (u *UnitOfWork) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
+func (u *UnitOfWork) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) (err error) {
+	if u.tracer != nil {
+		var end func(error)
+		ctx, end = u.tracer.StartTx(ctx)
+		defer func() { end(err) }()
+	}
 	conn, err := u.pool.Acquire(ctx)
 	if err != nil {
 		return classify(fmt.Errorf("acquire connection: %w", err))

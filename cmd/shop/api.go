@@ -83,7 +83,8 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process
 	// Short timeouts and no retries: a slow Redis must not slow the API,
 	// which falls back to Postgres.
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.MaxRetries = 250*time.Millisecond, 250*time.Millisecond, 250*time.Millisecond, -1
-	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: int32(cfg.Pool.MaxConns), Tracer: pgTracer(proc)})
+	pg := proc.postgres()
+	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: int32(cfg.Pool.MaxConns), Tracer: pg.queries()})
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +122,7 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process
 		return nil, err
 	}
 	notifier := outbox.NewNotifier(pool, log)
-	uow := store.NewUnitOfWork(pool, notifier)
+	uow := pg.units(store.NewUnitOfWork(pool, notifier))
 	checks := []ops.Check{{Name: "postgres", Ready: uow.Ping}}
 	apiCfg.UnitOfWork = uow
 	e, err := httpapi.New(apiCfg)

@@ -98,7 +98,8 @@ func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, pr
 			}
 		}
 	}
-	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: int32(conns), Tracer: pgTracer(proc)})
+	pg := proc.postgres()
+	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: int32(conns), Tracer: pg.queries()})
 	if err != nil {
 		closeDeps()
 		return nil, err
@@ -109,7 +110,7 @@ func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, pr
 		return nil, err
 	}
 	notifier := outbox.NewNotifier(pool, log)
-	uow := store.NewUnitOfWork(pool, notifier)
+	uow := pg.units(store.NewUnitOfWork(pool, notifier))
 	metrics := consumer.NewMetrics(proc.reg)
 	// Every consumer process samples every group's queues: a group whose
 	// consumers are all down still shows its backlog (take the max by group

@@ -20,6 +20,7 @@ import (
 
 	"github.com/shopdev/shop/internal/ops"
 	"github.com/shopdev/shop/internal/telemetry"
+	"github.com/shopdev/shop/store"
 )
 
 // shutdownTimeout bounds how long in-flight requests may take after SIGTERM.
@@ -141,15 +142,32 @@ func (p process) register(cs ...prometheus.Collector) error {
 	return nil
 }
 
-// pgTracer is the tracer of a part's Postgres pool (telemetry.PgxTracer:
-// a client span per statement or batch sent inside a span); nil when
-// tracing is off.
-func pgTracer(p process) pgx.QueryTracer {
-	tp := p.tracing()
-	if tp == nil {
+// pgTracing is the tracing of a part's Postgres work (telemetry.Postgres):
+// its pool's statements and its unit of work's transactions, each a span
+// inside the caller's; nothing when tracing is off.
+type pgTracing struct{ pg *telemetry.Postgres }
+
+func (p process) postgres() pgTracing {
+	if tp := p.tracing(); tp != nil {
+		return pgTracing{telemetry.NewPostgres(tp)}
+	}
+	return pgTracing{}
+}
+
+// queries is the pool's tracer; nil when tracing is off.
+func (t pgTracing) queries() pgx.QueryTracer {
+	if t.pg == nil {
 		return nil
 	}
-	return telemetry.PgxTracer(tp)
+	return t.pg
+}
+
+// units returns u, its transactions traced when tracing is on.
+func (t pgTracing) units(u *store.UnitOfWork) *store.UnitOfWork {
+	if t.pg == nil {
+		return u
+	}
+	return u.Traced(t.pg)
 }
 
 // traceRedis adds the spans of a part's Redis commands, when tracing is on.

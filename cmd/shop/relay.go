@@ -50,7 +50,7 @@ func newRelay(ctx context.Context, cfg relaySettings, log *slog.Logger, proc pro
 	if err != nil {
 		return nil, err
 	}
-	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: int32(cfg.Relay.Workers) + 4, Tracer: pgTracer(proc)})
+	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: int32(cfg.Relay.Workers) + 4, Tracer: proc.postgres().queries()})
 	if err != nil {
 		return nil, err
 	}

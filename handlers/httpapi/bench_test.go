@@ -85,10 +85,12 @@ func sharedLimiter(b *testing.B, rate float64) *limit.Limiter {
 func benchmarkPlaceOrder(b *testing.B, rate float64, tracing bool) {
 	pool := testenv.Pool(b)
 	var tp trace.TracerProvider
+	var pg *telemetry.Postgres
 	if tracing {
 		tp = exportingTracer(b)
+		pg = telemetry.NewPostgres(tp)
 		var err error
-		pool, err = store.Open(context.Background(), store.Config{DatabaseURL: pool.Config().ConnString(), MaxConns: 32, Tracer: telemetry.PgxTracer(tp)})
+		pool, err = store.Open(context.Background(), store.Config{DatabaseURL: pool.Config().ConnString(), MaxConns: 32, Tracer: pg})
 		testenv.Must(b, err, "traced pool")
 		b.Cleanup(pool.Close)
 	}
@@ -96,7 +98,9 @@ func benchmarkPlaceOrder(b *testing.B, rate float64, tracing bool) {
 	testenv.Must(b, err, "auth")
 	cfg := newConfig(b, pool, a)
 	cfg.Limiter = sharedLimiter(b, rate)
-	cfg.Tracing = tp
+	if tracing {
+		cfg.Tracing, cfg.UnitOfWork = tp, cfg.UnitOfWork.Traced(pg)
+	}
 	h, err := httpapi.New(cfg)
 	testenv.Must(b, err, "api")
 	uow := store.NewUnitOfWork(pool, nil)

@@ -215,14 +215,16 @@ func TestRedisHookTracesOnlyInsideASpan(t *testing.T) {
 
 // TestPgxTracerTracesStatementsAndBatchesInsideASpan runs statements
 // against the real Postgres: inside a recording span each statement is a
-// client span named after its operation, with its text and no values, and
-// a batch is one span named after its statements; outside, none.
+// client span named after its operation, with its text and no values, a
+// batch is one span named after its statements, and a transaction (StartTx)
+// is one span naming its round trips' statements; outside, none.
 func TestPgxTracerTracesStatementsAndBatchesInsideASpan(t *testing.T) {
 	t.Parallel()
 	tp, rec := testenv.Recorder(t)
 	cfg, err := pgxpool.ParseConfig(testenv.DatabaseURL(t))
 	testenv.Must(t, err, "parse database url")
-	cfg.ConnConfig.Tracer = telemetry.PgxTracer(tp)
+	pg := telemetry.NewPostgres(tp)
+	cfg.ConnConfig.Tracer = pg
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	testenv.Must(t, err, "pool")
 	t.Cleanup(pool.Close)
@@ -242,6 +244,21 @@ func TestPgxTracerTracesStatementsAndBatchesInsideASpan(t *testing.T) {
 	if _, err := pool.Exec(ctx, "SELECT * FROM no_such_table"); err == nil {
 		t.Fatal("a query of a missing table worked")
 	}
+	// A unit of work's transaction: one span for its round trips.
+	conn, err := pool.Acquire(ctx)
+	testenv.Must(t, err, "acquire")
+	txCtx, end := pg.StartTx(ctx)
+	begin := &pgx.Batch{}
+	begin.Queue("BEGIN")
+	begin.Queue("SELECT $1::text", "secret value")
+	testenv.Must(t, conn.SendBatch(txCtx, begin).Close(), "first round trip")
+	_, err = conn.Exec(txCtx, "insert into no_such_table values ($1)", 41)
+	if err == nil {
+		t.Fatal("an insert into a missing table worked")
+	}
+	_, _ = conn.Exec(txCtx, "ROLLBACK")
+	end(err)
+	conn.Release()
 	parent.End()
 
 	type want struct {
@@ -274,6 +291,7 @@ func TestPgxTracerTracesStatementsAndBatchesInsideASpan(t *testing.T) {
 		{name: "SELECT", text: "select $1::int + 1"},
 		{name: "BEGIN SELECT COMMIT", summary: "BEGIN SELECT COMMIT"},
 		{name: "SELECT", text: "SELECT * FROM no_such_table", failed: true},
+		{name: "transaction", summary: "BEGIN SELECT | INSERT | ROLLBACK", failed: true},
 	}
 	if len(got) != len(wantSpans) {
 		t.Fatalf("spans %+v, want %+v", got, wantSpans)
