@@ -53,8 +53,14 @@ func startGroup(t *testing.T, mail app.Mailer, tune func(*consumer.Config)) *ema
 	c, err := consumer.New(cfg)
 	testenv.Must(t, err, "group")
 	testenv.Run(t, c.Run)
-	conn, err := broker.Dial()
-	testenv.Must(t, err, "dial")
+	// Dial declares the topology, racing the group's own declaration in a
+	// vhost this new: RabbitMQ may refuse one of them for a moment ("home
+	// node of durable queue ... is down"), as a process would retry.
+	var conn *amqp.Connection
+	testenv.Eventually(t, 10*time.Second, func() (err error) {
+		conn, err = broker.Dial()
+		return err
+	})
 	t.Cleanup(func() { _ = conn.Close() })
 	g.ch, err = conn.Channel()
 	testenv.Must(t, err, "channel")
