@@ -32,11 +32,13 @@ var (
 	errStopping = errors.New("consumer stopping")
 )
 
-// stopping reports whether err is a delivery cut short by shutdown: the
-// handler's (errStopping) or Retry's, which gives up with the message
-// context's error when it ends between attempts.
+// stopping reports whether err is a delivery cut short by shutdown or by
+// the loss of its connection: the handler's (errStopping) or Retry's,
+// which gives up with the message context's error (or its cause) when it
+// ends between attempts. Such a delivery is requeued, by RabbitMQ when the
+// connection is gone.
 func stopping(err error) bool {
-	return errors.Is(err, errStopping) || errors.Is(err, context.Canceled)
+	return errors.Is(err, errStopping) || errors.Is(err, context.Canceled) || errors.Is(err, errConnectionLost)
 }
 
 // deliveryLogger returns the group's logger with the ids of the delivery's

@@ -30,7 +30,7 @@ func (g *Runner) settle(h message.HandlerFunc) message.HandlerFunc {
 			return out, nil
 		case stopping(err):
 			// The router nacks it without logging (a context.Canceled).
-			g.deliveryLogger(msg).Debug("delivery interrupted by shutdown; requeued")
+			g.deliveryLogger(msg).Debug("delivery interrupted by shutdown or a lost connection; requeued")
 			return nil, err
 		default:
 			// Nacked here so that the router, seeing no error, does not log

@@ -64,9 +64,6 @@ func (c *DepthConfig) Validate() error {
 		if _, err := managementURL(c.ManagementURL); err != nil {
 			return err
 		}
-		if _, err := amqp.ParseURI(c.Broker.URL()); err != nil {
-			return fmt.Errorf("queue depth: amqp url: %w", err)
-		}
 	}
 	if c.Routes == nil {
 		c.Routes = c.Broker.Topology()
@@ -149,8 +146,7 @@ func NewDepth(cfg DepthConfig) (*Depth, error) {
 		d.user, u.User = u.User, nil
 		u.Path, u.RawPath, u.RawQuery, u.Fragment = strings.TrimRight(u.Path, "/"), "", "", ""
 		d.mgmt = u
-		uri, _ := amqp.ParseURI(cfg.Broker.URL()) // valid: Validate parsed it
-		d.vhost = uri.Vhost                       // "/" when the URL names none
+		d.vhost = cfg.Broker.VHost()
 	}
 	if err := cfg.Registerer.Register(d.queue); err != nil {
 		return nil, fmt.Errorf("queue depth: register %s: %w", "shop_consumer_queue_messages", err)

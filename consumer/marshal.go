@@ -27,7 +27,6 @@ const (
 	metaType       = "type"              // the AMQP type property: the routing key
 	metaUnexpected = "unexpected_header" // set by Unmarshal, never by a publisher
 	deliveryCount  = "x-delivery-count"  // added by quorum queues on redelivery
-	redelivered    = "_watermill_amqp_redelivered"
 )
 
 // expectedHeaders are the only headers a message may carry into a handler.
@@ -36,9 +35,10 @@ const (
 var expectedHeaders = []string{deliveryCount, MetaReplayedAt, headerTraceparent, headerTracestate}
 
 // marshaler maps AMQP deliveries to Watermill messages and back. Unmarshal
-// never fails: a failure there would make watermill-amqp nack and requeue
-// the delivery forever. What is wrong with a delivery is left in its
-// metadata for the handler, which sends it to the dead queue.
+// never fails (watermill-amqp nacks and requeues forever a delivery its
+// marshaler refuses; ours is built the same way): what is wrong with a
+// delivery is left in its metadata for the handler, which sends it to the
+// dead queue.
 type marshaler struct{}
 
 func (marshaler) Unmarshal(d amqp.Delivery) (*message.Message, error) {
@@ -67,7 +67,7 @@ func (marshaler) Unmarshal(d amqp.Delivery) (*message.Message, error) {
 func (marshaler) Marshal(msg *message.Message) (amqp.Publishing, error) {
 	headers := amqp.Table{}
 	for k, v := range msg.Metadata {
-		if k != metaType && k != redelivered {
+		if k != metaType {
 			headers[k] = v
 		}
 	}

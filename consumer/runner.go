@@ -1,18 +1,20 @@
 // Package consumer is the runtime of the consumer groups (which package
-// handlers lists): Watermill's router over watermill-amqp subscriptions to
-// a group's queue shop.<group>, several deliveries at a time, each applied
+// handlers lists): Watermill's router over subscriptions to a group's
+// queue shop.<group> (amqp091 channels on a connection the runner owns and
+// redials, amqp.go), several deliveries at a time, each applied
 // by the group's handler for its event type inside ONE Postgres
 // transaction with the inbox row (group, event id), so a duplicate
 // delivery is acknowledged and does nothing; batches, retries and the dead
 // queue.
 //
-// Around the library's known pitfalls: the marshaler never fails (a body
-// that is not an envelope, or a header that is not expected, is reported to
-// the handler, which sends it to the dead queue instead of requeueing it
-// forever); one Subscribe handles one delivery at a time, so the router gets
-// Concurrency handlers on the same queue, each with its own channel; the
-// first connection is retried; deduplication is the inbox in Postgres, not
-// the library's per-process memory.
+// Around watermill-amqp's known pitfalls, which is why the subscriber is
+// ours (amqp.go): the marshaler never fails (a body that is not an
+// envelope, or a header that is not expected, is reported to the handler,
+// which sends it to the dead queue instead of requeueing it forever); one
+// Subscribe handles one delivery at a time, so the router gets Concurrency
+// handlers on the same queue, each with its own channel; every connection,
+// the first included, is retried, on the next node of a cluster;
+// deduplication is the inbox in Postgres, not a per-process memory.
 //
 // Failures: Postgres being unreachable is waited out (nothing can be
 // applied anyway); a handler's dependency being unavailable
@@ -36,7 +38,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -161,8 +162,8 @@ func InHand(g Group, concurrency, batch int) int {
 type Runner struct {
 	cfg    Config
 	route  outbox.Route
-	conn   atomic.Pointer[wamqp.ConnectionWrapper] // the current connection, once made
-	tracer trace.Tracer                            // nil: tracing off
+	conn   atomic.Pointer[amqp.Connection] // the current connection, once made
+	tracer trace.Tracer                    // nil: tracing off
 }
 
 // New returns the runner of cfg.Group.
@@ -181,7 +182,7 @@ func New(cfg Config) (*Runner, error) {
 // Connected reports whether the group holds an open RabbitMQ connection.
 func (g *Runner) Connected() bool {
 	c := g.conn.Load()
-	return c != nil && c.IsConnected()
+	return c != nil && !c.IsClosed()
 }
 
 // Checks are what the group needs to apply events, for readiness: its
@@ -213,32 +214,41 @@ func (g *Runner) Run(ctx context.Context) error {
 	return nil
 }
 
-// runOnce connects, declares the topology and runs the router until ctx ends
-// or the router stops.
+// runOnce connects (to the next node of a cluster after a lost
+// connection), declares the topology and runs the router until ctx ends or
+// the connection is lost.
 func (g *Runner) runOnce(ctx context.Context, connected func()) error {
-	wcfg := g.amqpConfig()
-	conn, err := wamqp.NewConnection(wcfg.Connection, g.logger())
+	conn, err := g.cfg.Broker.Dial()
 	if err != nil {
-		return fmt.Errorf("connect to rabbitmq: %w", err)
+		return err
 	}
 	defer func() { _ = conn.Close() }()
 	g.conn.Store(conn)
 	connected()
+	lost := conn.NotifyClose(make(chan *amqp.Error, 1))
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case e := <-lost:
+			if e != nil {
+				cancel(fmt.Errorf("%w: %v", errConnectionLost, e))
+			} else {
+				cancel(errConnectionLost)
+			}
+		case <-ctx.Done():
+		}
+	}()
 
-	sub, err := wamqp.NewSubscriberWithConnection(wcfg, g.logger(), conn)
-	if err != nil {
-		return fmt.Errorf("subscriber: %w", err)
-	}
-	pub, err := wamqp.NewPublisherWithConnection(wcfg, g.logger(), conn)
-	if err != nil {
-		return fmt.Errorf("dead-queue publisher: %w", err)
-	}
+	sub := newSubscriber(conn, g.cfg.Prefetch)
+	defer func() { _ = sub.Close() }() // settles what a handler left behind past the router's close timeout
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 15 * time.Second}, g.logger())
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
 	// A delivery cut short by shutdown is requeued instead.
-	poison, err := middleware.PoisonQueueWithFilter(pub, g.route.DeadQueue(), func(err error) bool { return !stopping(err) })
+	poison, err := middleware.PoisonQueueWithFilter(deadPublisher{conn: conn, timeout: 10 * time.Second}, g.route.DeadQueue(),
+		func(err error) bool { return !stopping(err) })
 	if err != nil {
 		return fmt.Errorf("dead-queue middleware: %w", err)
 	}
@@ -266,53 +276,19 @@ func (g *Runner) runOnce(ctx context.Context, connected func()) error {
 	for i := range g.cfg.Concurrency {
 		router.AddConsumerHandler(fmt.Sprintf("%s-%d", g.cfg.Group.Name, i), g.route.Queue(), sub, g.handler(batches))
 	}
-	// The router ends when ctx does, or when a subscription cannot be made
-	// (RabbitMQ went away before it started).
+	// The router ends when ctx does (shutdown, or the connection lost), or
+	// when a subscription cannot be made.
 	if err := router.Run(ctx); err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
-	return errors.New("router stopped")
-}
-
-func (g *Runner) amqpConfig() wamqp.Config {
-	amqpCfg := g.cfg.Broker.Config() // the settings of every connection shop makes
-	return wamqp.Config{
-		Connection: wamqp.ConnectionConfig{AmqpURI: g.cfg.Broker.URL(), AmqpConfig: &amqpCfg, Reconnect: &wamqp.ReconnectConfig{
-			BackoffInitialInterval: g.cfg.Backoff.Min, BackoffMultiplier: 2, BackoffMaxInterval: g.cfg.Backoff.Max,
-		}},
-		Marshaler: marshaler{},
-		// The exchange and the bindings are the topology's: subscriptions
-		// name the queue, and dead messages go through the default exchange
-		// straight to shop.<group>.dead.
-		Exchange:  wamqp.ExchangeConfig{GenerateName: func(string) string { return "" }},
-		QueueBind: wamqp.QueueBindConfig{GenerateRoutingKey: func(string) string { return "" }},
-		Queue: wamqp.QueueConfig{
-			GenerateName: wamqp.GenerateQueueNameTopicName, Durable: true,
-			Arguments: g.route.QueueArgs(), // what the topology declares
-		},
-		Publish: wamqp.PublishConfig{
-			GenerateRoutingKey: func(topic string) string { return topic },
-			ConfirmDelivery:    true, Mandatory: true, ChannelPoolSize: 1,
-		},
-		Consume:         wamqp.ConsumeConfig{Qos: wamqp.QosConfig{PrefetchCount: g.cfg.Prefetch}},
-		TopologyBuilder: topology{g.cfg.Broker.Topology()},
+	if cause := context.Cause(ctx); errors.Is(cause, errConnectionLost) {
+		return cause
 	}
+	return errors.New("router stopped")
 }
 
 func (g *Runner) logger() watermill.LoggerAdapter {
 	return watermill.NewSlogLoggerWithLevelMapping(g.cfg.Logger.With("group", g.cfg.Group.Name), map[slog.Level]slog.Level{
 		slog.LevelInfo: slog.LevelDebug, // the library's per-subscription chatter
 	})
-}
-
-// topology declares the whole topology whenever a subscription starts, so
-// a consumer started before any relay has its queue.
-type topology struct{ outbox.Topology }
-
-func (t topology) BuildTopology(ch *amqp.Channel, _ wamqp.BuildTopologyParams, _ wamqp.Config, _ watermill.LoggerAdapter) error {
-	return t.Declare(ch)
-}
-
-func (t topology) ExchangeDeclare(ch *amqp.Channel, _ string, _ wamqp.Config) error {
-	return t.Declare(ch)
 }

@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,7 +20,8 @@ import (
 
 // BrokerConfig configures a Broker.
 type BrokerConfig struct {
-	// URL is the RabbitMQ URL (AMQP_URL). Required.
+	// URL is RabbitMQ's URL (AMQP_URL), or the URLs of the nodes of a
+	// cluster separated by commas, each tried in turn. Required.
 	URL string
 	// Name is the connection name RabbitMQ shows for this process's
 	// connections ("shop relay"). Default "shop".
@@ -28,6 +33,10 @@ type BrokerConfig struct {
 	Logger *slog.Logger
 	// Backoff paces reconnection attempts. Default 100ms doubling to 5s.
 	Backoff retry.Backoff
+	// DialTimeout bounds one attempt to connect to one node, the AMQP
+	// handshake included, so that a node that does not answer costs that
+	// long before the next is tried. Default 5s.
+	DialTimeout time.Duration
 }
 
 // Validate fills defaults and checks the configuration.
@@ -40,8 +49,8 @@ func (c *BrokerConfig) Validate() error {
 	case c.Logger == nil:
 		return errors.New("broker: logger is required")
 	}
-	if _, err := amqp.ParseURI(c.URL); err != nil {
-		return fmt.Errorf("broker: amqp url: %w", err)
+	if _, err := nodes(c.URL); err != nil {
+		return err
 	}
 	if c.Name == "" {
 		c.Name = "shop"
@@ -49,16 +58,55 @@ func (c *BrokerConfig) Validate() error {
 	if c.Backoff == (retry.Backoff{}) {
 		c.Backoff = retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = 5 * time.Second
+	}
 	return nil
+}
+
+// node is one RabbitMQ node a broker may dial.
+type node struct {
+	url   string
+	addr  string // host:port, for logs: never the credentials
+	vhost string
+}
+
+// nodes parses a comma-separated list of AMQP URLs. Its errors never
+// repeat a URL, which may hold a password.
+func nodes(list string) ([]node, error) {
+	var out []node
+	for i, u := range strings.Split(list, ",") {
+		u = strings.TrimSpace(u)
+		uri, err := amqp.ParseURI(u)
+		if err != nil {
+			if ue := (*url.Error)(nil); errors.As(err, &ue) {
+				err = ue.Err // url.Error quotes the URL
+			}
+			return nil, fmt.Errorf("broker: amqp url %d of %d: %w", i+1, strings.Count(list, ",")+1, err)
+		}
+		out = append(out, node{url: u, addr: net.JoinHostPort(uri.Host, strconv.Itoa(uri.Port)), vhost: uri.Vhost})
+		if out[i].vhost != out[0].vhost {
+			return nil, fmt.Errorf("broker: amqp url %d names vhost %q, url 1 %q: the nodes of a cluster share their vhosts", i+1, out[i].vhost, out[0].vhost)
+		}
+	}
+	return out, nil
 }
 
 // Broker is shop's one way to reach RabbitMQ. Every connection is dialled
 // with the same settings (Config) and has the topology declared before
 // anything uses it. The relay keeps one connection through Channel, which
-// reconnects with backoff; the operator commands dial their own; the
-// consumers hand Config to watermill-amqp, which dials itself.
+// reconnects with backoff; the consumers and the operator commands dial
+// their own with Dial.
+//
+// A broker of a cluster dials its nodes in turn: the first dial tries the
+// first node, then the next until one answers; every later dial (after a
+// connection was lost, or for another connection) starts at the node after
+// the one that last answered, so a process whose node went away moves to
+// the next without trying the lost one first.
 type Broker struct {
-	cfg BrokerConfig
+	cfg   BrokerConfig
+	nodes []node
+	next  atomic.Int32 // the node the next dial tries first
 
 	mu   sync.Mutex       // serializes connecting: one dial at a time
 	conn *amqp.Connection // guarded by mu
@@ -73,24 +121,46 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Broker{cfg: cfg}, nil
+	ns, _ := nodes(cfg.URL) // Validate parsed them
+	return &Broker{cfg: cfg, nodes: ns}, nil
 }
 
 // Config is the client configuration of every connection shop makes.
 func (b *Broker) Config() amqp.Config {
-	return amqp.Config{Heartbeat: 10 * time.Second, Properties: amqp.Table{"connection_name": b.cfg.Name}}
+	return amqp.Config{Heartbeat: 10 * time.Second, Properties: amqp.Table{"connection_name": b.cfg.Name},
+		Dial: amqp.DefaultDial(b.cfg.DialTimeout)}
 }
 
-// URL is the RabbitMQ URL the broker dials.
-func (b *Broker) URL() string { return b.cfg.URL }
+// VHost is the virtual host the broker's connections open ("/" when the
+// URL names none).
+func (b *Broker) VHost() string { return b.nodes[0].vhost }
 
 // Topology is what the broker declares on every connection.
 func (b *Broker) Topology() Topology { return b.cfg.Topology }
 
 // Dial opens a new connection of the caller's own, with the topology
-// declared; one attempt.
+// declared: one attempt on each node at most, in turn.
 func (b *Broker) Dial() (*amqp.Connection, error) {
-	conn, err := amqp.DialConfig(b.cfg.URL, b.Config())
+	start := int(b.next.Load())
+	var errs []error
+	for i := range b.nodes {
+		k := (start + i) % len(b.nodes)
+		conn, err := b.dial(b.nodes[k])
+		if err != nil {
+			if len(b.nodes) > 1 {
+				err = fmt.Errorf("%s: %w", b.nodes[k].addr, err)
+			}
+			errs = append(errs, err)
+			continue
+		}
+		b.next.Store(int32((k + 1) % len(b.nodes)))
+		return conn, nil
+	}
+	return nil, errors.Join(errs...)
+}
+
+func (b *Broker) dial(n node) (*amqp.Connection, error) {
+	conn, err := amqp.DialConfig(n.url, b.Config())
 	if err != nil {
 		return nil, fmt.Errorf("connect to rabbitmq: %w", err)
 	}
@@ -134,7 +204,7 @@ func (b *Broker) tryChannel() (*amqp.Channel, error) {
 		}
 		b.conn = conn
 		b.live.Store(conn)
-		b.cfg.Logger.Info("connected to rabbitmq; topology declared")
+		b.cfg.Logger.Info("connected to rabbitmq; topology declared", "node", conn.RemoteAddr().String())
 	}
 	ch, err := b.conn.Channel()
 	if err != nil {

@@ -21,6 +21,10 @@ const DeliveryLimit = 20
 type Route struct {
 	Group string
 	Keys  []string
+	// QuorumSize is how many nodes of a cluster the group's queues are
+	// replicated on when they are first declared
+	// (x-quorum-initial-group-size); 0: the broker's default.
+	QuorumSize int
 }
 
 // Queue is the group's queue.
@@ -37,23 +41,44 @@ func (r Route) DeadQueue() string { return "shop." + r.Group + ".dead" }
 // RabbitMQ 3.13 and later have a default delivery limit and would drop it
 // without a dead-letter exchange.
 func (r Route) QueueArgs() amqp.Table {
-	return amqp.Table{
+	return r.replicated(amqp.Table{
 		amqp.QueueTypeArg:           amqp.QueueTypeQuorum,
 		"x-dead-letter-exchange":    "",
 		"x-dead-letter-routing-key": r.DeadQueue(),
 		"x-delivery-limit":          DeliveryLimit,
-	}
+	})
 }
 
 // DeadQueueArgs are the arguments the group's dead queue is declared with.
 func (r Route) DeadQueueArgs() amqp.Table {
-	return amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}
+	return r.replicated(amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+}
+
+// replicated adds the quorum size, when set, to a queue's arguments. It
+// only counts when the queue is created: RabbitMQ does not compare it
+// when the queue is declared again, so processes started with another
+// size still declare the same queue.
+func (r Route) replicated(args amqp.Table) amqp.Table {
+	if r.QuorumSize > 0 {
+		args["x-quorum-initial-group-size"] = r.QuorumSize
+	}
+	return args
 }
 
 // Topology is every group's route: what Declare declares, and which events
 // the relay may publish. The consumer groups' registry (package handlers)
 // says what it holds.
 type Topology []Route
+
+// WithQuorumSize returns the topology with every queue replicated on n
+// nodes when first declared (Route.QuorumSize).
+func (t Topology) WithQuorumSize(n int) Topology {
+	out := slices.Clone(t)
+	for i := range out {
+		out[i].QuorumSize = n
+	}
+	return out
+}
 
 // Route returns the route of the group called name; ok is false when there
 // is none.

@@ -10,8 +10,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/shopdev/shop/auth"
 	"github.com/shopdev/shop/handlers/httpapi"
 	"github.com/shopdev/shop/internal/ops"
@@ -76,19 +74,18 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process
 	if err != nil {
 		return nil, err
 	}
-	opts, err := redis.ParseURL(cfg.Redis.URL)
-	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
-	}
 	// Short timeouts and no retries: a slow Redis must not slow the API,
 	// which falls back to Postgres.
-	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.MaxRetries = 250*time.Millisecond, 250*time.Millisecond, 250*time.Millisecond, -1
-	pg := proc.postgres()
-	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: int32(cfg.Pool.MaxConns), Tracer: pg.queries()})
+	rdb, err := openRedis(cfg.Redis, 250*time.Millisecond, log)
 	if err != nil {
 		return nil, err
 	}
-	rdb := redis.NewClient(opts)
+	pg := proc.postgres()
+	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: int32(cfg.Pool.MaxConns), Tracer: pg.queries()})
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
 	traceRedis(proc, rdb)
 	release := func() { _ = rdb.Close(); pool.Close() } // closing the client closes its autopipeliner
 	// Reads that arrive together go to Redis together: while one pipeline

@@ -65,12 +65,22 @@ func (s poolSection) validate() error {
 }
 
 type redisSection struct {
-	URL    string `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0" help:"the Redis of the read models"`
+	URL    string `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0" help:"the Redis of the read models and the limits: redis://[[user]:password@]host:port/db (rediss:// for TLS), or redis-sentinel://[[user]:password@]host:26379,host2:26379/db?master=NAME (rediss-sentinel:// for TLS) to follow the master that Redis Sentinels name through failovers; the password is the master's, sentinel_password=P (and sentinel_username=U) the Sentinels' own"`
 	Prefix string `env:"REDIS_PREFIX" envDefault:"shop:" help:"starts every Redis key, so that several systems can share one Redis"`
 }
 
+func (s redisSection) validate() error {
+	_, err := parseRedisURL(s.URL)
+	return err
+}
+
 type amqpSection struct {
-	URL string `env:"AMQP_URL" envDefault:"amqp://guest:guest@127.0.0.1:5672/" help:"RabbitMQ"`
+	URL        string `env:"AMQP_URL" envDefault:"amqp://guest:guest@127.0.0.1:5672/" help:"RabbitMQ; a comma-separated list of the nodes of a cluster, tried in turn (same user, password and vhost)"`
+	QuorumSize int    `env:"AMQP_QUORUM_SIZE" envDefault:"0" help:"nodes each queue is replicated on when shop declares it (x-quorum-initial-group-size); 0: the broker's default"`
+}
+
+func (s amqpSection) validate() error {
+	return inRange("AMQP_QUORUM_SIZE", s.QuorumSize, 0, 99)
 }
 
 type opsSection struct {

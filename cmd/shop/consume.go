@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/consumer"
 	"github.com/shopdev/shop/handlers"
@@ -80,7 +78,7 @@ type consumers struct {
 
 // newConsumers wires the named consumer groups; they report to proc.
 func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, proc process, names []string) (*consumers, error) {
-	broker, err := outbox.NewBroker(outbox.BrokerConfig{URL: cfg.AMQP.URL, Name: "shop consume", Topology: handlers.Topology(), Logger: log})
+	broker, err := cfg.AMQP.broker("shop consume", log)
 	if err != nil {
 		return nil, err
 	}
@@ -97,6 +95,13 @@ func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, pr
 				conns += consumer.InHand(g, cfg.Consumer.Concurrency, cfg.Consumer.Batch)
 			}
 		}
+	}
+	// On Sentinels, the projections group rebuilds the read models after
+	// each failover, which may have lost the last writes the old master
+	// acknowledged; the rebuild reads Postgres on a connection of its own.
+	repair := slices.Contains(names, "projections") && cfg.Redis.sentinels()
+	if repair {
+		conns++
 	}
 	pg := proc.postgres()
 	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: int32(conns), Tracer: pg.queries()})
@@ -144,6 +149,12 @@ func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, pr
 		defer stop() // after the last delivery: its commit may still notify
 		go func() { _ = notifier.Run(nctx) }()
 		go func() { _ = depth.Run(ctx) }()
+		if repair {
+			rctx, cancel := context.WithCancel(ctx)
+			stopped := make(chan struct{})
+			go func() { defer close(stopped); repairAfterFailovers(rctx, log, deps.ReadModels, store.NewReads(pool)) }()
+			defer func() { cancel(); <-stopped }() // before the pool and Redis close
+		}
 		done := make(chan struct{}, len(runners))
 		for _, r := range runners {
 			go func() { _ = r.Run(ctx); done <- struct{}{} }()
@@ -168,7 +179,7 @@ func groupDeps(cfg consumeSettings, log *slog.Logger, proc process) (handlers.De
 		}
 		mail = m
 	}
-	rdb, err := openRedis(cfg.Redis.URL)
+	rdb, err := openRedis(cfg.Redis, 0, log)
 	if err != nil {
 		return handlers.Deps{}, nil, err
 	}
@@ -183,13 +194,4 @@ func groupDeps(cfg consumeSettings, log *slog.Logger, proc process) (handlers.De
 		return handlers.Deps{}, nil, err
 	}
 	return handlers.Deps{Now: time.Now, Mailer: mail, ReadModels: models}, func() { _ = rdb.Close() }, nil
-}
-
-// openRedis returns a client of REDIS_URL; it connects when first used.
-func openRedis(url string) (*redis.Client, error) {
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
-	}
-	return redis.NewClient(opts), nil
 }

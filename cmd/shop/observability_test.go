@@ -873,8 +873,9 @@ func kustomize(t testing.TB, dir string) []byte {
 }
 
 // kubernetesCopy copies deploy/kubernetes to a directory of t's own, with a
-// dev/secrets.env (each user's, which git ignores) if there is none, so
-// that the overlays built on dev render.
+// dev/secrets.env and a prod/secrets.env (each user's, which git ignores)
+// if there are none, so that every overlay renders: dev's holds a
+// JWT_SECRET, prod's is a copy of the committed secrets.env.example.
 func kubernetesCopy(t testing.TB) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "kubernetes")
@@ -882,6 +883,12 @@ func kubernetesCopy(t testing.TB) string {
 	secrets := filepath.Join(dir, "dev", "secrets.env")
 	if _, err := os.Stat(secrets); errors.Is(err, os.ErrNotExist) {
 		testenv.Must(t, os.WriteFile(secrets, []byte("JWT_SECRET="+strings.Repeat("k", 32)+"\n"), 0o600), "write secrets.env")
+	}
+	prod := filepath.Join(dir, "prod", "secrets.env")
+	if _, err := os.Stat(prod); errors.Is(err, os.ErrNotExist) {
+		example, err := os.ReadFile(prod + ".example")
+		testenv.Must(t, err, "read prod/secrets.env.example")
+		testenv.Must(t, os.WriteFile(prod, example, 0o600), "write prod/secrets.env")
 	}
 	return dir
 }

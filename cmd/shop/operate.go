@@ -112,7 +112,7 @@ func deadBroker(inv invocation) (*outbox.Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return outbox.NewBroker(outbox.BrokerConfig{URL: cfg.AMQP.URL, Name: "shop dead", Topology: handlers.Topology(), Logger: log})
+	return cfg.AMQP.broker("shop dead", log)
 }
 
 func deadListCmd(ctx context.Context, inv invocation) error {
@@ -163,7 +163,8 @@ type rebuildConfig struct {
 // rebuildCmd is shop projections rebuild.
 func rebuildCmd(ctx context.Context, inv invocation) error {
 	var cfg rebuildConfig
-	if _, err := inv.loadAlone("projections rebuild", &cfg); err != nil {
+	log, err := inv.loadAlone("projections rebuild", &cfg)
+	if err != nil {
 		return err
 	}
 	pool, err := store.Open(ctx, store.Config{DatabaseURL: cfg.Postgres.URL, MaxConns: 2})
@@ -171,7 +172,7 @@ func rebuildCmd(ctx context.Context, inv invocation) error {
 		return err
 	}
 	defer pool.Close()
-	rdb, err := openRedis(cfg.Redis.URL)
+	rdb, err := openRedis(cfg.Redis, 0, log)
 	if err != nil {
 		return err
 	}
@@ -213,7 +214,7 @@ func resetCmd(ctx context.Context, inv invocation) error {
 	if err := store.DropDatabase(ctx, cfg.Postgres.URL); err != nil {
 		return err
 	}
-	rdb, err := openRedis(cfg.Redis.URL)
+	rdb, err := openRedis(cfg.Redis, 0, log)
 	if err != nil {
 		return err
 	}
@@ -229,7 +230,7 @@ func resetCmd(ctx context.Context, inv invocation) error {
 	if err := iter.Err(); err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
-	broker, err := outbox.NewBroker(outbox.BrokerConfig{URL: cfg.AMQP.URL, Name: "shop reset", Topology: handlers.Topology(), Logger: log})
+	broker, err := cfg.AMQP.broker("shop reset", log)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +25,12 @@ import (
 
 // shutdownTimeout bounds how long in-flight requests may take after SIGTERM.
 const shutdownTimeout = 20 * time.Second
+
+// drainDeadline bounds how long a process takes to stop once told to,
+// whatever its dependencies are doing: a part still running then is left
+// behind, and the process exits with an error naming it. Kubernetes'
+// terminationGracePeriodSeconds must be longer (deploy/kubernetes).
+const drainDeadline = shutdownTimeout + 5*time.Second
 
 // part is one long-running part of a process (the API, the relay, the
 // consumer groups), wired and not started yet.
@@ -60,9 +66,10 @@ func (p process) tracing() trace.TracerProvider {
 // and every part started, with the ops server's address. It closes every
 // part before it returns.
 func serve(ctx context.Context, log *slog.Logger, opsAddr string, proc process, banner func(opsAddr string), parts ...*part) error {
+	stuck := map[*part]bool{} // parts that did not stop by the deadline: what they hold stays open
 	defer func() {
 		for _, p := range parts {
-			if p.close != nil {
+			if p.close != nil && !stuck[p] {
 				p.close()
 			}
 		}
@@ -77,18 +84,45 @@ func serve(ctx context.Context, log *slog.Logger, opsAddr string, proc process, 
 	all := append([]*part{{name: "ops", run: opsServer.serve}}, parts...)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	errs := make([]error, len(all))
-	for i, p := range all {
-		wg.Go(func() {
-			if err := p.run(ctx); err != nil {
-				errs[i] = fmt.Errorf("%s: %w", p.name, err)
-			}
+	type result struct {
+		part *part
+		err  error
+	}
+	done := make(chan result, len(all))
+	for _, p := range all {
+		go func() {
+			err := p.run(ctx)
 			cancel() // one part stopped: stop the others
-		})
+			done <- result{p, err}
+		}()
 	}
 	banner(opsServer.addr())
-	wg.Wait()
+	var errs []error
+	running := map[*part]bool{}
+	for _, p := range all {
+		running[p] = true
+	}
+	stopping, deadline := ctx.Done(), (<-chan time.Time)(nil)
+	for len(running) > 0 {
+		select {
+		case r := <-done:
+			delete(running, r.part)
+			if r.err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.part.name, r.err))
+			}
+		case <-stopping:
+			stopping, deadline = nil, time.After(drainDeadline) // now wait for the parts, or the deadline
+		case <-deadline:
+			var names []string
+			for _, p := range all {
+				if running[p] {
+					names = append(names, p.name)
+					stuck[p] = true
+				}
+			}
+			return errors.Join(append(errs, fmt.Errorf("still stopping after %s, left behind: %s", drainDeadline, strings.Join(names, ", ")))...)
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 
-	"github.com/shopdev/shop/handlers"
 	"github.com/shopdev/shop/internal/ops"
 	"github.com/shopdev/shop/outbox"
 	"github.com/shopdev/shop/store"
@@ -46,7 +45,7 @@ type relay struct {
 
 // newRelay wires an outbox relay; it reports to proc.
 func newRelay(ctx context.Context, cfg relaySettings, log *slog.Logger, proc process) (*relay, error) {
-	broker, err := outbox.NewBroker(outbox.BrokerConfig{URL: cfg.AMQP.URL, Name: "shop relay", Topology: handlers.Topology(), Logger: log})
+	broker, err := cfg.AMQP.broker("shop relay", log)
 	if err != nil {
 		return nil, err
 	}

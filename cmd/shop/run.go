@@ -59,7 +59,7 @@ func runCmd(ctx context.Context, inv invocation) error {
 			log.Info("shop run: serving; Ctrl-C stops it",
 				"api", urlOf(api.server.addr()), "metrics", urlOf(opsAddr)+"/metrics",
 				"database", redact(cfg.API.Postgres.URL), "database_created", created,
-				"rabbitmq", redact(cfg.Relay.AMQP.URL), "redis", redact(cfg.API.Redis.URL), "redis_prefix", cfg.API.Redis.Prefix,
+				"rabbitmq", redact(cfg.Relay.AMQP.URL), "redis", cfg.API.Redis.redacted(), "redis_prefix", cfg.API.Redis.Prefix,
 				"groups", strings.Join(handlers.Names(), ","))
 		}, []*part{&api.part, &relay.part, &groups.part}, nil
 	})

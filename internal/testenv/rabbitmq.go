@@ -55,7 +55,19 @@ func CreateVHost(t testing.TB, vhost string) {
 	}
 	rabbitmqctl(t, "add_vhost", vhost)
 	rabbitmqctl(t, "set_permissions", "-p", vhost, u.User.Username(), ".*", ".*", ".*")
-	t.Cleanup(func() { rabbitmqctl(t, "delete_vhost", vhost) })
+	t.Cleanup(func() { DeleteVHost(t, vhost) })
+}
+
+// DeleteVHost deletes vhost and everything in it, as an operator might
+// while shop runs; a vhost already gone is no error.
+func DeleteVHost(t testing.TB, vhost string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "rabbitmqctl", "delete_vhost", vhost).CombinedOutput()
+	if err != nil && !strings.Contains(string(out), "does not exist") && !strings.Contains(string(out), "not found") {
+		t.Fatalf("rabbitmqctl delete_vhost %s: %v\n%s", vhost, err, out)
+	}
 }
 
 // CloseConnections closes every client connection to vhost, as a broker
