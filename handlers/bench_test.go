@@ -22,6 +22,7 @@ import (
 	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/mailer"
 	"github.com/shopdev/shop/outbox"
+	"github.com/shopdev/shop/projections"
 	"github.com/shopdev/shop/store"
 )
 
@@ -33,9 +34,13 @@ import (
 // CONSUMERBENCH_BATCH (default 16, as CONSUMER_BATCH; emails always 1, as
 // `shop consume`) in one transaction, with CONSUMERBENCH_COMMITTERS (default
 // 1) such transactions at once; the clock runs until the inbox holds every
-// event. It reports CPU per event too: this process's, Postgres's,
-// RabbitMQ's and the kernel threads'. CONSUMERBENCH_GROUPS picks groups (default
-// "inventory,orders,emails").
+// event (for projections, which keep no inbox: until Redis holds every
+// order). It reports CPU per event too: this process's, Postgres's,
+// RabbitMQ's, Redis's and the kernel threads'. CONSUMERBENCH_GROUPS picks
+// groups (default "inventory,orders,emails,projections"),
+// CONSUMERBENCH_REPLICAS the replica counts (default "1,2");
+// CONSUMERBENCH_SMTP=1 sends the emails over SMTP (to a server in this
+// process) instead of to the log.
 //
 //	go test -run '^$' -bench Groups -benchtime 1x ./handlers/
 func BenchmarkGroups(b *testing.B) {
@@ -45,12 +50,23 @@ func BenchmarkGroups(b *testing.B) {
 		batch:       envInt("CONSUMERBENCH_BATCH", 16),
 		committers:  envInt("CONSUMERBENCH_COMMITTERS", 1),
 	}
-	names := []string{"inventory", "orders", "emails"}
+	names := []string{"inventory", "orders", "emails", "projections"}
 	if v := os.Getenv("CONSUMERBENCH_GROUPS"); v != "" {
 		names = strings.Split(v, ",")
 	}
+	counts := []int{1, 2}
+	if v := os.Getenv("CONSUMERBENCH_REPLICAS"); v != "" {
+		counts = nil
+		for f := range strings.SplitSeq(v, ",") {
+			n, err := strconv.Atoi(f)
+			if err != nil || n < 1 {
+				b.Fatalf("CONSUMERBENCH_REPLICAS: %q is not a replica count", f)
+			}
+			counts = append(counts, n)
+		}
+	}
 	for _, name := range names {
-		for _, replicas := range []int{1, 2} {
+		for _, replicas := range counts {
 			b.Run(fmt.Sprintf("%s/%d-replicas", name, replicas), func(b *testing.B) {
 				for range b.N {
 					benchGroup(b, name, replicas, setup)
@@ -76,7 +92,18 @@ func benchGroup(b *testing.B, name string, replicas int, setup benchSetup) {
 	n, concurrency, batch, committers := setup.events, setup.concurrency, setup.batch, setup.committers
 	b.StopTimer()
 	dbURL, amqpURL := testenv.DatabaseURL(b), testenv.AMQPURL(b)
-	g := groupNamed(name)
+	rdb, prefix := testenv.Redis(b)
+	models, err := projections.New(projections.Config{Client: rdb, Prefix: prefix})
+	testenv.Must(b, err, "read models")
+	deps := handlers.Deps{Now: time.Now, Mailer: mailer.Log{Logger: quiet}, ReadModels: models}
+	if name == "emails" && os.Getenv("CONSUMERBENCH_SMTP") != "" {
+		// Each email sent over SMTP to a server on loopback (a real one
+		// across a network answers slower).
+		smtp, err := mailer.NewSMTP(mailer.Config{Addr: testenv.NewSMTPServer(b).Addr, From: "shop <no-reply@shop.test>"})
+		testenv.Must(b, err, "smtp mailer")
+		deps.Mailer = smtp
+	}
+	g := groupWith(name, deps)
 	route := g.Route()
 	events := eventsFor(b, dbURL, name, n)
 
@@ -123,8 +150,16 @@ func benchGroup(b *testing.B, name string, replicas int, setup benchSetup) {
 		testenv.Must(b, err, "group")
 		go func() { _ = c.Run(ctx); done <- struct{}{} }()
 	}
+	applied := func() int {
+		if name == "projections" {
+			got, err := rdb.ZCard(ctx, prefix+"orders").Result()
+			testenv.Must(b, err, "count the orders in redis")
+			return int(got)
+		}
+		return testenv.Count(b, check, `SELECT count(*) FROM inbox WHERE consumer = $1`, name)
+	}
 	for {
-		if testenv.Count(b, check, `SELECT count(*) FROM inbox WHERE consumer = $1`, name) >= n {
+		if applied() >= n {
 			break
 		}
 		if time.Since(start) > 5*time.Minute {
@@ -141,7 +176,7 @@ func benchGroup(b *testing.B, name string, replicas int, setup benchSetup) {
 	// CPU of the consumers (this process), Postgres, RabbitMQ and the
 	// kernel's threads, per event.
 	var pct float64
-	for _, who := range []string{"bench", "postgres", "rabbitmq", "kernel"} {
+	for _, who := range []string{"bench", "postgres", "rabbitmq", "redis-server", "kernel"} {
 		pct += cpu.By[who]
 	}
 	cpuPerEvent := pct * took.Seconds() * 10 / float64(n)
@@ -154,7 +189,12 @@ func benchGroup(b *testing.B, name string, replicas int, setup benchSetup) {
 
 // groupNamed is the group of the registry called name, with the log mailer.
 func groupNamed(name string) consumer.Group {
-	for _, g := range handlers.Groups(handlers.Deps{Now: time.Now, Mailer: mailer.Log{Logger: quiet}}) {
+	return groupWith(name, handlers.Deps{Now: time.Now, Mailer: mailer.Log{Logger: quiet}})
+}
+
+// groupWith is the group of the registry called name, with deps.
+func groupWith(name string, deps handlers.Deps) consumer.Group {
+	for _, g := range handlers.Groups(deps) {
 		if g.Name == name {
 			return g
 		}
@@ -209,7 +249,7 @@ func eventsFor(b *testing.B, dbURL, name string, n int) []outbox.Envelope {
 		}), "place order")
 	}
 	placed := takeOf(b, pool, "order.placed")
-	if name == "inventory" {
+	if name == "inventory" || name == "projections" {
 		return placed
 	}
 	inv := newRunner(b, groupNamed("inventory"), uow, 1)

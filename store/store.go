@@ -32,7 +32,8 @@ import (
 	"github.com/shopdev/shop/outbox"
 )
 
-// ErrUnavailable means Postgres could not be reached: domain.ErrUnavailable,
+// ErrUnavailable means Postgres could not be reached, or no server reached
+// may write (no primary, as during a failover): domain.ErrUnavailable,
 // which the API answers 503 and a consumer waits out.
 var ErrUnavailable = fmt.Errorf("database %w", domain.ErrUnavailable)
 
@@ -190,6 +191,16 @@ func (u *UnitOfWork) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx
 		return classify(fmt.Errorf("acquire connection: %w", err))
 	}
 	defer conn.Release() // a connection left inside a transaction is destroyed, not reused
+	defer func() {
+		if readOnly(err) {
+			// The session is on a server that may not write: a standby,
+			// or a primary since demoted, reached through an address that
+			// does not check (target_session_attrs=read-write checks, but
+			// only as a session starts). Closed, it is not reused: the next
+			// one is made to wherever the primary is now.
+			_ = conn.Conn().Close(context.WithoutCancel(ctx))
+		}
+	}()
 	tx := &Tx{conn: conn, pending: &pgx.Batch{}, md: outbox.MetadataFrom(ctx)}
 	tx.pending.Queue("BEGIN")
 	tx.Users = Users{tx}
@@ -334,14 +345,28 @@ func classify(err error) error {
 		if len(pgErr.Code) == 5 && (pgErr.Code[:2] == "08" || pgErr.Code[:2] == "57") { // connection, shutdown
 			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
+		if readOnly(err) { // no primary where the session is; a failover may be under way
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
 		return err
 	}
+	// A *pgconn.ConnectError is also what pgx returns when no host of a
+	// multi-host URL satisfies target_session_attrs=read-write: during a
+	// failover, no primary answers yet.
 	var connectErr *pgconn.ConnectError
 	var netErr net.Error
 	if errors.As(err, &connectErr) || errors.As(err, &netErr) || pgconn.SafeToRetry(err) {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
+}
+
+// readOnly reports whether err is Postgres refusing a write because the
+// session may not write (read_only_sql_transaction): the server is a
+// standby. The store opens no read-only transaction of its own.
+func readOnly(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "25006"
 }
 
 // uniqueViolation maps the schema's unique constraints to the domain errors
