@@ -105,7 +105,12 @@ func TestQuorumSizeIsDeclared(t *testing.T) {
 		t.Error("WithQuorumSize changed the topology it was called on")
 	}
 
-	// A single node takes the size, capped at its one member.
-	ch := amqpChannel(t, testenv.AMQPURL(t))
-	testenv.Must(t, sized.Declare(ch), "declare a sized topology")
+	// A single node takes the size, capped at its one member; a process
+	// with another size is refused, and told which setting to fix.
+	amqpURL := testenv.AMQPURL(t)
+	testenv.Must(t, sized.Declare(amqpChannel(t, amqpURL)), "declare a sized topology")
+	err := unsized.Declare(amqpChannel(t, amqpURL))
+	if err == nil || !strings.Contains(err.Error(), "AMQP_QUORUM_SIZE") {
+		t.Errorf("declaring the queues again with no size: %v, want an error naming AMQP_QUORUM_SIZE", err)
+	}
 }

@@ -3,6 +3,7 @@ package outbox
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -110,6 +111,9 @@ func (t Topology) Declare(ch *amqp.Channel) error {
 		}{{r.DeadQueue(), r.DeadQueueArgs()}, {r.Queue(), r.QueueArgs()}}
 		for _, q := range queues {
 			if _, err := ch.QueueDeclare(q.name, true, false, false, false, q.args); err != nil {
+				if strings.Contains(err.Error(), "x-quorum-initial-group-size") {
+					return fmt.Errorf("declare queue %s: %w (AMQP_QUORUM_SIZE must be the size the queue was created with)", q.name, err)
+				}
 				return fmt.Errorf("declare queue %s: %w", q.name, err)
 			}
 		}
