@@ -2,15 +2,10 @@ package main_test
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"os/exec"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
-	"github.com/shopdev/shop/domain/order"
 	"github.com/shopdev/shop/handlers"
 	"github.com/shopdev/shop/internal/testenv"
 )
@@ -35,16 +30,7 @@ func TestRabbitMQClusterSurvivesLosingANode(t *testing.T) {
 		procs = append(procs, startProcess(t, s.env, "relay"), startProcess(t, s.env, append([]string{"consume"}, groups...)...))
 	}
 
-	initial := map[uuid.UUID]int64{}
-	products := make([]uuid.UUID, 5)
-	for i := range products {
-		stock := int64(100_000)
-		if i == 0 {
-			stock = 40 // contended: some orders are rejected
-		}
-		products[i] = s.product(t, fmt.Sprintf("NODE-%d", i), stock)
-		initial[products[i]] = stock
-	}
+	initial := s.catalogue(t, "NODE")
 	// Every queue has a replica on every node.
 	testenv.Eventually(t, 30*time.Second, func() error {
 		queues := cluster.Queues(t)
@@ -58,35 +44,7 @@ func TestRabbitMQClusterSurvivesLosingANode(t *testing.T) {
 		return nil
 	})
 
-	var wg sync.WaitGroup
-	stopStream := make(chan struct{})
-	var stopOnce sync.Once
-	endStream := func() { stopOnce.Do(func() { close(stopStream) }) }
-	t.Cleanup(func() { endStream(); wg.Wait() })
-	seed := testenv.Rand(t).Uint64()
-	for w := range 4 {
-		buyer := s.register(t, fmt.Sprintf("cluster%d@shop.test", w))
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(seed, uint64(w)))
-			pace := time.NewTicker(40 * time.Millisecond)
-			defer pace.Stop()
-			for i := 0; ; i++ {
-				select {
-				case <-stopStream:
-					return
-				case <-pace.C:
-				}
-				id, err := s.place(buyer, order.Item{ProductID: products[rng.IntN(len(products))], Quantity: 1 + rng.Int64N(3)})
-				if err == nil && i%5 == 4 {
-					err = s.cancel(buyer, id)
-				}
-				if err != nil {
-					t.Errorf("stream: %v", err)
-					return
-				}
-			}
-		})
-	}
+	endStream := s.streamOrders(t, "cluster", initial, testenv.Rand(t).Uint64())
 	confirmedSince := func(since time.Time) int {
 		return s.count(t, `SELECT count(*) FROM orders WHERE status = 'confirmed' AND created_at > $1`, since)
 	}
@@ -120,7 +78,6 @@ func TestRabbitMQClusterSurvivesLosingANode(t *testing.T) {
 	lost.Start(t)
 	time.Sleep(3 * time.Second)
 	endStream()
-	wg.Wait()
 	t.Logf("node %s (leader of %d of %d queues) SIGKILLed; orders confirmed again %s later; %d orders in all",
 		lost.Name, leaders[lost.Name], 2*len(handlers.Topology()), recovered.Round(time.Millisecond), s.count(t, `SELECT count(*) FROM orders`))
 

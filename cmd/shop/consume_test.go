@@ -348,6 +348,61 @@ func (s *system) checkConverged(t *testing.T, initial map[uuid.UUID]int64, group
 	}
 }
 
+// catalogue adds five products named after sku, the first with 40 in
+// stock (contended: some orders are rejected), the others 100,000, and
+// returns each one's initial stock.
+func (s *system) catalogue(t *testing.T, sku string) map[uuid.UUID]int64 {
+	t.Helper()
+	initial := map[uuid.UUID]int64{}
+	for i := range 5 {
+		stock := int64(100_000)
+		if i == 0 {
+			stock = 40
+		}
+		initial[s.product(t, fmt.Sprintf("%s-%d", sku, i), stock)] = stock
+	}
+	return initial
+}
+
+// streamOrders registers four buyers (named after name) who each place an
+// order of 1 to 3 units of one of the products every 40 ms, a stream and
+// not a burst, and cancel every fifth at once (racing inventory's
+// decision), until the returned stop is called (or t ends); stop waits for
+// them. seed picks the products and quantities.
+func (s *system) streamOrders(t *testing.T, name string, products map[uuid.UUID]int64, seed uint64) (stop func()) {
+	t.Helper()
+	ids := slices.SortedFunc(maps.Keys(products), func(a, b uuid.UUID) int { return strings.Compare(a.String(), b.String()) }) // the same order for a seed
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	var once sync.Once
+	stop = func() { once.Do(func() { close(done) }); wg.Wait() }
+	t.Cleanup(stop)
+	for w := range 4 {
+		buyer := s.register(t, fmt.Sprintf("%s%d@shop.test", name, w))
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(seed, uint64(w)))
+			pace := time.NewTicker(40 * time.Millisecond)
+			defer pace.Stop()
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				case <-pace.C:
+				}
+				id, err := s.place(buyer, order.Item{ProductID: ids[rng.IntN(len(ids))], Quantity: 1 + rng.Int64N(3)})
+				if err == nil && i%5 == 4 {
+					err = s.cancel(buyer, id)
+				}
+				if err != nil {
+					t.Errorf("stream: %v", err)
+					return
+				}
+			}
+		})
+	}
+	return stop
+}
+
 // TestOrderFlowThroughProcesses runs the relay and the three groups as real
 // processes: an order within stock is confirmed, one beyond it rejected, a
 // cancelled one gives its stock back; each email is recorded once; and the
@@ -564,49 +619,8 @@ func TestConsumersKilledMidStreamConverge(t *testing.T) {
 		procs[g] = start(g)
 	}
 
-	initial := map[uuid.UUID]int64{}
-	products := make([]uuid.UUID, 5)
-	for i := range products {
-		stock := int64(100_000)
-		if i == 0 {
-			stock = 40 // contended: some orders are rejected
-		}
-		products[i] = s.product(t, fmt.Sprintf("KILL-%d", i), stock)
-		initial[products[i]] = stock
-	}
-	buyers := make([]uuid.UUID, 4)
-	for w := range buyers {
-		buyers[w] = s.register(t, fmt.Sprintf("killed%d@shop.test", w))
-	}
-	// The stream runs until the kills are done.
-	var wg sync.WaitGroup
-	stopStream := make(chan struct{})
-	t.Cleanup(func() { wg.Wait() })
-	var stopOnce sync.Once
-	stop := func() { stopOnce.Do(func() { close(stopStream) }) }
-	t.Cleanup(stop)
-	for w, buyer := range buyers {
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(w), 1))
-			pace := time.NewTicker(40 * time.Millisecond) // a stream, not a burst
-			defer pace.Stop()
-			for i := 0; ; i++ {
-				select {
-				case <-stopStream:
-					return
-				case <-pace.C:
-				}
-				id, err := s.place(buyer, order.Item{ProductID: products[rng.IntN(len(products))], Quantity: 1 + rng.Int64N(3)})
-				if err == nil && i%5 == 4 {
-					err = s.cancel(buyer, id) // at once: it races inventory's decision
-				}
-				if err != nil {
-					t.Errorf("stream: %v", err)
-					return
-				}
-			}
-		})
-	}
+	initial := s.catalogue(t, "KILL")
+	stop := s.streamOrders(t, "killed", initial, 0)
 	const rounds = 2
 	for range rounds {
 		for _, g := range groups {
@@ -626,7 +640,6 @@ func TestConsumersKilledMidStreamConverge(t *testing.T) {
 		}
 	}
 	stop()
-	wg.Wait()
 	t.Logf("each of %v SIGKILLed %d times while busy, during %d orders", groups, rounds, s.count(t, `SELECT count(*) FROM orders`))
 	s.waitQuiet(t, 90*time.Second, groups[:3]...) // projections keep no inbox
 	s.checkConverged(t, initial, groups[:3]...)

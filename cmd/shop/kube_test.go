@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"github.com/shopdev/shop/handlers"
+	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/outbox"
 )
 
@@ -89,14 +90,7 @@ func (o kubeObject) as(t testing.TB, v any) {
 
 // Kinds, as far as these tests read them.
 type (
-	kubeSelector struct {
-		MatchLabels      map[string]string `json:"matchLabels"`
-		MatchExpressions []struct {
-			Key      string   `json:"key"`
-			Operator string   `json:"operator"`
-			Values   []string `json:"values"`
-		} `json:"matchExpressions"`
-	}
+	kubeSelector  = testenv.LabelSelector
 	kubeContainer struct {
 		Name           string          `json:"name"`
 		Image          string          `json:"image"`
@@ -223,35 +217,11 @@ type (
 	}
 )
 
-// selects reports whether s selects pods of these labels; an empty
-// selector selects nothing here (it would select every pod).
-func (s kubeSelector) selects(labels map[string]string) bool {
-	if len(s.MatchLabels) == 0 && len(s.MatchExpressions) == 0 {
-		return false
-	}
-	for k, v := range s.MatchLabels {
-		if labels[k] != v {
-			return false
-		}
-	}
-	for _, e := range s.MatchExpressions {
-		v, has := labels[e.Key]
-		var ok bool
-		switch e.Operator {
-		case "In":
-			ok = has && slices.Contains(e.Values, v)
-		case "NotIn":
-			ok = !has || !slices.Contains(e.Values, v)
-		case "Exists":
-			ok = has
-		case "DoesNotExist":
-			ok = !has
-		}
-		if !ok {
-			return false
-		}
-	}
-	return true
+// selects reports whether s selects pods of these labels (an empty
+// selector selects nothing here, an unknown operator nothing either).
+func selects(s kubeSelector, labels map[string]string) bool {
+	ok, err := s.Selects(labels)
+	return ok && err == nil
 }
 
 // kustomizationFile is what these tests read of a kustomization.yaml.
@@ -712,7 +682,7 @@ func TestKubeWorkloads(t *testing.T) {
 			for name, d := range workloads {
 				pod := d.Spec.Template.Spec
 				labels := d.Spec.Template.Metadata.Labels
-				if !d.Spec.Selector.selects(labels) {
+				if !selects(d.Spec.Selector, labels) {
 					t.Errorf("%s: its selector does not select its pods' labels %v", name, labels)
 				}
 				command := ""
@@ -778,7 +748,7 @@ func TestKubeWorkloads(t *testing.T) {
 					}
 				}
 				served := slices.ContainsFunc(services, func(s kubeService) bool {
-					return len(s.Spec.Selector) > 0 && (kubeSelector{MatchLabels: s.Spec.Selector}).selects(labels)
+					return len(s.Spec.Selector) > 0 && selects(kubeSelector{MatchLabels: s.Spec.Selector}, labels)
 				})
 				if served && preStop == 0 {
 					t.Errorf("%s: a Service sends it traffic, but no preStop sleep lets the endpoints go before SIGTERM", name)
@@ -792,7 +762,7 @@ func TestKubeWorkloads(t *testing.T) {
 				}
 
 				spread := slices.ContainsFunc(pod.TopologySpreadConstraints, func(c kubeSpread) bool {
-					return c.TopologyKey == "kubernetes.io/hostname" && c.WhenUnsatisfiable == "ScheduleAnyway" && c.LabelSelector.selects(labels)
+					return c.TopologyKey == "kubernetes.io/hostname" && c.WhenUnsatisfiable == "ScheduleAnyway" && selects(c.LabelSelector, labels)
 				})
 				if !spread {
 					t.Errorf("%s: no topology spread of its pods across nodes (kubernetes.io/hostname, ScheduleAnyway)", name)
@@ -800,7 +770,7 @@ func TestKubeWorkloads(t *testing.T) {
 
 				var by []string
 				for pname, p := range pdbs {
-					if !p.Spec.Selector.selects(labels) {
+					if !selects(p.Spec.Selector, labels) {
 						continue
 					}
 					by = append(by, pname)

@@ -713,49 +713,19 @@ type (
 			} `yaml:"ports"`
 		} `yaml:"spec"`
 	}
-	labelSelector struct {
-		MatchLabels      map[string]string `yaml:"matchLabels"`
-		MatchExpressions []struct {
-			Key      string   `yaml:"key"`
-			Operator string   `yaml:"operator"`
-			Values   []string `yaml:"values"`
-		} `yaml:"matchExpressions"`
-	}
+	labelSelector = testenv.LabelSelector
 )
 
 // selects reports whether a label selector selects a pod of these labels;
-// an empty selector selects nothing here (a PodMonitor of everything is a
-// mistake).
-func (s labelSelector) selects(t testing.TB, pod map[string]string) bool {
+// an empty selector selects nothing (a PodMonitor of everything is a
+// mistake), and an operator Kubernetes does not know fails t.
+func selects(t testing.TB, s labelSelector, pod map[string]string) bool {
 	t.Helper()
-	if len(s.MatchLabels) == 0 && len(s.MatchExpressions) == 0 {
-		return false
+	ok, err := s.Selects(pod)
+	if err != nil {
+		t.Error(err)
 	}
-	for k, v := range s.MatchLabels {
-		if pod[k] != v {
-			return false
-		}
-	}
-	for _, e := range s.MatchExpressions {
-		v, has := pod[e.Key]
-		var ok bool
-		switch e.Operator {
-		case "In":
-			ok = has && slices.Contains(e.Values, v)
-		case "NotIn":
-			ok = !has || !slices.Contains(e.Values, v)
-		case "Exists":
-			ok = has
-		case "DoesNotExist":
-			ok = !has
-		default:
-			t.Errorf("selector operator %q is not one of Kubernetes's", e.Operator)
-		}
-		if !ok {
-			return false
-		}
-	}
-	return true
+	return ok
 }
 
 // decodeObjects decodes a YAML stream of Kubernetes objects.
@@ -983,7 +953,7 @@ func TestObservabilityKustomizeOverlays(t *testing.T) {
 		t.Run(d.Metadata.Name, func(t *testing.T) {
 			var by []string
 			for _, m := range monitors {
-				if !m.Spec.Selector.selects(t, d.Spec.Template.Metadata.Labels) {
+				if !selects(t, m.Spec.Selector, d.Spec.Template.Metadata.Labels) {
 					continue
 				}
 				by = append(by, m.Metadata.Name)
