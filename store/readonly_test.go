@@ -4,36 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/domain/user"
 	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/store"
 )
-
-// setReadOnly makes every new session of the database of dbURL read-only
-// (on), as a standby's are, or lets them write again (off).
-func setReadOnly(t *testing.T, dbURL string, on bool) {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(dbURL)
-	testenv.Must(t, err, "parse database url")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, testenv.ServerURL())
-	testenv.Must(t, err, "connect to the server")
-	defer admin.Close(context.Background())
-	sql := "ALTER DATABASE " + pgx.Identifier{cfg.Database}.Sanitize() + " RESET default_transaction_read_only"
-	if on {
-		sql = "ALTER DATABASE " + pgx.Identifier{cfg.Database}.Sanitize() + " SET default_transaction_read_only = on"
-	}
-	_, err = admin.Exec(ctx, sql)
-	testenv.Must(t, err, sql)
-}
 
 // TestNoPrimaryIsUnavailable: when no server Postgres reaches may write, a
 // command fails with ErrUnavailable (503, and a consumer waits), whether
@@ -47,22 +25,14 @@ func TestNoPrimaryIsUnavailable(t *testing.T) {
 		name string
 		url  func(t *testing.T, dbURL string) string
 	}{
-		{"target_session_attrs=read-write finds no primary", func(t *testing.T, dbURL string) string {
-			u, err := url.Parse(dbURL)
-			testenv.Must(t, err, "parse database url")
-			u.Host = testenv.RefusedAddr(t) + "," + u.Host
-			q := u.Query()
-			q.Set("target_session_attrs", "read-write")
-			u.RawQuery = q.Encode()
-			return u.String()
-		}},
+		{"target_session_attrs=read-write finds no primary", func(t *testing.T, dbURL string) string { return testenv.MultiHostURL(t, dbURL) }},
 		{"a session on a read-only server", func(_ *testing.T, dbURL string) string { return dbURL }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			dbURL := testenv.DatabaseURL(t)
-			setReadOnly(t, dbURL, true)
+			testenv.SetNoPrimary(t, dbURL, true)
 			pool, err := store.Open(context.Background(), store.Config{DatabaseURL: tt.url(t, dbURL), MaxConns: 2, ConnectTimeout: 5 * time.Second})
 			testenv.Must(t, err, "open")
 			t.Cleanup(pool.Close)
@@ -81,7 +51,7 @@ func TestNoPrimaryIsUnavailable(t *testing.T) {
 					t.Fatalf("a command with no server that may write (#%d) = %v, want ErrUnavailable", i+1, err)
 				}
 			}
-			setReadOnly(t, dbURL, false)
+			testenv.SetNoPrimary(t, dbURL, false)
 			testenv.Eventually(t, 10*time.Second, func() error { return register(3) })
 		})
 	}

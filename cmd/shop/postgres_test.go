@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"net/url"
 	"os/exec"
 	"slices"
 	"strings"
@@ -39,69 +38,6 @@ var postgresLayouts = []struct {
 }{
 	{"shop run", [][]string{{"run"}}},
 	{"a process each", [][]string{{"api"}, {"relay"}, {"consume", "orders", "inventory"}, {"consume", "emails", "projections"}}},
-}
-
-// multiHostURL returns dbURL with a host that refuses every connection in
-// front of its own, and target_session_attrs=read-write.
-func multiHostURL(t *testing.T, dbURL string) string {
-	t.Helper()
-	u, err := url.Parse(dbURL)
-	testenv.Must(t, err, "parse database url")
-	u.Host = testenv.RefusedAddr(t) + "," + u.Host
-	q := u.Query()
-	q.Set("target_session_attrs", "read-write")
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
-// setNoPrimary takes away (down) or gives back (!down) the primary of the
-// database of dbURL (a one-host URL), for that database alone: down, every
-// new session of it is read-only (default_transaction_read_only, which
-// `SHOW transaction_read_only` reports, as on a standby) and every session
-// that may not be is ended, so that no server satisfies
-// target_session_attrs=read-write; up, new sessions may write again.
-// Whatever happens, the primary is back when t ends.
-func setNoPrimary(t *testing.T, dbURL string, down bool) {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(dbURL)
-	testenv.Must(t, err, "parse database url")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, testenv.ServerURL()) // the maintenance database, never read-only
-	testenv.Must(t, err, "connect to the server")
-	defer admin.Close(context.Background())
-	db := pgx.Identifier{cfg.Database}.Sanitize()
-	if !down {
-		_, err := admin.Exec(ctx, "ALTER DATABASE "+db+" RESET default_transaction_read_only")
-		testenv.Must(t, err, "reset default_transaction_read_only")
-		return
-	}
-	t.Cleanup(func() {
-		if c, err := pgx.Connect(context.Background(), testenv.ServerURL()); err == nil {
-			_, _ = c.Exec(context.Background(), "ALTER DATABASE "+db+" RESET default_transaction_read_only")
-			_ = c.Close(context.Background())
-		}
-	})
-	_, err = admin.Exec(ctx, "ALTER DATABASE "+db+" SET default_transaction_read_only = on")
-	testenv.Must(t, err, "set default_transaction_read_only")
-	var altered time.Time
-	testenv.Must(t, admin.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&altered), "read the time")
-	// A session forked after the change reads it as it starts: read-only.
-	// Any forked before may not have: end them, until none is left (one
-	// still starting up shows up a moment later).
-	time.Sleep(100 * time.Millisecond)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		var ended int
-		err := admin.QueryRow(ctx, `SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-			WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_start <= $2) t`, cfg.Database, altered).Scan(&ended)
-		switch {
-		case err != nil:
-			return err
-		case ended > 0:
-			return fmt.Errorf("ended %d sessions that may write", ended)
-		}
-		return nil
-	})
 }
 
 // cleanRedisPrefix deletes every key of prefix when t ends.
@@ -193,7 +129,7 @@ func TestMultiHostDatabaseURL(t *testing.T) {
 		t.Run(layout.name, func(t *testing.T) {
 			t.Parallel()
 			env := map[string]string{
-				"DATABASE_URL": multiHostURL(t, freshDatabaseURL(t)), "AMQP_URL": testenv.AMQPURL(t),
+				"DATABASE_URL": testenv.MultiHostURL(t, freshDatabaseURL(t)), "AMQP_URL": testenv.AMQPURL(t),
 				"REDIS_PREFIX": testRedisPrefix(), "HTTP_ADDR": "127.0.0.1:0", "JWT_SECRET": strings.Repeat("s", 32),
 				"LOG_LEVEL": "info", "RATE_LIMIT": "0",
 				"DB_MAX_CONNS": "4", "CONSUMER_CONCURRENCY": "4", "CONSUMER_BATCH": "4",
@@ -375,7 +311,7 @@ func TestPostgresFailover(t *testing.T) {
 			sys := newSystem(t)
 			dbURL := sys.env["DATABASE_URL"]
 			env := maps.Clone(sys.env)
-			env["DATABASE_URL"] = multiHostURL(t, dbURL)
+			env["DATABASE_URL"] = testenv.MultiHostURL(t, dbURL)
 			env["LOG_LEVEL"], env["HTTP_ADDR"], env["JWT_SECRET"], env["RATE_LIMIT"] = "info", "127.0.0.1:0", strings.Repeat("s", 32), "0"
 			procs, base := startLayout(t, env, layout.procs)
 			const stock = 1000
@@ -409,7 +345,7 @@ func TestPostgresFailover(t *testing.T) {
 				t.FailNow()
 			}
 
-			setNoPrimary(t, dbURL, true)
+			testenv.SetNoPrimary(t, dbURL, true)
 			down := time.Now()
 			sys.pool.Reset() // the harness's sessions were ended too
 			accepted := stream.accepted(time.Time{})
@@ -486,7 +422,7 @@ func TestPostgresFailover(t *testing.T) {
 			time.Sleep(time.Until(down.Add(4 * time.Second))) // the relay and the consumers wait it out a while
 
 			up := time.Now()
-			setNoPrimary(t, dbURL, false)
+			testenv.SetNoPrimary(t, dbURL, false)
 			sys.pool.Reset() // its sessions opened meanwhile are read-only
 			stream.waitAccepted(t, up, 10)
 			stream.halt()
