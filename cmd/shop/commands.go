@@ -58,6 +58,13 @@ func commands() []command {
 			config: func() any { return new(deadConfig) }, run: deadListCmd},
 		{name: "dead replay", args: "GROUP [N]", summary: "move the messages (all, or the first N) of a group's dead queue back to its queue",
 			config: func() any { return new(deadConfig) }, run: deadReplayCmd},
+		{name: "loadtest", args: "[--url U] [--rate R | --connections C] [--duration D] [--mix M] [--json] ...",
+			summary: "drive a running shop over HTTP with a realistic mix, and report latencies per endpoint and end to end",
+			details: "It registers --customers customers (and, with an admin, creates --products products), then sends the mix for --duration:\n" +
+				"a line a second on stderr while it runs, a summary at the end. End to end is from an order's 202 to the order seen\n" +
+				"decided through GET with min_version. Exits non-zero when any answer was 5xx or an accepted order was not decided\n" +
+				"within --settle. It talks to the API only.",
+			config: func() any { return new(loadtestConfig) }, flags: loadtestFlags(new(loadtestInput)), run: loadtestCmd},
 		{name: "reset", summary: "wipe shop's database, Redis keys and queues, for a fresh start (SHOP_ENV=dev only)",
 			details: "make reset stops a shop that make up started, then runs it.",
 			config:  func() any { return new(resetConfig) }, run: resetCmd},
