@@ -100,7 +100,9 @@ func fakeAPI(t *testing.T, placeStatus int, orderStatus string) (*httptest.Serve
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(v)
 	}
-	mux.HandleFunc("POST /v1/users", func(w http.ResponseWriter, _ *http.Request) { reply(w, http.StatusCreated, map[string]string{"id": "u"}) })
+	mux.HandleFunc("POST /v1/users", func(w http.ResponseWriter, _ *http.Request) {
+		reply(w, http.StatusCreated, map[string]string{"id": "u"})
+	})
 	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, _ *http.Request) { reply(w, http.StatusOK, map[string]string{"token": "t"}) })
 	mux.HandleFunc("GET /v1/products", func(w http.ResponseWriter, _ *http.Request) {
 		reply(w, http.StatusOK, map[string]any{"items": []map[string]string{{"id": "p1"}, {"id": "p2"}}})
