@@ -68,7 +68,8 @@ func ParseMix(s string) (Mix, error) {
 
 // Config configures a load test.
 type Config struct {
-	// URL is the API's. Default http://127.0.0.1:8080.
+	// URL is the API's, or several APIs' separated by commas (replicas
+	// without a balancer), used in turn. Default http://127.0.0.1:8080.
 	URL string
 	// Rate is how many requests per second arrive, at fixed times
 	// whatever the answers (open model). 0: Connections workers as fast as
@@ -112,10 +113,9 @@ func (c *Config) Validate() error {
 	if c.URL == "" {
 		c.URL = "http://127.0.0.1:8080"
 	}
-	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("url %q is not an http(s) URL", c.URL)
+	if _, err := c.urls(); err != nil {
+		return err
 	}
-	c.URL = strings.TrimRight(c.URL, "/")
 	if c.Connections == 0 {
 		c.Connections = 16
 	}
@@ -152,4 +152,17 @@ func (c *Config) Validate() error {
 		return errors.New("the mix restocks, which needs the admin's email and password (or restock=0)")
 	}
 	return nil
+}
+
+// urls are the APIs of URL, without a trailing slash.
+func (c *Config) urls() ([]string, error) {
+	var out []string
+	for raw := range strings.SplitSeq(c.URL, ",") {
+		raw = strings.TrimRight(strings.TrimSpace(raw), "/")
+		if u, err := url.Parse(raw); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("url %q is not an http(s) URL", raw)
+		}
+		out = append(out, raw)
+	}
+	return out, nil
 }

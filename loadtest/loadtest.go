@@ -74,6 +74,8 @@ func (c *customer) recent(rng *mrand.Rand, take bool) (placed, bool) {
 // test is one run.
 type test struct {
 	cfg       Config
+	urls      []string      // the APIs, used in turn
+	next      atomic.Uint64 // the request count, which picks the API
 	client    *http.Client
 	admin     string // token; "" without an admin
 	products  []string
@@ -92,6 +94,16 @@ type test struct {
 // decided, and reports. An error is a set-up that failed or a ctx that
 // ended; what the server answered, good or bad, is in the report.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
+	t, err := prepare(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer t.client.CloseIdleConnections()
+	return t.step(ctx, t.cfg.Rate, t.cfg.Duration, t.cfg.Settle)
+}
+
+// prepare validates cfg and sets the test up.
+func prepare(ctx context.Context, cfg Config) (*test, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -100,31 +112,40 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		_, _ = rand.Read(b[:])
 		cfg.Seed = binary.LittleEndian.Uint64(b[:]) | 1
 	}
-	conns := cfg.Connections
-	if cfg.Rate > 0 {
-		conns = 1024
-	}
+	urls, _ := cfg.urls() // Validate parsed them
 	t := &test{
-		cfg: cfg,
+		cfg:  cfg,
+		urls: urls,
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-			MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: 90 * time.Second,
+			MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second,
 		}},
-		stats: map[string]*endpoint{},
-		e2e:   newEndpoint(),
 	}
-	defer t.client.CloseIdleConnections()
+	if err := t.setUp(ctx); err != nil {
+		t.client.CloseIdleConnections()
+		return nil, fmt.Errorf("set up: %w", err)
+	}
+	return t, nil
+}
+
+// step sends load at rate (0: closed model) for duration, waits up to
+// settle for its orders' decisions, and reports it alone.
+func (t *test) step(ctx context.Context, rate float64, duration, settle time.Duration) (*Report, error) {
+	t.cfg.Rate, t.cfg.Duration = rate, duration
+	t.stats = map[string]*endpoint{}
 	for _, e := range []string{EndpointPlace, EndpointProduct, EndpointOrder, EndpointCancel, EndpointRestock} {
 		t.stats[e] = newEndpoint()
 	}
-	if err := t.setUp(ctx); err != nil {
-		return nil, fmt.Errorf("set up: %w", err)
-	}
+	t.e2e = newEndpoint()
+	t.dropped.Store(0)
+	t.accepted.Store(0)
+	t.decided.Store(0)
+	t.settleBy.Store(0)
 
 	start := time.Now()
 	stopProgress := t.progress(start)
 	t.load(ctx, start)
 	loaded := time.Since(start)
-	t.settleBy.Store(time.Now().Add(cfg.Settle).UnixNano())
+	t.settleBy.Store(time.Now().Add(settle).UnixNano())
 	t.followers.Wait()
 	stopProgress()
 	if err := ctx.Err(); err != nil {
@@ -246,7 +267,8 @@ func (t *test) send(ctx context.Context, method, path, token string, body any) (
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, t.cfg.URL+path, rd)
+	base := t.urls[int(t.next.Add(1)%uint64(len(t.urls)))]
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
 		return 0, nil, err
 	}

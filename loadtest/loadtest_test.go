@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -204,5 +205,54 @@ func TestOpenModelKeepsItsRate(t *testing.T) {
 	}
 	if p50 := r.Endpoints[0].Latency.P50; p50 < 200 {
 		t.Errorf("p50 %.1f ms, want at least the server's 200 ms", p50)
+	}
+}
+
+// TestFindRateFindsWhereLatencyRises: against a server that answers at
+// once up to 200 requests a second and in 150 ms beyond, the search
+// settles between the rate that passed and the one that failed, around
+// 200/s, having tried rates on both sides.
+func TestFindRateFindsWhereLatencyRises(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	window, inWindow := time.Now(), 0
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/users", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusCreated) })
+	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{"token":"t"}`)) })
+	mux.HandleFunc("GET /v1/products", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{"items":[{"id":"p"}]}`)) })
+	mux.HandleFunc("GET /v1/products/{id}", func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		if time.Since(window) >= 100*time.Millisecond {
+			window, inWindow = time.Now(), 0
+		}
+		inWindow++
+		busy := inWindow > 22 // 220 a second, give or take a window's edge
+		mu.Unlock()
+		if busy {
+			time.Sleep(150 * time.Millisecond)
+		}
+		_, _ = w.Write([]byte(`{}`))
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	s, err := loadtest.FindRate(context.Background(), loadtest.Config{URL: srv.URL, Duration: 500 * time.Millisecond,
+		Mix: loadtest.Mix{loadtest.Read: 1}, Customers: 1, Products: 1}, 100*time.Millisecond)
+	if err != nil {
+		t.Fatalf("FindRate: %v", err)
+	}
+	var passed, failed int
+	for _, st := range s.Steps {
+		if st.Passed {
+			passed++
+		} else {
+			failed++
+		}
+	}
+	if s.Sustained < 100 || s.Sustained >= 300 || passed == 0 || failed == 0 || s.Report == nil {
+		t.Errorf("sustained %.0f/s after %+v; want 100 to 300, found between a pass and a fail", s.Sustained, s.Steps)
+	}
+	var out strings.Builder
+	if err := s.WriteTable(&out); err != nil || !strings.Contains(out.String(), "sustained:") {
+		t.Errorf("the table (%v):\n%s", err, out.String())
 	}
 }

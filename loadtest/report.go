@@ -78,6 +78,8 @@ type Report struct {
 	Connections int              `json:"connections,omitempty"`
 	Seconds     float64          `json:"seconds"` // of load
 	Endpoints   []EndpointReport `json:"endpoints"`
+	// Overall is the latency of every request, all endpoints together.
+	Overall Latency `json:"overall"`
 	// Dropped counts arrivals the client did not send: too many requests
 	// were waiting already (the server had stopped answering).
 	Dropped int64 `json:"dropped"`
@@ -103,6 +105,7 @@ func (t *test) report(loaded time.Duration) *Report {
 		r.Connections = t.cfg.Connections
 	}
 	r.Undecided = r.Accepted - r.Decided
+	all := newEndpoint()
 	for _, name := range []string{EndpointPlace, EndpointProduct, EndpointOrder, EndpointCancel, EndpointRestock} {
 		e := t.stats[name]
 		e.mu.Lock()
@@ -121,6 +124,7 @@ func (t *test) report(loaded time.Duration) *Report {
 				}
 			}
 		}
+		all.hist.Merge(e.hist)
 		e.mu.Unlock()
 		if er.Requests == 0 {
 			continue
@@ -129,6 +133,7 @@ func (t *test) report(loaded time.Duration) *Report {
 		er.Latency = e.latency()
 		r.Endpoints = append(r.Endpoints, er)
 	}
+	r.Overall = all.latency()
 	return r
 }
 
@@ -144,9 +149,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	row := func(name string, n int, rate float64, l Latency, answers string) {
 		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%s\t\n", name, n, rate, l.P50, l.P90, l.P99, l.P999, l.Max, answers)
 	}
+	total := 0
 	for _, e := range r.Endpoints {
 		row(e.Endpoint, e.Requests, e.Rate, e.Latency, statusList(e.Statuses))
+		total += e.Requests
 	}
+	row("all requests", total, float64(total)/r.Seconds, r.Overall, "")
 	row("202 → decided (end to end)", int(r.Decided), float64(r.Decided)/r.Seconds, r.EndToEnd,
 		fmt.Sprintf("%d of %d decided", r.Decided, r.Accepted))
 	if err := tw.Flush(); err != nil {

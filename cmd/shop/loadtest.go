@@ -24,12 +24,14 @@ type loadtestInput struct {
 	cfg  loadtest.Config
 	mix  string
 	json bool
+	find bool
+	p99  time.Duration
 }
 
 // loadtestFlags declares the flags of shop loadtest into in.
 func loadtestFlags(in *loadtestInput) func(*flag.FlagSet) {
 	return func(fs *flag.FlagSet) {
-		fs.StringVar(&in.cfg.URL, "url", "http://127.0.0.1:8080", "the API")
+		fs.StringVar(&in.cfg.URL, "url", "http://127.0.0.1:8080", "the API; several, comma-separated, are used in turn (API replicas without a balancer)")
 		fs.Float64Var(&in.cfg.Rate, "rate", 0, "requests per second, arriving at fixed times whatever the answers (open model);\n0: --connections back to back instead (closed model, the server's top speed)")
 		fs.IntVar(&in.cfg.Connections, "connections", 16, "workers sending requests back to back, when --rate is 0")
 		fs.DurationVar(&in.cfg.Duration, "duration", 30*time.Second, "how long load is sent")
@@ -41,6 +43,8 @@ func loadtestFlags(in *loadtestInput) func(*flag.FlagSet) {
 		fs.Uint64Var(&in.cfg.Seed, "seed", 0, "makes the choices repeatable; 0: a random one, printed")
 		fs.DurationVar(&in.cfg.Settle, "settle", 30*time.Second, "how long after the load an accepted order may take to be seen decided")
 		fs.BoolVar(&in.json, "json", false, "the summary as JSON on stdout, instead of a table")
+		fs.BoolVar(&in.find, "find-rate", false, "find the highest rate the server sustains with every request's p99 under --p99,\nno 5xx and every order decided: steps of --duration from --rate (default 50/s), doubling, then halving the gap")
+		fs.DurationVar(&in.p99, "p99", 100*time.Millisecond, "the p99 a sustained rate keeps under, with --find-rate")
 	}
 }
 
@@ -70,6 +74,9 @@ func loadtestCmd(ctx context.Context, inv invocation) error {
 	if err := in.cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
+	if in.find {
+		return findRate(ctx, inv, in)
+	}
 	report, err := loadtest.Run(ctx, in.cfg)
 	if err != nil {
 		return fmt.Errorf("loadtest: %w", err)
@@ -85,6 +92,26 @@ func loadtestCmd(ctx context.Context, inv invocation) error {
 	if report.Failed() {
 		return fmt.Errorf("%w: %d answers 5xx, %d accepted orders not decided within %s (seed %d)",
 			errLoadFailed, report.ServerErrors, report.Undecided, in.cfg.Settle, report.Seed)
+	}
+	return nil
+}
+
+// findRate is shop loadtest --find-rate.
+func findRate(ctx context.Context, inv invocation, in loadtestInput) error {
+	search, err := loadtest.FindRate(ctx, in.cfg, in.p99)
+	if err != nil {
+		return fmt.Errorf("loadtest: %w", err)
+	}
+	if in.json {
+		err = search.WriteJSON(inv.stdout)
+	} else {
+		err = search.WriteTable(inv.stdout)
+	}
+	if err != nil {
+		return fmt.Errorf("write the report: %w", err)
+	}
+	if search.Sustained == 0 {
+		return fmt.Errorf("%w: no rate tried kept p99 under %s", errLoadFailed, in.p99)
 	}
 	return nil
 }
