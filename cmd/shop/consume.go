@@ -96,10 +96,13 @@ func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, pr
 			}
 		}
 	}
-	// On Sentinels, the projections group rebuilds the read models after
-	// each failover, which may have lost the last writes the old master
-	// acknowledged; the rebuild reads Postgres on a connection of its own.
-	repair := slices.Contains(names, "projections") && cfg.Redis.sentinels()
+	// The projections group rebuilds the read models whenever the Redis it
+	// writes to is not the one they were last made whole on: after a
+	// failover, which may have lost the last writes the old master
+	// acknowledged, a restart (a Redis that keeps nothing on disk comes back
+	// empty) or a FLUSHALL (the record goes with the rest). The rebuild
+	// reads Postgres on a connection of its own.
+	repair := slices.Contains(names, "projections")
 	if repair {
 		conns++
 	}

@@ -776,3 +776,30 @@ func TestRebuildUnderLiveTraffic(t *testing.T) {
 	s.waitQuiet(t, 60*time.Second, "orders", "inventory")
 	s.waitRedisMatches(t, 30*time.Second)
 }
+
+// TestReadModelsRebuiltAfterRedisLosesThem: when Redis loses the read
+// models (a restart of a Redis that keeps nothing on disk, a FLUSHALL;
+// here, every key of the test's prefix deleted), the projections process
+// rebuilds them from Postgres by itself, and Redis equals Postgres again.
+func TestReadModelsRebuiltAfterRedisLosesThem(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t)
+	startProcess(t, s.env, "relay")
+	startProcess(t, s.env, "consume", "orders", "inventory", "emails", "projections")
+	buyer := s.register(t, "lost@shop.test")
+	mug := s.product(t, "LOST-MUG", 10)
+	for range 3 {
+		s.mustPlace(t, buyer, order.Item{ProductID: mug, Quantity: 1})
+	}
+	s.waitQuiet(t, 60*time.Second, "orders", "inventory")
+	s.waitRedisMatches(t, 30*time.Second)
+
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	keys, err := rdb.Keys(context.Background(), s.env["REDIS_PREFIX"]+"*").Result()
+	testenv.Must(t, err, "list the keys")
+	testenv.Must(t, rdb.Del(context.Background(), keys...).Err(), "delete the keys")
+	s.mustPlace(t, buyer, order.Item{ProductID: mug, Quantity: 1}) // events keep flowing meanwhile
+	s.waitQuiet(t, 60*time.Second, "orders", "inventory")
+	s.waitRedisMatches(t, 30*time.Second)
+}

@@ -148,12 +148,6 @@ func redisError(err error, raw string) string {
 	return msg
 }
 
-// sentinels reports whether REDIS_URL names Sentinels.
-func (s redisSection) sentinels() bool {
-	scheme, _, _ := strings.Cut(s.URL, "://")
-	return isSentinelScheme(scheme)
-}
-
 // redacted is REDIS_URL with its passwords hidden, for logs.
 func (s redisSection) redacted() string {
 	scheme, rest, _ := strings.Cut(s.URL, "://")
@@ -217,8 +211,8 @@ func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
 	l.log.Log(ctx, level, "redis: "+msg)
 }
 
-// repairEvery is how often the projections group of a process on
-// Sentinels checks which master it writes to.
+// repairEvery is how often the projections group of a process checks
+// which Redis (master) it writes to.
 const repairEvery = time.Second
 
 // repairAfterFailovers runs until ctx ends: every repairEvery, it checks
@@ -246,7 +240,7 @@ func repairAfterFailovers(ctx context.Context, log *slog.Logger, models *project
 		case r.Rebuilt && r.Previous == "" && seen == "":
 			log.Info("projections: no record of the Redis master the read models were made on: rebuilt them from Postgres", attrs...)
 		case r.Rebuilt:
-			log.Warn("projections: the Redis master changed (failover or restart), which may have lost its last writes: rebuilt the read models from Postgres", attrs...)
+			log.Warn("projections: the Redis master changed (failover, restart or FLUSHALL), which may have lost writes: rebuilt the read models from Postgres", attrs...)
 		}
 		if err == nil {
 			seen = r.Master

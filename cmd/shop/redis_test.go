@@ -55,9 +55,6 @@ func TestRedisURLs(t *testing.T) {
 			got.db != tt.want.db || got.tls != tt.want.tls {
 			t.Errorf("%s:\n got %+v\nwant %+v", tt.url, got, tt.want)
 		}
-		if sentinel := (redisSection{URL: tt.url}).sentinels(); sentinel != (tt.want.master != "") {
-			t.Errorf("%s: sentinels() = %v", tt.url, sentinel)
-		}
 	}
 }
 
