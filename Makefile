@@ -8,7 +8,7 @@ STATICCHECK := $(TOOLS)/staticcheck@v0.8.2
 GOTESTSUM   := $(TOOLS)/gotestsum@v1.13.0
 GOVULNCHECK := $(TOOLS)/govulncheck@v1.9.0
 
-.PHONY: build run up down reset test rabbitmq-management test-short fuzz vuln lint fmt-check vet staticcheck bench bench-reads
+.PHONY: build run up down reset test rabbitmq-management test-short chaos fuzz vuln lint fmt-check vet staticcheck bench bench-reads
 
 build:
 	$(GO) build -o $(BIN) ./cmd/shop
@@ -40,6 +40,14 @@ test: lint fuzz rabbitmq-management $(GOTESTSUM)
 # The queue-depth tests read RabbitMQ's management API: enabled here if it is off.
 rabbitmq-management:
 	./scripts/rabbitmq-management.sh
+
+# The soak: two APIs, two relays and two processes of every group, with a RabbitMQ node and a
+# Redis of their own, under `shop loadtest` while processes are SIGKILLed and RabbitMQ, Redis
+# and Postgres's connections are cut at seeded moments; then every invariant is checked
+# (cmd/shop/chaos_test.go). `make test` runs it for 40 s. CHAOS_SEED=N replays a run.
+CHAOS_DURATION ?= 10m
+chaos:
+	CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -race -count=1 -v -run '^TestChaos$$' -timeout 60m ./cmd/shop/
 
 # What needs no service: the domain and the other pure packages, in seconds.
 test-short:

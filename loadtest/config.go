@@ -102,6 +102,9 @@ type Config struct {
 	// Settle bounds how long, after the load, an accepted order may take to
 	// be seen decided. Default 30s.
 	Settle time.Duration
+	// ListOrders puts every accepted order's id in the report (for a
+	// check of each against the system's state afterwards).
+	ListOrders bool
 	// Progress receives a line a second while the test runs (a bar,
 	// redrawn, when Terminal); nil: none.
 	Progress io.Writer

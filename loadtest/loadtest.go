@@ -83,6 +83,9 @@ type test struct {
 	stats     map[string]*endpoint
 	e2e       *endpoint
 
+	mu       sync.Mutex // guards what follows
+	orders   []string   // the accepted orders' ids
+	slowest  SlowOrder  // the order that took longest to be decided
 	inFlight, dropped atomic.Int64
 	accepted, decided atomic.Int64
 	followers         sync.WaitGroup
@@ -137,6 +140,9 @@ func (t *test) step(ctx context.Context, rate float64, duration, settle time.Dur
 	}
 	t.e2e = newEndpoint()
 	t.dropped.Store(0)
+	t.mu.Lock()
+	t.orders, t.slowest = nil, SlowOrder{}
+	t.mu.Unlock()
 	t.accepted.Store(0)
 	t.decided.Store(0)
 	t.settleBy.Store(0)
@@ -392,6 +398,9 @@ func (t *test) do(ctx context.Context, c choice, at time.Time) {
 		}
 		accepted := time.Now()
 		t.accepted.Add(1)
+		t.mu.Lock()
+		t.orders = append(t.orders, o.ID)
+		t.mu.Unlock()
 		c.customer.remember(placed{o.ID, o.Version})
 		t.followers.Go(func() { t.follow(ctx, c.customer, placed{o.ID, o.Version}, accepted) })
 	case Cancel:
@@ -434,6 +443,12 @@ func (t *test) follow(ctx context.Context, c *customer, o placed, accepted time.
 			if json.Unmarshal(raw, &got) == nil && got.Status != "" && got.Status != "pending" {
 				t.e2e.record(accepted, http.StatusOK, nil)
 				t.decided.Add(1)
+				waited := time.Since(accepted)
+				t.mu.Lock()
+				if ms := float64(waited) / float64(time.Millisecond); ms > t.slowest.WaitedMS {
+					t.slowest = SlowOrder{ID: o.id, AcceptedAt: accepted.UTC(), WaitedMS: ms}
+				}
+				t.mu.Unlock()
 				return
 			}
 			continue // the server waited for the version (up to its limit): ask again

@@ -92,6 +92,17 @@ type Report struct {
 	Undecided int64   `json:"orders_undecided"`
 	// ServerErrors counts 5xx answers.
 	ServerErrors int `json:"server_errors"`
+	// Slowest is the decided order that took longest, and when it was
+	// accepted; Orders, every accepted order's id, when Config.ListOrders.
+	Slowest SlowOrder `json:"slowest_order"`
+	Orders  []string  `json:"accepted_orders,omitempty"`
+}
+
+// SlowOrder is an order and how long it took to be seen decided.
+type SlowOrder struct {
+	ID         string    `json:"id"`
+	AcceptedAt time.Time `json:"accepted_at"`
+	WaitedMS   float64   `json:"waited_ms"`
 }
 
 // Failed reports whether the server failed the test: a 5xx answer, or an
@@ -105,6 +116,12 @@ func (t *test) report(loaded time.Duration) *Report {
 		r.Connections = t.cfg.Connections
 	}
 	r.Undecided = r.Accepted - r.Decided
+	t.mu.Lock()
+	r.Slowest = t.slowest
+	if t.cfg.ListOrders {
+		r.Orders = slices.Clone(t.orders)
+	}
+	t.mu.Unlock()
 	all := newEndpoint()
 	for _, name := range []string{EndpointPlace, EndpointProduct, EndpointOrder, EndpointCancel, EndpointRestock} {
 		e := t.stats[name]
@@ -159,6 +176,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Sprintf("%d of %d decided", r.Decided, r.Accepted))
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if r.Slowest.ID != "" {
+		fmt.Fprintf(w, "\nthe slowest order, %s, accepted at %s, was decided %.1f ms later\n",
+			r.Slowest.ID, r.Slowest.AcceptedAt.Format("15:04:05.000"), r.Slowest.WaitedMS)
 	}
 	if r.Dropped > 0 {
 		fmt.Fprintf(w, "\n%d arrivals dropped by the client: %d requests were waiting already\n", r.Dropped, maxInFlight)

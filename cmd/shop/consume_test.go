@@ -44,6 +44,12 @@ type system struct {
 
 func newSystem(t *testing.T) *system {
 	t.Helper()
+	return newSystemOn(t, testenv.RedisAddr())
+}
+
+// newSystemOn is newSystem with the read models on the Redis at redisAddr.
+func newSystemOn(t *testing.T, redisAddr string) *system {
+	t.Helper()
 	dbURL := freshDatabaseURL(t)
 	env := map[string]string{
 		"DATABASE_URL": dbURL, "AMQP_URL": testenv.AMQPURL(t), "METRICS_ADDR": "127.0.0.1:0",
@@ -52,6 +58,7 @@ func newSystem(t *testing.T) *system {
 		// allows 100 connections in all.
 		"CONSUMER_BATCH": "4", "DB_MAX_CONNS": "4",
 		"REDIS_PREFIX": "shop_test_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12] + ":",
+		"REDIS_URL":    "redis://" + redisAddr + "/0",
 	}
 	if _, stderr, code := shop(t, env, "migrate"); code != 0 {
 		t.Fatalf("migrate: %s", stderr)
@@ -68,7 +75,7 @@ func newSystem(t *testing.T) *system {
 	testenv.Must(t, err, "record commits")
 	notifier := outbox.NewNotifier(pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	testenv.Run(t, notifier.Run)
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
 	t.Cleanup(func() {
 		iter := rdb.Scan(context.Background(), 0, env["REDIS_PREFIX"]+"*", 1000).Iterator()
 		for iter.Next(context.Background()) {

@@ -138,6 +138,30 @@ func (c *RabbitCluster) Queues(t testing.TB) map[string]QueueReplicas {
 	return nil
 }
 
+// Messages returns how many messages each queue of the cluster's vhost
+// holds, ready and unacknowledged, asking a node that runs.
+func (c *RabbitCluster) Messages(t testing.TB) map[string]int {
+	t.Helper()
+	for _, node := range c.Nodes {
+		if !node.Running() {
+			continue
+		}
+		out := node.ctl(t, "list_queues", "-p", c.VHost, "-q", "--formatter", "json", "name", "messages")
+		var rows []struct {
+			Name     string `json:"name"`
+			Messages int    `json:"messages"`
+		}
+		Must(t, json.Unmarshal([]byte(out), &rows), "parse list_queues")
+		counts := map[string]int{}
+		for _, r := range rows {
+			counts[r.Name] = r.Messages
+		}
+		return counts
+	}
+	t.Fatal("no node of the cluster is running")
+	return nil
+}
+
 // QueueReplicas is where a quorum queue lives in a cluster.
 type QueueReplicas struct {
 	Leader  string
