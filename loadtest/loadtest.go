@@ -83,9 +83,9 @@ type test struct {
 	stats     map[string]*endpoint
 	e2e       *endpoint
 
-	mu       sync.Mutex // guards what follows
-	orders   []string   // the accepted orders' ids
-	slowest  SlowOrder  // the order that took longest to be decided
+	mu                sync.Mutex // guards what follows
+	orders            []string   // the accepted orders' ids
+	slowest           SlowOrder  // the order that took longest to be decided
 	inFlight, dropped atomic.Int64
 	accepted, decided atomic.Int64
 	followers         sync.WaitGroup
