@@ -146,7 +146,8 @@ func TestReportSaysWhatTheServerDid(t *testing.T) {
 			t.Parallel()
 			srv, _ := fakeAPI(t, tt.placeStatus, tt.orderStatus)
 			r, err := loadtest.Run(context.Background(), loadtest.Config{URL: srv.URL, Rate: 100, Duration: 500 * time.Millisecond,
-				Mix: loadtest.Mix{loadtest.Place: 1, loadtest.Read: 1}, Customers: 2, Products: 2, Settle: 500 * time.Millisecond, Seed: 7})
+				Mix: loadtest.Mix{loadtest.Place: 1, loadtest.Read: 1}, Customers: 2, Products: 2, Settle: 500 * time.Millisecond, Seed: 7,
+				ListOrders: true})
 			if err != nil {
 				t.Fatalf("Run: %v", err)
 			}
@@ -158,6 +159,12 @@ func TestReportSaysWhatTheServerDid(t *testing.T) {
 			}
 			if tt.wantDecided && (r.Accepted == 0 || r.Decided != r.Accepted || r.EndToEnd.Max <= 0) {
 				t.Errorf("%d of %d accepted orders decided (end to end max %.1f ms), want all", r.Decided, r.Accepted, r.EndToEnd.Max)
+			}
+			if tt.wantDecided && (r.Slowest.ID != "o1" || r.Slowest.WaitedMS <= 0 || r.Slowest.AcceptedAt.IsZero()) {
+				t.Errorf("the slowest order is %+v, want o1 with its wait and when it was accepted", r.Slowest)
+			}
+			if int64(len(r.Orders)) != r.Accepted {
+				t.Errorf("%d orders listed, %d accepted", len(r.Orders), r.Accepted)
 			}
 			if tt.orderStatus == "pending" && tt.placeStatus == http.StatusAccepted && (r.Accepted == 0 || r.Undecided != r.Accepted) {
 				t.Errorf("%d of %d accepted orders undecided, want all", r.Undecided, r.Accepted)
