@@ -89,22 +89,28 @@ func newSystemOn(t *testing.T, redisAddr string) *system {
 }
 
 // waitRedisMatches waits until every order and product in Redis equals
-// Postgres: status, version, total and items of orders; stock and version
-// of products.
+// Postgres, field by field: an order's owner, status, version, total and
+// lines (product, SKU, name, quantity, unit price, in order); a product's
+// SKU, name, price, stock and version.
 func (s *system) waitRedisMatches(t *testing.T, timeout time.Duration) {
 	t.Helper()
 	testenv.Eventually(t, timeout, func() error {
 		ctx := context.Background()
-		rows, err := s.pool.Query(ctx, `SELECT o.id, o.status, o.version, o.total_cents, (SELECT count(*) FROM order_items i WHERE i.order_id = o.id) FROM orders o`)
+		rows, err := s.pool.Query(ctx, `SELECT o.id, o.user_id, o.status, o.version, o.total_cents,
+			coalesce((SELECT jsonb_agg(jsonb_build_object('product_id', i.product_id, 'sku', i.sku, 'name', i.name,
+				'quantity', i.quantity, 'unit_price_cents', i.unit_price_cents) ORDER BY i.line)
+				FROM order_items i WHERE i.order_id = o.id), '[]')::text
+			FROM orders o`)
 		if err != nil {
 			return err
 		}
 		type ord struct {
 			ID      uuid.UUID
+			UserID  uuid.UUID
 			Status  string
 			Version int64
 			Total   int64
-			Items   int64
+			Lines   string
 		}
 		orders, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ord])
 		if err != nil {
@@ -115,16 +121,24 @@ func (s *system) waitRedisMatches(t *testing.T, timeout time.Duration) {
 			if err != nil {
 				return err
 			}
-			if !found || string(m.Status) != o.Status || m.Version != o.Version || m.TotalCents != o.Total || int64(len(m.Items)) != o.Items {
+			var lines []order.Line
+			if err := json.Unmarshal([]byte(o.Lines), &lines); err != nil {
+				return err
+			}
+			if !found || m.UserID != o.UserID || string(m.Status) != o.Status || m.Version != o.Version || m.TotalCents != o.Total ||
+				!slices.Equal(m.Items, lines) {
 				return fmt.Errorf("order %s: redis %+v (found %v), postgres %+v", o.ID, m, found, o)
 			}
 		}
-		rows, err = s.pool.Query(ctx, `SELECT id, stock, version FROM products`)
+		rows, err = s.pool.Query(ctx, `SELECT id, sku, name, price_cents, stock, version FROM products`)
 		if err != nil {
 			return err
 		}
 		type prod struct {
 			ID      uuid.UUID
+			SKU     string
+			Name    string
+			Price   int64
 			Stock   int64
 			Version int64
 		}
@@ -137,7 +151,7 @@ func (s *system) waitRedisMatches(t *testing.T, timeout time.Duration) {
 			if err != nil {
 				return err
 			}
-			if !found || m.StockAvailable != p.Stock || m.Version != p.Version {
+			if !found || m.SKU != p.SKU || m.Name != p.Name || m.PriceCents != p.Price || m.StockAvailable != p.Stock || m.Version != p.Version {
 				return fmt.Errorf("product %s: redis %+v (found %v), postgres %+v", p.ID, m, found, p)
 			}
 		}
