@@ -2,8 +2,8 @@
 # What each shop process uses under load, for the Kubernetes requests and
 # limits (issue 17): the API, the relay and each consumer group run as
 # separate processes, as they do in a cluster; then
-#  1. POST /v1/orders at RATE (300) orders/s for SECONDS (30), each order
-#     followed to confirmed (scripts/bench/confirmlatency);
+#  1. `shop loadtest` at RATE (500) requests/s of the default mix (about 40 %
+#     orders, each followed to its decision) for SECONDS (30);
 #  2. GET /v1/products/{id} at 64 connections (wrk) for SECONDS.
 # For each phase and process it prints the CPU used (% of one core, over the
 # phase) and the peak resident memory since the process started (VmHWM).
@@ -19,7 +19,6 @@ for tool in wrk psql redis-cli rabbitmqctl curl; do
 done
 tmp=$(mktemp -d)
 go build -o bin/shop ./cmd/shop
-go build -o "$tmp/confirmlatency" ./scripts/bench/confirmlatency
 source scripts/bench/lib.sh
 bench_fresh resources
 ./bin/shop migrate 2>/dev/null
@@ -51,10 +50,10 @@ report() { # BEFORE AFTER SECONDS
   done
 }
 
-echo "== POST /v1/orders at ${RATE:-300}/s for ${secs}s, each followed to confirmed"
+echo "== shop loadtest: ${RATE:-500} requests/s of the default mix for ${secs}s"
 snapshot > "$tmp/before"; t0=$(date +%s.%N)
-"$tmp/confirmlatency" -url "$url" -token "$buyer" -products "$(paste -sd, "$tmp/products")" \
-  -rate "${RATE:-300}" -for "${secs}s" -prefix "$prefix" | grep -E "orders|p50|p99|max" || true
+./bin/shop loadtest --url "$url" --rate "${RATE:-500}" --duration "${secs}s" --products 50 \
+  --admin-email admin@bench.test --admin-password benchpass1 2>/dev/null | grep -E "POST /v1/orders  |all requests|decided|ok:|FAILED" || true
 snapshot > "$tmp/after"; t1=$(date +%s.%N)
 report "$tmp/before" "$tmp/after" "$(echo "$t1 - $t0" | bc)"
 
