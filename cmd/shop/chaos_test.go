@@ -120,12 +120,13 @@ func TestChaos(t *testing.T) {
 		t.Fatalf("user add: %s %s", out, stderr)
 	}
 
-	var report, progress bytes.Buffer
+	var report bytes.Buffer
+	progress := &testenv.Logs{} // read while the load test writes it
 	load := exec.Command(shopBin, "loadtest", "--url", strings.Join(apis, ","), "--rate", "30", "--duration", duration.String(),
 		"--customers", "8", "--products", "8", "--admin-email", "chaos@shop.test", "--admin-password", "chaos admin",
 		"--settle", "3m", "--json", "--list-orders", "--seed", strconv.FormatUint(seed, 10))
 	load.Env = environ(nil)
-	load.Stdout, load.Stderr = &report, &progress
+	load.Stdout, load.Stderr = &report, progress
 	testenv.Must(t, load.Start(), "start shop loadtest")
 	t.Cleanup(func() {
 		if load.ProcessState == nil {
@@ -133,7 +134,16 @@ func TestChaos(t *testing.T) {
 			_ = load.Wait()
 		}
 	})
-	started := time.Now()
+	// The faults begin once the load does: its set-up (customers,
+	// products) must not meet a killed API. Its first progress line comes
+	// a second into the load.
+	testenv.Eventually(t, time.Minute, func() error {
+		if !strings.Contains(progress.String(), "req/s") {
+			return fmt.Errorf("shop loadtest is still setting up: %s", tail(progress.String(), 3))
+		}
+		return nil
+	})
+	started := time.Now().Add(-time.Second)
 
 	counts := map[string]int{}
 	for _, f := range chaosPlan(rng, duration) {
