@@ -6,15 +6,21 @@
 // and the compatibility check against the snapshot under compat/.
 package api
 
-import _ "embed"
+import (
+	_ "embed"
+	"slices"
+)
 
-// OpenAPIYAML is api/openapi.yaml as committed: the HTTP API's contract.
-//
 //go:embed openapi.yaml
-var OpenAPIYAML []byte
+var openapiYAML []byte
 
-// AsyncAPIYAML is api/asyncapi.yaml as committed: the event stream's
-// contract.
-//
 //go:embed asyncapi.yaml
-var AsyncAPIYAML []byte
+var asyncapiYAML []byte
+
+// OpenAPIYAML returns api/openapi.yaml as committed: the HTTP API's
+// contract.
+func OpenAPIYAML() []byte { return slices.Clone(openapiYAML) }
+
+// AsyncAPIYAML returns api/asyncapi.yaml as committed: the event stream's
+// contract.
+func AsyncAPIYAML() []byte { return slices.Clone(asyncapiYAML) }
