@@ -32,7 +32,7 @@ func TestPostgresDownIs503(t *testing.T) {
 	testenv.Must(t, err, "auth")
 	e, err := httpapi.New(newConfig(t, pool, au))
 	testenv.Must(t, err, "api")
-	srv := httptest.NewServer(e)
+	srv := httptest.NewServer(checked(t, e))
 	t.Cleanup(srv.Close)
 	a := &api{srv: srv, logs: &testenv.Logs{}}
 

@@ -71,7 +71,7 @@ func newAPIWith(t *testing.T, tune tuning) *api {
 	}
 	e, err := httpapi.New(cfg)
 	testenv.Must(t, err, "http server")
-	srv := httptest.NewServer(e)
+	srv := httptest.NewServer(checked(t, e)) // every exchange is checked against api/openapi.yaml
 	t.Cleanup(srv.Close)
 	return &api{pool: pool, auth: a, srv: srv, logs: logs, reg: cfg.Registry}
 }
@@ -94,7 +94,7 @@ func (a *api) replica(t *testing.T, cfg httpapi.Config) *api {
 	t.Helper()
 	e, err := httpapi.New(cfg)
 	testenv.Must(t, err, "replica")
-	srv := httptest.NewServer(e)
+	srv := httptest.NewServer(checked(t, e))
 	t.Cleanup(srv.Close)
 	return &api{pool: a.pool, auth: a.auth, srv: srv, logs: a.logs, reg: cfg.Registry}
 }

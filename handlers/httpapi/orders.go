@@ -100,6 +100,9 @@ func (s *Server) cancelOrder(c echo.Context) error {
 		return err
 	}
 	body, err := readBody(c)
+	if err == nil && len(body) > 0 {
+		err = decode(body, &struct{}{}) // a cancel takes no fields: a body, if any, is {}
+	}
 	if err != nil {
 		return err
 	}

@@ -242,8 +242,24 @@ func TestCancelOrder(t *testing.T) {
 		}
 	})
 
+	for _, tt := range []struct {
+		name   string
+		body   string
+		status int
+	}{
+		{"a body that is not JSON", "cancel please", http.StatusBadRequest},
+		{"a body with a field", `{"reason":"changed my mind"}`, http.StatusUnprocessableEntity},
+		{"a null body", `null`, http.StatusUnprocessableEntity},
+	} {
+		t.Run(tt.name+" is refused and changes nothing", func(t *testing.T) {
+			before := a.snapshot(t)
+			a.do(t, "POST", cancel(o.ID), owner, tt.body, nil).problem(t, tt.status)
+			a.unchanged(t, before)
+		})
+	}
+
 	t.Run("the owner cancels", func(t *testing.T) {
-		r := a.do(t, "POST", cancel(o.ID), owner, nil, nil)
+		r := a.do(t, "POST", cancel(o.ID), owner, "{}", nil)
 		r.expect(t, http.StatusAccepted)
 		var got orderJSON
 		r.into(t, &got)

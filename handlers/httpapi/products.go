@@ -2,11 +2,16 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/shopdev/shop/app"
+	"github.com/shopdev/shop/domain"
 	"github.com/shopdev/shop/domain/product"
 	"github.com/shopdev/shop/projections"
 	"github.com/shopdev/shop/store"
@@ -15,8 +20,34 @@ import (
 type createProductRequest struct {
 	SKU        string `json:"sku"`
 	Name       string `json:"name"`
-	PriceCents int64  `json:"price_cents"`
-	Stock      int64  `json:"stock"`
+	PriceCents *int64 `json:"price_cents"`
+	Stock      *int64 `json:"stock"`
+}
+
+// check reports the numbers a client left out, which 0 would otherwise
+// stand for (a free product, an empty shelf), together with what the
+// domain finds wrong with the rest, so that every field is named at once.
+func (r createProductRequest) check(now time.Time) error {
+	var v domain.Validation
+	v.Check(r.PriceCents != nil, "price_cents", "is required")
+	v.Check(r.Stock != nil, "stock", "is required")
+	if v.Err() == nil {
+		return nil
+	}
+	var invalid *domain.ValidationError
+	if _, err := product.Create(uuid.New(), r.SKU, r.Name, deref(r.PriceCents), deref(r.Stock), now); errors.As(err, &invalid) {
+		for _, f := range invalid.Fields {
+			v.Add(f.Field, f.Message)
+		}
+	}
+	return v.Err()
+}
+
+func deref(n *int64) int64 {
+	if n == nil {
+		return 0
+	}
+	return *n
 }
 
 type updateProductRequest struct {
@@ -43,12 +74,15 @@ func productReply(status int) func(*product.Product, error) (reply, error) {
 func (s *Server) createProduct(c echo.Context) error {
 	var req createProductRequest
 	body, err := bind(c, &req)
+	if err == nil {
+		err = req.check(s.cfg.Now())
+	}
 	if err != nil {
 		return err
 	}
 	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
 		return productReply(http.StatusCreated)(app.AddProduct(ctx, tx, actorOf(c).Actor,
-			app.CreateProduct{SKU: req.SKU, Name: req.Name, PriceCents: req.PriceCents, Stock: req.Stock}, s.cfg.Now()))
+			app.CreateProduct{SKU: req.SKU, Name: req.Name, PriceCents: *req.PriceCents, Stock: *req.Stock}, s.cfg.Now()))
 	})
 }
 

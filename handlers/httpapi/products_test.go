@@ -132,6 +132,10 @@ func TestCreateProductRejectsInvalidFields(t *testing.T) {
 		{"an unknown field", with("currency", "EUR"), []string{"currency"}},
 		{"a client-chosen id", with("id", uuid.NewString()), []string{"id"}},
 		{"everything wrong", map[string]any{"sku": "", "name": "", "price_cents": -5, "stock": -5}, []string{"sku", "name", "price_cents", "stock"}},
+		{"price left out", map[string]any{"sku": "OK-1", "name": "Fine", "stock": 10}, []string{"price_cents"}},
+		{"stock left out", map[string]any{"sku": "OK-1", "name": "Fine", "price_cents": 100}, []string{"stock"}},
+		{"numbers left out and the rest wrong", map[string]any{"sku": "", "name": ""}, []string{"sku", "name", "price_cents", "stock"}},
+		{"an empty object", map[string]any{}, []string{"sku", "name", "price_cents", "stock"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

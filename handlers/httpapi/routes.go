@@ -15,6 +15,8 @@ func (s *Server) routes(e *echo.Echo) {
 	ops := echo.WrapHandler(s.cfg.Ops)
 	e.GET("/healthz", ops)
 	e.GET("/readyz", ops)
+	e.GET("/openapi.yaml", s.docs.serveYAML)
+	e.GET("/openapi.json", s.docs.serveJSON)
 
 	v1 := e.Group("/v1")
 	v1.POST("/users", s.registerUser)

@@ -110,6 +110,7 @@ type Server struct {
 	cfg     Config
 	gate    *auth.Gate
 	metrics *metrics
+	docs    *openAPIDocs
 }
 
 // New returns the API as an http.Handler built on Echo: the *echo.Echo
@@ -129,7 +130,11 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: register metrics: %w", err)
 	}
-	s := &Server{cfg: cfg, gate: gate, metrics: m}
+	docs, err := newOpenAPIDocs()
+	if err != nil {
+		return nil, fmt.Errorf("httpapi: %w", err)
+	}
+	s := &Server{cfg: cfg, gate: gate, metrics: m, docs: docs}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
