@@ -216,6 +216,7 @@ func deliver(t *testing.T, dbURL string, pick func([]delivery) (now, later []del
 	t.Helper()
 	pool := open(t, dbURL)
 	uow := store.NewUnitOfWork(pool, nil)
+	contract := testenv.EventContract(t)
 	byKey := map[string][]*consumer.Runner{}
 	for _, g := range handlers.Groups(handlers.Deps{Now: time.Now, Mailer: mailer.Log{Logger: quiet}}) {
 		if !g.InPostgres() {
@@ -236,6 +237,7 @@ func deliver(t *testing.T, dbURL string, pick func([]delivery) (now, later []del
 	total := 0
 	for {
 		out := takeOutbox(t, pool)
+		testenv.CheckEnvelopes(t, contract, out...) // what the relay would publish
 		taken = append(taken, out...)
 		for _, env := range out {
 			for _, g := range byKey[env.Type] {

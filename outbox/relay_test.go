@@ -151,6 +151,7 @@ func TestRelayDeliversEveryEventInAggregateOrder(t *testing.T) {
 		t.Run(fmt.Sprintf("%d replicas", replicas), func(t *testing.T) {
 			t.Parallel()
 			dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
+			testenv.ValidateEvents(t, amqpURL)
 			pool := openPool(t, dbURL, 16)
 			recordCommits(t, pool)
 			s := testenv.NewSink(t, amqpURL, topology)
@@ -269,6 +270,7 @@ func TestRelayRecoversFromLostConnections(t *testing.T) {
 	dbURL := testenv.DatabaseURL(t)
 	vhost := testenv.VHost(t)
 	amqpURL := testenv.AMQPServerURL() + vhost
+	testenv.ValidateEvents(t, amqpURL) // reconnects, as the sink does
 	pool := openPool(t, dbURL, 8)
 	recordCommits(t, pool)
 	s := testenv.NewSink(t, amqpURL, topology)
@@ -322,6 +324,7 @@ func TestRelayStartsBeforeRabbitMQ(t *testing.T) {
 	}
 
 	testenv.CreateVHost(t, vhost) // RabbitMQ "comes up"
+	testenv.ValidateEvents(t, amqpURL)
 	// The relay may publish before a test queue could be bound; the
 	// projections group's queue, which it declares first, gets every
 	// product event.
@@ -370,6 +373,7 @@ func TestRelayWakesWithoutPolling(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
+			testenv.ValidateEvents(t, amqpURL)
 			pool := openPool(t, dbURL, 8)
 			recordCommits(t, pool)
 			s := testenv.NewSink(t, amqpURL, topology)
@@ -414,6 +418,7 @@ func TestRelayVacuumsTheOutbox(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
+			testenv.ValidateEvents(t, amqpURL)
 			pool := openPool(t, dbURL, 8)
 			// Autovacuum off for the table, so that any vacuum is the relay's.
 			_, err := pool.Exec(context.Background(), `ALTER TABLE outbox SET (autovacuum_enabled = false)`)

@@ -58,6 +58,9 @@ func commands() []command {
 			config: func() any { return new(deadConfig) }, run: deadListCmd},
 		{name: "dead replay", args: "GROUP [N]", summary: "move the messages (all, or the first N) of a group's dead queue back to its queue",
 			config: func() any { return new(deadConfig) }, run: deadReplayCmd},
+		{name: "events", args: "[--markdown]", summary: "list the events of the stream: each routing key, the groups that consume it and what it means",
+			details: "From api/asyncapi.yaml, the contract built into the binary. --markdown prints the README's event table.",
+			config:  func() any { return new(eventsConfig) }, flags: eventsFlags(new(bool)), run: eventsCmd},
 		{name: "loadtest", args: "[--url U] [--rate R | --connections C] [--duration D] [--mix M] [--json] ...",
 			summary: "drive a running shop over HTTP with a realistic mix, and report latencies per endpoint and end to end",
 			details: "It registers --customers customers (and, with an admin, creates --products products), then sends the mix for --duration:\n" +

@@ -40,6 +40,7 @@ type system struct {
 	pool   *pgxpool.Pool
 	uow    *store.UnitOfWork
 	models *projections.Store
+	events *testenv.Tap // checks every event published on the vhost against api/asyncapi.yaml
 }
 
 func newSystem(t *testing.T) *system {
@@ -50,9 +51,10 @@ func newSystem(t *testing.T) *system {
 // newSystemOn is newSystem with the read models on the Redis at redisAddr.
 func newSystemOn(t *testing.T, redisAddr string) *system {
 	t.Helper()
-	dbURL := freshDatabaseURL(t)
+	dbURL, amqpURL := freshDatabaseURL(t), testenv.AMQPURL(t)
+	events := testenv.ValidateEvents(t, amqpURL)
 	env := map[string]string{
-		"DATABASE_URL": dbURL, "AMQP_URL": testenv.AMQPURL(t), "METRICS_ADDR": "127.0.0.1:0",
+		"DATABASE_URL": dbURL, "AMQP_URL": amqpURL, "METRICS_ADDR": "127.0.0.1:0",
 		"LOG_LEVEL": "error", "CONSUMER_CONCURRENCY": "4",
 		// Few connections: many such systems run at once, and Postgres
 		// allows 100 connections in all.
@@ -85,7 +87,7 @@ func newSystemOn(t *testing.T, redisAddr string) *system {
 	})
 	models, err := projections.New(projections.Config{Client: rdb, Prefix: env["REDIS_PREFIX"]})
 	testenv.Must(t, err, "projections")
-	return &system{env: env, pool: pool, uow: store.NewUnitOfWork(pool, notifier), models: models}
+	return &system{env: env, pool: pool, uow: store.NewUnitOfWork(pool, notifier), models: models, events: events}
 }
 
 // waitRedisMatches waits until every order and product in Redis equals
@@ -472,6 +474,10 @@ func TestOrderFlowThroughProcesses(t *testing.T) {
 	}
 	s.checkConverged(t, map[uuid.UUID]int64{a: 5, b: 1}, all...)
 	s.waitRedisMatches(t, 30*time.Second)
+	// Every event of the flow went through shop.events, and each was
+	// checked against api/asyncapi.yaml (product.updated is not part of it).
+	s.events.WaitSeen(t, 10*time.Second, "user.registered", "product.created", "order.placed", "stock.reserved",
+		"stock.rejected", "stock.changed", "order.confirmed", "order.rejected", "order.cancelled", "stock.released")
 
 	// Correlation: order.placed → stock.reserved → order.confirmed share the
 	// correlation id; each names its cause.

@@ -58,6 +58,7 @@ func TestRelayKilledMidBatchLosesNothing(t *testing.T) {
 		"DATABASE_URL": dbURL, "AMQP_URL": testenv.AMQPURL(t), "METRICS_ADDR": "127.0.0.1:0",
 		"RELAY_BATCH_SIZE": "20", "RELAY_WORKERS": "4", "LOG_LEVEL": "error",
 	}
+	testenv.ValidateEvents(t, env["AMQP_URL"])
 	if _, stderr, code := shop(t, env, "migrate"); code != 0 {
 		t.Fatalf("migrate: %s", stderr)
 	}

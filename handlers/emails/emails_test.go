@@ -117,6 +117,7 @@ func (g *emailsGroup) registerAndDeliver(t *testing.T, email string, copies int)
 	testenv.Must(t, err, "read the event")
 	var env outbox.Envelope
 	testenv.Must(t, json.Unmarshal(body, &env), "decode the event")
+	testenv.CheckEnvelopes(t, testenv.EventContract(t), env)
 	for range copies {
 		err = g.ch.PublishWithContext(context.Background(), "", "shop.emails", true, false, amqp.Publishing{
 			ContentType: "application/json", DeliveryMode: amqp.Persistent, MessageId: env.ID.String(), Type: env.Type, Body: body})
