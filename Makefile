@@ -8,7 +8,7 @@ STATICCHECK := $(TOOLS)/staticcheck@v0.8.2
 GOTESTSUM   := $(TOOLS)/gotestsum@v1.13.0
 GOVULNCHECK := $(TOOLS)/govulncheck@v1.9.0
 
-.PHONY: build run up down reset test rabbitmq-management test-short chaos fuzz vuln lint fmt-check vet staticcheck bench bench-reads
+.PHONY: build run up down reset test rabbitmq-management test-short chaos fuzz vuln lint fmt-check vet staticcheck bench bench-reads contracts-snapshot
 
 build:
 	$(GO) build -o $(BIN) ./cmd/shop
@@ -95,3 +95,8 @@ bench:
 
 bench-reads:
 	bash scripts/bench-reads.sh
+
+# At a release: the contracts as published become the baseline that
+# TestContractsKeepTheirCompatibility compares every later change with.
+contracts-snapshot:
+	cp api/openapi.yaml api/asyncapi.yaml api/compat/
