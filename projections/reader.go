@@ -39,6 +39,16 @@ type ReaderConfig struct {
 	// MinVersionWait bounds how long a read asking for a version waits for
 	// the projection to reach it. Default 2s.
 	MinVersionWait time.Duration
+	// CacheMax is how many products and orders the reader keeps in its
+	// own memory, with their JSON, once read from Redis (see memo): the
+	// copies follow the projector's announcements, so they serve only
+	// after Watch. 0: none.
+	CacheMax int
+	// CacheTTL bounds how long a copy serves, in case an announcement
+	// was lost (Redis pub/sub does not resend). Default 1s.
+	CacheTTL time.Duration
+	// Now is the clock of the copies. Default time.Now.
+	Now func() time.Time
 }
 
 // Validate fills defaults and checks the configuration.
@@ -51,6 +61,15 @@ func (c *ReaderConfig) Validate() error {
 	}
 	if c.MinVersionWait == 0 {
 		c.MinVersionWait = 2 * time.Second
+	}
+	if c.CacheMax < 0 {
+		return errors.New("projections: the reader's cache size must not be negative")
+	}
+	if c.CacheTTL == 0 {
+		c.CacheTTL = time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	return nil
 }
@@ -65,6 +84,7 @@ type Reader struct {
 	cfg     ReaderConfig
 	breaker *gobreaker.CircuitBreaker[any]
 	watcher *Watcher // nil until Watch
+	memo    *memo    // nil: no copies (CacheMax 0, or before Watch)
 }
 
 // NewReader returns a reader for cfg.
@@ -84,9 +104,23 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 // that reads asking for a minimum version wait for it. Call it once,
 // before serving.
 func (r *Reader) Watch(ctx context.Context) {
-	if r.cfg.Store != nil {
-		r.watcher = r.cfg.Store.Watch(ctx)
+	if r.cfg.Store == nil {
+		return
 	}
+	if r.cfg.CacheMax > 0 {
+		r.memo = newMemo(r.cfg.CacheMax, r.cfg.CacheTTL, r.cfg.Now)
+		r.watcher = r.cfg.Store.watch(ctx, r.memo.announced)
+		return
+	}
+	r.watcher = r.cfg.Store.Watch(ctx)
+}
+
+// Cached returns how many models the reader keeps copies of.
+func (r *Reader) Cached() int {
+	if r.memo == nil {
+		return 0
+	}
+	return r.memo.size()
 }
 
 // Waiting returns how many reads wait now for a model to reach the version
@@ -117,6 +151,9 @@ type Read[T any] struct {
 	// Stale says the model had not reached the version asked for within
 	// MinVersionWait: the answer is the latest there is.
 	Stale bool
+	// JSON is Value encoded as the API answers it (with a final newline),
+	// when the reader had it encoded already; nil: encode Value.
+	JSON []byte
 }
 
 // Page is a page of a list: its items and the cursor of the next page
@@ -166,12 +203,27 @@ func readOne[T any](ctx context.Context, r *Reader, key func(*Store, uuid.UUID) 
 	fromRedis func(*Store, context.Context, uuid.UUID) (T, bool, error),
 	fromPostgres func(context.Context, uuid.UUID) (T, bool, error),
 	put func(*Store, context.Context, T) error, version func(T) int64) (Read[T], error) {
+	var out Read[T]
+	var k string
+	if r.cfg.Store != nil {
+		k = key(r.cfg.Store, id)
+	}
+	if r.memo != nil {
+		if e, ok := r.memo.get(k, min); ok {
+			out.Value, out.Source, out.JSON = e.value.(T), FromRedis, e.json
+			return out, nil
+		}
+	}
 	if min > 0 && r.watcher != nil {
 		wctx, cancel := context.WithTimeout(ctx, r.cfg.MinVersionWait)
-		_, _ = r.breaker.Execute(func() (any, error) { return r.watcher.wait(wctx, key(r.cfg.Store, id), min) })
+		_, _ = r.breaker.Execute(func() (any, error) { return r.watcher.wait(wctx, k, min) })
 		cancel()
 	}
-	var out Read[T]
+	var ticket uint64
+	if r.memo != nil {
+		ticket = r.memo.reserve(k)
+		defer r.memo.release(k, ticket)
+	}
 	type found struct {
 		v  T
 		ok bool
@@ -183,6 +235,9 @@ func readOne[T any](ctx context.Context, r *Reader, key func(*Store, uuid.UUID) 
 	out.RedisDown = !redisOK && r.cfg.Store != nil
 	if redisOK && got.ok {
 		out.Value, out.Source = got.v, FromRedis
+		if r.memo != nil {
+			out.JSON = r.memo.fill(k, ticket, version(got.v), got.v)
+		}
 	} else {
 		v, ok, err := fromPostgres(ctx, id)
 		if err != nil {

@@ -14,6 +14,7 @@ type Watcher struct {
 	s       *Store
 	mu      sync.Mutex
 	waiters map[string][]waiter
+	heard   func(key string, version int64) // nil: nobody else listens
 }
 
 type waiter struct {
@@ -25,7 +26,12 @@ type waiter struct {
 // re-made by the client; a change missed meanwhile only makes a waiter wait
 // until its deadline.
 func (s *Store) Watch(ctx context.Context) *Watcher {
-	w := &Watcher{s: s, waiters: map[string][]waiter{}}
+	return s.watch(ctx, nil)
+}
+
+// watch is Watch, with heard told of every announcement too.
+func (s *Store) watch(ctx context.Context, heard func(key string, version int64)) *Watcher {
+	w := &Watcher{s: s, waiters: map[string][]waiter{}, heard: heard}
 	ps := s.rdb.Subscribe(ctx, s.ChangesChannel())
 	go func() {
 		defer ps.Close()
@@ -49,6 +55,9 @@ func (s *Store) Watch(ctx context.Context) *Watcher {
 }
 
 func (w *Watcher) announce(key string, version int64) {
+	if w.heard != nil {
+		w.heard(key, version)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	list := w.waiters[key][:0]

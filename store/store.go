@@ -162,6 +162,8 @@ type Tx struct {
 	reads   int        // queries in pending whose rows a caller waits for
 	md      outbox.Metadata
 	written []int16 // outbox partitions appended to
+	sends   int     // batches sent
+	begun   bool    // BEGIN was sent
 
 	users        tracked[*user.User]
 	products     tracked[*product.Product]
@@ -201,16 +203,7 @@ func (u *UnitOfWork) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx
 			_ = conn.Conn().Close(context.WithoutCancel(ctx))
 		}
 	}()
-	tx := &Tx{conn: conn, pending: &pgx.Batch{}, md: outbox.MetadataFrom(ctx)}
-	tx.pending.Queue("BEGIN")
-	tx.Users = Users{tx}
-	tx.Products = Products{tx}
-	tx.Orders = Orders{tx}
-	tx.Idempotency = IdempotencyKeys{tx}
-	tx.Reservations = Reservations{tx}
-	tx.Inbox = Inbox{tx}
-	tx.Emails = Emails{tx}
-	tx.Audit = Audit{tx}
+	tx := newTx(conn, outbox.MetadataFrom(ctx))
 	defer tx.rollbackIfOpen(ctx)
 
 	if err := fn(ctx, tx); err != nil {
@@ -231,6 +224,22 @@ func (u *UnitOfWork) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx
 		u.notifier.Notify(tx.written)
 	}
 	return nil
+}
+
+// newTx returns a transaction on conn whose first statement, BEGIN, is
+// queued.
+func newTx(conn *pgxpool.Conn, md outbox.Metadata) *Tx {
+	tx := &Tx{conn: conn, pending: &pgx.Batch{}, md: md}
+	tx.pending.Queue("BEGIN")
+	tx.Users = Users{tx}
+	tx.Products = Products{tx}
+	tx.Orders = Orders{tx}
+	tx.Idempotency = IdempotencyKeys{tx}
+	tx.Reservations = Reservations{tx}
+	tx.Inbox = Inbox{tx}
+	tx.Emails = Emails{tx}
+	tx.Audit = Audit{tx}
+	return tx
 }
 
 // saveChanged queues the write of every aggregate that changed since the
@@ -318,6 +327,8 @@ func (t *Tx) sendReads(ctx context.Context) error {
 func (t *Tx) send(ctx context.Context) error {
 	b := t.pending
 	t.pending, t.reads = &pgx.Batch{}, 0
+	t.sends++
+	t.begun = true // BEGIN goes with the first batch
 	return t.conn.SendBatch(ctx, b).Close()
 }
 

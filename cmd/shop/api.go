@@ -107,13 +107,14 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process
 		return nil, err
 	}
 	origin := store.NewReads(pool)
-	reads, err := projections.NewReader(projections.ReaderConfig{Store: models, Origin: origin})
+	reads, err := projections.NewReader(projections.ReaderConfig{Store: models, Origin: origin,
+		CacheMax: cfg.HTTP.ReadCacheMax, CacheTTL: cfg.HTTP.ReadCacheTTL})
 	if err != nil {
 		release()
 		return nil, err
 	}
 	apiCfg := httpapi.Config{Reads: reads, Users: origin, Auth: a, Logger: log, Registry: proc.reg, Ops: proc.handler(),
-		TrustedProxies: trusted, HSTS: cfg.HTTP.HSTS, Tracing: proc.tracing()}
+		TrustedProxies: trusted, HSTS: cfg.HTTP.HSTS, Tracing: proc.tracing(), CommandBatchMax: cfg.HTTP.CommandBatchMax}
 	if apiCfg.Limiter, apiCfg.Logins, err = limits(cfg, pipelined); err != nil {
 		release()
 		return nil, err

@@ -127,12 +127,28 @@ type httpSection struct {
 	IdleTimeout    time.Duration `env:"HTTP_IDLE_TIMEOUT" envDefault:"120s" help:"how long an idle keep-alive connection stays open"`
 	MaxConns       int           `env:"HTTP_MAX_CONNS" envDefault:"4096" help:"connections the API serves at once; more wait to be accepted (1 to 1000000)"`
 	HSTS           bool          `env:"HSTS" envDefault:"false" help:"1 or true: send Strict-Transport-Security, for an API that a proxy serves over HTTPS"`
+	// Commands that arrive together share a transaction and its COMMIT
+	// (group commit); the figures are in BENCHMARKS.md.
+	CommandBatchMax int `env:"COMMAND_BATCH_MAX" envDefault:"64" help:"how many concurrent commands share one Postgres transaction at most, each under its own savepoint (1 to 1024; 1: a transaction each)"`
+	// A hot product is read from Redis and encoded once per change rather
+	// than once per request.
+	ReadCacheMax int           `env:"READ_CACHE_MAX" envDefault:"10000" help:"products and orders each API process keeps in memory, with their JSON, once read from Redis; dropped when the projector announces a newer version (0 to 10000000; 0: none)"`
+	ReadCacheTTL time.Duration `env:"READ_CACHE_TTL" envDefault:"1s" help:"how long an in-memory copy serves at most, in case an announcement was lost (Redis pub/sub does not resend)"`
 }
 
 func (s httpSection) validate() error {
 	var errs []error
 	if _, err := parsePrefixes(s.TrustedProxies); err != nil {
 		errs = append(errs, err)
+	}
+	if s.ReadCacheMax < 0 || s.ReadCacheMax > 10_000_000 {
+		errs = append(errs, fmt.Errorf("READ_CACHE_MAX must be 0 to 10000000, not %d", s.ReadCacheMax))
+	}
+	if s.ReadCacheTTL <= 0 {
+		errs = append(errs, fmt.Errorf("READ_CACHE_TTL must be a positive duration like 1s, not %s", s.ReadCacheTTL))
+	}
+	if s.CommandBatchMax < 1 || s.CommandBatchMax > 1024 {
+		errs = append(errs, fmt.Errorf("COMMAND_BATCH_MAX must be 1 to 1024, not %d", s.CommandBatchMax))
 	}
 	for name, d := range map[string]time.Duration{"HTTP_READ_TIMEOUT": s.ReadTimeout, "HTTP_WRITE_TIMEOUT": s.WriteTimeout, "HTTP_IDLE_TIMEOUT": s.IdleTimeout} {
 		if d <= 0 {

@@ -32,7 +32,9 @@ type reply struct {
 	body     any
 }
 
-// command runs fn in one transaction and answers with its reply.
+// command runs fn in a transaction, shared with the commands that arrive
+// at the same time (store.Group), and answers with its reply once that
+// transaction has committed.
 //
 // With an Idempotency-Key header the reply is stored under (caller, key) in
 // that same transaction, and a repeated request gets the stored reply and
@@ -58,7 +60,7 @@ func (s *Server) command(c echo.Context, body []byte, fn func(ctx context.Contex
 	ctx := outbox.WithMetadata(c.Request().Context(), s.metadata(c))
 
 	var res store.Response
-	err := s.cfg.UnitOfWork.Do(ctx, func(ctx context.Context, tx *store.Tx) error {
+	err := s.commands.Do(ctx, func(ctx context.Context, tx *store.Tx) error {
 		r, err := fn(ctx, tx)
 		if err != nil {
 			return err

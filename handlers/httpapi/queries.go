@@ -154,5 +154,8 @@ func answer[T any](c echo.Context, r projections.Read[T], err error) error {
 	if r.Stale {
 		h.Set(HeaderStale, "true")
 	}
+	if r.JSON != nil {
+		return c.JSONBlob(http.StatusOK, r.JSON) // encoded once per version, by the reader
+	}
 	return c.JSON(http.StatusOK, r.Value)
 }

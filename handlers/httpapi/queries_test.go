@@ -368,3 +368,51 @@ func TestOneShapePerResource(t *testing.T) {
 		}
 	}
 }
+
+// TestReadCacheFollowsTheProjector: with READ_CACHE_MAX, a model read from
+// Redis is answered from the API's memory afterwards (even with its Redis
+// key gone), byte for byte as Redis's answer; once the projector announces
+// a newer version, reads answer that one, at once for a read that asks for
+// it with min_version.
+func TestReadCacheFollowsTheProjector(t *testing.T) {
+	t.Parallel()
+	tune, rr := withRedis(t, "127.0.0.1:6379", projections.ReaderConfig{CacheMax: 100, CacheTTL: time.Minute,
+		MinVersionWait: 20 * time.Second, Timeout: 10 * time.Second})
+	a := newAPIWith(t, tune)
+	_, admin := a.createAdmin(t)
+	p := a.createProduct(t, admin, "MEMO-1", 1200, 10)
+	path := "/v1/products/" + p.ID
+
+	a.do(t, "GET", path, "", nil, nil).expect(t, http.StatusOK) // a miss: from Postgres, written to Redis
+	fromRedis := a.do(t, "GET", path, "", nil, nil).expect(t, http.StatusOK)
+	if rr.reader.Cached() != 1 {
+		t.Fatalf("%d models kept in memory after a read from Redis, want 1", rr.reader.Cached())
+	}
+	rdb, _ := testenv.Redis(t)
+	keys, err := rdb.Keys(context.Background(), "*product:"+p.ID).Result()
+	testenv.Must(t, err, "find the product's key")
+	testenv.Must(t, rdb.Del(context.Background(), keys...).Err(), "delete the product's key behind the API's back")
+	fromMemory := a.do(t, "GET", path, "", nil, nil).expect(t, http.StatusOK)
+	if string(fromMemory.raw) != string(fromRedis.raw) || source(fromMemory) != "redis" {
+		t.Errorf("from memory: %s (%s), want Redis's answer %s", fromMemory.raw, source(fromMemory), fromRedis.raw)
+	}
+
+	testenv.Must(t, rr.models.PutProduct(context.Background(), projections.Product{ID: uuid.MustParse(p.ID), SKU: "MEMO-1",
+		Name: "Renamed", PriceCents: 1300, StockAvailable: 10, Version: 2}), "project version 2")
+	var got productJSON
+	a.do(t, "GET", path+"?min_version=2", "", nil, nil).expect(t, http.StatusOK).into(t, &got)
+	if got.Version != 2 || got.Name != "Renamed" {
+		t.Errorf("min_version=2 answered %+v, want version 2", got)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		var now productJSON
+		r, err := a.send("GET", path, "", nil, nil)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(r.raw, &now); err != nil || now.Version != 2 {
+			return fmt.Errorf("answered %s", r.raw)
+		}
+		return nil
+	})
+}

@@ -73,6 +73,10 @@ type Config struct {
 	// HSTS sends Strict-Transport-Security (for an API served over HTTPS
 	// by the proxy in front).
 	HSTS bool
+	// CommandBatchMax is how many concurrent commands share one
+	// transaction at most (store.Group): each under a savepoint of its own,
+	// one COMMIT for all. Default 64; 1 runs each in its own transaction.
+	CommandBatchMax int
 	// Tracing records a server span per request (otelhttp around the
 	// server, the span named after its route by traceRoute) and the spans
 	// below it. nil: none, at no cost.
@@ -107,10 +111,11 @@ func (c *Config) Validate() error {
 
 // Server holds the handlers' dependencies.
 type Server struct {
-	cfg     Config
-	gate    *auth.Gate
-	metrics *metrics
-	docs    *openAPIDocs
+	cfg      Config
+	gate     *auth.Gate
+	metrics  *metrics
+	docs     *openAPIDocs
+	commands *store.Group
 }
 
 // New returns the API as an http.Handler built on Echo: the *echo.Echo
@@ -134,7 +139,11 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: %w", err)
 	}
-	s := &Server{cfg: cfg, gate: gate, metrics: m, docs: docs}
+	commands, err := cfg.UnitOfWork.Group(store.GroupConfig{Max: cfg.CommandBatchMax})
+	if err != nil {
+		return nil, fmt.Errorf("httpapi: %w", err)
+	}
+	s := &Server{cfg: cfg, gate: gate, metrics: m, docs: docs, commands: commands}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError

@@ -1,0 +1,261 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/shopdev/shop/domain"
+	"github.com/shopdev/shop/domain/order"
+	"github.com/shopdev/shop/domain/product"
+	"github.com/shopdev/shop/domain/stock"
+	"github.com/shopdev/shop/domain/user"
+	"github.com/shopdev/shop/outbox"
+)
+
+// GroupConfig configures a Group.
+type GroupConfig struct {
+	// Max is how many commands share one transaction at most. Default 64;
+	// 1 runs each in a transaction of its own, as UnitOfWork.Do does.
+	Max int
+	// Timeout bounds a whole group's transaction, so that one slow
+	// command cannot hold the others' answers for long. Default 10s.
+	Timeout time.Duration
+}
+
+// Validate fills defaults and checks the configuration.
+func (c *GroupConfig) Validate() error {
+	if c.Max == 0 {
+		c.Max = 64
+	}
+	if c.Max < 1 {
+		return errors.New("group: max must be positive")
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.Timeout < 0 {
+		return errors.New("group: timeout must be positive")
+	}
+	return nil
+}
+
+// Group commits concurrent commands together: the commands that arrive
+// while one transaction is running wait, then run one after another in the
+// next transaction, each under a SAVEPOINT of its own, and one COMMIT makes
+// them all durable. A command that fails (invalid, a conflict, a taken
+// Idempotency-Key) is rolled back to its savepoint and gets its own error;
+// the others go on. Every caller returns after the COMMIT, so nothing is
+// answered before it is durable. A group closes when the previous one has
+// committed or at Max: nobody waits for a timer, and a lone command runs at
+// once, as with Do.
+//
+// What it saves: one transaction's fixed cost (a connection taken from the
+// pool, BEGIN, COMMIT and its WAL flush) for up to Max commands; Postgres
+// would otherwise flush the WAL once per command.
+type Group struct {
+	u   *UnitOfWork
+	cfg GroupConfig
+
+	mu      sync.Mutex
+	pending []*groupJob
+	running bool // a goroutine is draining pending
+}
+
+type groupJob struct {
+	ctx     context.Context
+	fn      func(ctx context.Context, tx *Tx) error
+	err     error
+	written []int16
+	done    chan struct{}
+}
+
+// Group returns a Group running commands on u.
+func (u *UnitOfWork) Group(cfg GroupConfig) (*Group, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Group{u: u, cfg: cfg}, nil
+}
+
+// Do runs fn in the next group's transaction and returns once that
+// transaction has committed or rolled back: nil when fn returned nil and
+// its writes committed; else fn's error, or what kept it from committing.
+// fn runs in a context that ctx's cancellation does not reach (a caller
+// that goes away must not break its neighbours' transaction); a command
+// whose ctx is done before its turn is not run.
+func (g *Group) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
+	if g.cfg.Max == 1 {
+		return g.u.Do(ctx, fn)
+	}
+	j := &groupJob{ctx: ctx, fn: fn, done: make(chan struct{})}
+	g.mu.Lock()
+	g.pending = append(g.pending, j)
+	if !g.running {
+		g.running = true
+		go g.drain()
+	}
+	g.mu.Unlock()
+	<-j.done
+	return j.err
+}
+
+// drain runs groups until no command is waiting.
+func (g *Group) drain() {
+	for {
+		g.mu.Lock()
+		n := min(len(g.pending), g.cfg.Max)
+		if n == 0 {
+			g.running = false
+			g.mu.Unlock()
+			return
+		}
+		batch := slices.Clone(g.pending[:n])
+		g.pending = slices.Delete(g.pending, 0, n)
+		g.mu.Unlock()
+		g.run(batch)
+	}
+}
+
+// savepoint is the name every command's savepoint has: each is released
+// or rolled back to before the next is set.
+const savepoint = "shop_command"
+
+// run runs one group's commands in one transaction and tells each caller.
+func (g *Group) run(batch []*groupJob) {
+	defer func() {
+		for _, j := range batch {
+			close(j.done)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(batch[0].ctx), g.cfg.Timeout)
+	defer cancel()
+	var err error
+	if g.u.tracer != nil {
+		var end func(error)
+		ctx, end = g.u.tracer.StartTx(ctx)
+		defer func() { end(err) }()
+	}
+	err = g.runIn(ctx, batch)
+	if err != nil {
+		for _, j := range batch {
+			if j.err == nil {
+				j.err = err
+			}
+		}
+		return
+	}
+	if g.u.notifier != nil {
+		var written []int16
+		for _, j := range batch {
+			for _, p := range j.written {
+				if !slices.Contains(written, p) {
+					written = append(written, p)
+				}
+			}
+		}
+		if len(written) > 0 {
+			g.u.notifier.Notify(written)
+		}
+	}
+}
+
+// runIn runs the commands on one connection; an error it returns is every
+// command's that has none of its own: nothing of the group committed.
+func (g *Group) runIn(ctx context.Context, batch []*groupJob) (err error) {
+	conn, err := g.u.pool.Acquire(ctx)
+	if err != nil {
+		return classify(fmt.Errorf("acquire connection: %w", err))
+	}
+	defer conn.Release()
+	defer func() {
+		if readOnly(err) {
+			_ = conn.Conn().Close(context.WithoutCancel(ctx)) // see Do
+		}
+	}()
+	tx := newTx(conn, outbox.Metadata{})
+	defer tx.rollbackIfOpen(ctx)
+	committed := 0
+	for _, j := range batch {
+		if j.ctx.Err() != nil {
+			j.err = classify(j.ctx.Err())
+			continue
+		}
+		if err := g.runOne(ctx, tx, j); err != nil {
+			return err // the connection or the transaction is lost
+		}
+		if j.err == nil {
+			committed++
+		}
+	}
+	if !tx.begun {
+		return nil // no command reached Postgres
+	}
+	end := "COMMIT"
+	if committed == 0 {
+		end = "ROLLBACK" // every command failed: nothing to make durable
+	}
+	tx.pending.Queue(end)
+	if err := tx.send(ctx); err != nil {
+		return classify(fmt.Errorf("commit: %w", err))
+	}
+	return nil
+}
+
+// runOne runs one command under its savepoint. Its own failure is j.err,
+// undone by rolling back to the savepoint; the error returned means the
+// transaction cannot go on.
+func (g *Group) runOne(ctx context.Context, tx *Tx, j *groupJob) error {
+	tx.startCommand(outbox.MetadataFrom(j.ctx))
+	sends := tx.sends
+	tx.pending.Queue("SAVEPOINT " + savepoint)
+	err := j.fn(context.WithoutCancel(j.ctx), tx)
+	if err == nil {
+		tx.saveChanged()
+		tx.pending.Queue("RELEASE SAVEPOINT " + savepoint)
+		err = tx.send(ctx)
+	}
+	if err == nil {
+		j.written = tx.written
+		return nil
+	}
+	j.err = classify(err)
+	reachedPostgres := tx.sends > sends
+	tx.discardPending()
+	if !reachedPostgres {
+		return nil // fn failed before it sent anything: nothing to undo
+	}
+	if errors.Is(j.err, domain.ErrUnavailable) || tx.conn.Conn().IsClosed() || ctx.Err() != nil {
+		return j.err
+	}
+	if _, err := tx.conn.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); err != nil {
+		return classify(fmt.Errorf("roll back to the command's savepoint: %w", err))
+	}
+	return nil
+}
+
+// startCommand readies the transaction for the next command of a group:
+// the aggregates the last one held are forgotten (the next loads them
+// again, seeing what the last wrote), and its events carry md.
+func (t *Tx) startCommand(md outbox.Metadata) {
+	t.md = md
+	t.written = nil
+	t.users = tracked[*user.User]{}
+	t.products = tracked[*product.Product]{}
+	t.orders = tracked[*order.Order]{}
+	t.reservations = tracked[*stock.Reservation]{}
+}
+
+// discardPending drops the statements not sent yet, keeping BEGIN if it
+// was not sent either.
+func (t *Tx) discardPending() {
+	t.pending, t.reads = &pgx.Batch{}, 0
+	if !t.begun {
+		t.pending.Queue("BEGIN")
+	}
+}

@@ -1,0 +1,187 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/shopdev/shop/app"
+	"github.com/shopdev/shop/domain"
+	"github.com/shopdev/shop/domain/product"
+	"github.com/shopdev/shop/internal/testenv"
+	"github.com/shopdev/shop/outbox"
+	"github.com/shopdev/shop/store"
+)
+
+// partitions records what a unit of work notifies, as the relays' notifier
+// would hear it.
+type partitions struct {
+	mu    sync.Mutex
+	calls [][]int16
+}
+
+func (p *partitions) Notify(written []int16) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls = append(p.calls, slices.Clone(written))
+}
+
+// TestGroupCommitsTogetherAndFailsAlone: commands that wait while a group
+// runs share the next transaction; each that fails, whether before it
+// sent anything, on a constraint, or after a read, is rolled back alone
+// and gets its own error, and the others commit, with their events and
+// idempotency keys, and are notified once.
+func TestGroupCommitsTogetherAndFailsAlone(t *testing.T) {
+	t.Parallel()
+	pool := testenv.Pool(t)
+	notified := &partitions{}
+	uow := store.NewUnitOfWork(pool, notified)
+	addProduct(t, uow, "TAKEN-1", 100, 1)
+	group, err := uow.Group(store.GroupConfig{})
+	testenv.Must(t, err, "group")
+
+	ctx := context.Background()
+	add := func(sku, key string, txid *int64) func(context.Context, *store.Tx) error {
+		return func(ctx context.Context, tx *store.Tx) (err error) {
+			if *txid, err = store.TxID(ctx, tx); err != nil {
+				return err
+			}
+			if _, err := app.AddProduct(ctx, tx, app.Operator, app.CreateProduct{SKU: sku, Name: "Thing " + sku, PriceCents: 100, Stock: 1}, now); err != nil {
+				return err
+			}
+			if key != "" {
+				tx.Idempotency.Save("test", key, store.Response{RequestHash: []byte(sku), Status: 201, Body: []byte(`{}`)})
+			}
+			return nil
+		}
+	}
+	// The first command holds its group open until the others wait.
+	var firstTx int64
+	running, release := make(chan struct{}), make(chan struct{})
+	firstDone := make(chan error, 1)
+	go func() {
+		firstDone <- group.Do(ctx, func(ctx context.Context, tx *store.Tx) error {
+			if err := add("FIRST-1", "", &firstTx)(ctx, tx); err != nil {
+				return err
+			}
+			close(running)
+			<-release
+			return nil
+		})
+	}()
+	<-running
+
+	errLate := errors.New("changed its mind after reading")
+	txids := make([]int64, 6)
+	commands := []struct {
+		name string
+		fn   func(context.Context, *store.Tx) error
+		want error // nil: commits
+	}{
+		{"a new product", add("OK-1", "", &txids[0]), nil},
+		{"a taken SKU, refused by Postgres", add("TAKEN-1", "", &txids[1]), product.ErrSKUTaken},
+		{"invalid before anything is sent", func(context.Context, *store.Tx) error { return domain.Invalid("sku", "is required") }, domain.ErrInvalid},
+		{"a product under an idempotency key", add("OK-2", "key-1", &txids[3]), nil},
+		{"the same key again", add("OK-3", "key-1", &txids[4]), store.ErrKeyTaken},
+		{"a failure after a read and a write", func(ctx context.Context, tx *store.Tx) error {
+			if err := add("OK-4", "", &txids[5])(ctx, tx); err != nil {
+				return err
+			}
+			if _, err := store.TxID(ctx, tx); err != nil { // sends the product's insert
+				return err
+			}
+			return errLate
+		}, errLate},
+	}
+	errs := make([]error, len(commands))
+	var wg sync.WaitGroup
+	for i, c := range commands {
+		wg.Go(func() { errs[i] = group.Do(ctx, c.fn) })
+		// One at a time, so that they run in this order.
+		testenv.Eventually(t, 5*time.Second, func() error {
+			if n := store.Waiting(group); n != i+1 {
+				return errors.New("not queued yet")
+			}
+			return nil
+		})
+	}
+	close(release)
+	testenv.Must(t, <-firstDone, "the first command")
+	wg.Wait()
+
+	for i, c := range commands {
+		switch {
+		case c.want == nil && errs[i] != nil:
+			t.Errorf("%s: %v, want it committed", c.name, errs[i])
+		case c.want != nil && !errors.Is(errs[i], c.want):
+			t.Errorf("%s: %v, want %v", c.name, errs[i], c.want)
+		}
+	}
+	if txids[0] == 0 || txids[0] != txids[3] || txids[0] == firstTx {
+		t.Errorf("transactions: first %d, OK-1 %d, OK-2 %d: want OK-1 and OK-2 in one, after the first's", firstTx, txids[0], txids[3])
+	}
+	for sku, want := range map[string]int{"FIRST-1": 1, "OK-1": 1, "OK-2": 1, "OK-3": 0, "OK-4": 0, "TAKEN-1": 1} {
+		if got := testenv.Count(t, pool, "SELECT count(*) FROM products WHERE sku = $1", sku); got != want {
+			t.Errorf("products %s: %d, want %d", sku, got, want)
+		}
+	}
+	// product.created of TAKEN-1 (added before), FIRST-1, OK-1 and OK-2.
+	if got := testenv.Count(t, pool, "SELECT count(*) FROM outbox WHERE routing_key = 'product.created'"); got != 4 {
+		t.Errorf("outbox has %d product.created, want 4: the failed commands' events must be gone", got)
+	}
+	if got := testenv.Count(t, pool, "SELECT count(*) FROM idempotency_keys WHERE key = 'key-1' AND request_hash = 'OK-2'"); got != 1 {
+		t.Errorf("key-1 holds %d replies of OK-2, want 1", got)
+	}
+	var ok1, ok2 int16
+	for _, sku := range []string{"OK-1", "OK-2"} {
+		var id uuid.UUID
+		testenv.Must(t, pool.QueryRow(ctx, "SELECT id FROM products WHERE sku = $1", sku).Scan(&id), "product id")
+		if sku == "OK-1" {
+			ok1 = outbox.Partition(id)
+		} else {
+			ok2 = outbox.Partition(id)
+		}
+	}
+	notified.mu.Lock()
+	last := notified.calls[len(notified.calls)-1]
+	notified.mu.Unlock()
+	if !slices.Contains(last, ok1) || !slices.Contains(last, ok2) {
+		t.Errorf("the group's notification %v lacks the partitions of OK-1 (%d) and OK-2 (%d)", last, ok1, ok2)
+	}
+}
+
+// TestGroupOfFailuresCommitsNothing: a group whose every command fails
+// leaves nothing behind, and the next group runs normally.
+func TestGroupOfFailuresCommitsNothing(t *testing.T) {
+	t.Parallel()
+	pool := testenv.Pool(t)
+	uow := store.NewUnitOfWork(pool, nil)
+	addProduct(t, uow, "TAKEN-1", 100, 1)
+	group, err := uow.Group(store.GroupConfig{Max: 4})
+	testenv.Must(t, err, "group")
+	before := counts(t, pool)
+	err = group.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
+		_, err := app.AddProduct(ctx, tx, app.Operator, app.CreateProduct{SKU: "TAKEN-1", Name: "Again", PriceCents: 1, Stock: 1}, now)
+		return err
+	})
+	if !errors.Is(err, product.ErrSKUTaken) {
+		t.Fatalf("a taken SKU: %v, want product.ErrSKUTaken", err)
+	}
+	if after := counts(t, pool); !maps.Equal(after, before) {
+		t.Errorf("rows %v, want %v", after, before)
+	}
+	err = group.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
+		_, err := app.AddProduct(ctx, tx, app.Operator, app.CreateProduct{SKU: "NEXT-1", Name: "Next", PriceCents: 1, Stock: 1}, now)
+		return err
+	})
+	testenv.Must(t, err, "the next group")
+	if got := testenv.Count(t, pool, "SELECT count(*) FROM products WHERE sku = 'NEXT-1'"); got != 1 {
+		t.Errorf("NEXT-1: %d rows, want 1", got)
+	}
+}
