@@ -23,6 +23,9 @@ type GroupConfig struct {
 	// Max is how many commands share one transaction at most. Default 64;
 	// 1 runs each in a transaction of its own, as UnitOfWork.Do does.
 	Max int
+	// Lanes is how many groups run at once, each on its own connection:
+	// a group forms only while every lane is busy. Default 1.
+	Lanes int
 	// Timeout bounds a whole group's transaction, so that one slow
 	// command cannot hold the others' answers for long. Default 10s.
 	Timeout time.Duration
@@ -35,6 +38,12 @@ func (c *GroupConfig) Validate() error {
 	}
 	if c.Max < 1 {
 		return errors.New("group: max must be positive")
+	}
+	if c.Lanes == 0 {
+		c.Lanes = 1
+	}
+	if c.Lanes < 1 {
+		return errors.New("group: lanes must be positive")
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 10 * time.Second
@@ -64,7 +73,7 @@ type Group struct {
 
 	mu      sync.Mutex
 	pending []*groupJob
-	running bool // a goroutine is draining pending
+	running int // goroutines draining pending, at most Lanes
 }
 
 type groupJob struct {
@@ -96,8 +105,8 @@ func (g *Group) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx) err
 	j := &groupJob{ctx: ctx, fn: fn, done: make(chan struct{})}
 	g.mu.Lock()
 	g.pending = append(g.pending, j)
-	if !g.running {
-		g.running = true
+	if g.running < g.cfg.Lanes {
+		g.running++
 		go g.drain()
 	}
 	g.mu.Unlock()
@@ -111,7 +120,7 @@ func (g *Group) drain() {
 		g.mu.Lock()
 		n := min(len(g.pending), g.cfg.Max)
 		if n == 0 {
-			g.running = false
+			g.running--
 			g.mu.Unlock()
 			return
 		}

@@ -185,3 +185,38 @@ func TestGroupOfFailuresCommitsNothing(t *testing.T) {
 		t.Errorf("NEXT-1: %d rows, want 1", got)
 	}
 }
+
+// TestGroupLanesRunAtOnce: with two lanes, a command does not wait for a
+// running group while a lane is free.
+func TestGroupLanesRunAtOnce(t *testing.T) {
+	t.Parallel()
+	pool := testenv.Pool(t)
+	uow := store.NewUnitOfWork(pool, nil)
+	group, err := uow.Group(store.GroupConfig{Lanes: 2})
+	testenv.Must(t, err, "group")
+	ctx := context.Background()
+	running, release := make(chan struct{}), make(chan struct{})
+	firstDone := make(chan error, 1)
+	go func() {
+		firstDone <- group.Do(ctx, func(ctx context.Context, tx *store.Tx) error {
+			if _, err := store.TxID(ctx, tx); err != nil {
+				return err
+			}
+			close(running)
+			<-release
+			return nil
+		})
+	}()
+	<-running
+	var second int64
+	err = group.Do(ctx, func(ctx context.Context, tx *store.Tx) (err error) {
+		second, err = store.TxID(ctx, tx)
+		return err
+	})
+	close(release)
+	testenv.Must(t, err, "the second command, in the free lane, while the first holds its own")
+	testenv.Must(t, <-firstDone, "the first command")
+	if second == 0 {
+		t.Error("the second command ran in no transaction")
+	}
+}

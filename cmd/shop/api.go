@@ -114,7 +114,8 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process
 		return nil, err
 	}
 	apiCfg := httpapi.Config{Reads: reads, Users: origin, Auth: a, Logger: log, Registry: proc.reg, Ops: proc.handler(),
-		TrustedProxies: trusted, HSTS: cfg.HTTP.HSTS, Tracing: proc.tracing(), CommandBatchMax: cfg.HTTP.CommandBatchMax}
+		TrustedProxies: trusted, HSTS: cfg.HTTP.HSTS, Tracing: proc.tracing(), CommandBatchMax: cfg.HTTP.CommandBatchMax,
+		CommandLanes: cfg.HTTP.CommandLanes}
 	if apiCfg.Limiter, apiCfg.Logins, err = limits(cfg, pipelined); err != nil {
 		release()
 		return nil, err

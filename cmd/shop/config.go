@@ -130,6 +130,7 @@ type httpSection struct {
 	// Commands that arrive together share a transaction and its COMMIT
 	// (group commit); the figures are in BENCHMARKS.md.
 	CommandBatchMax int `env:"COMMAND_BATCH_MAX" envDefault:"64" help:"how many concurrent commands share one Postgres transaction at most, each under its own savepoint (1 to 1024; 1: a transaction each)"`
+	CommandLanes    int `env:"COMMAND_LANES" envDefault:"4" help:"how many command transactions run at once, each on its own connection; commands group while all are busy (1 to 64, at most DB_MAX_CONNS)"`
 	// A hot product is read from Redis and encoded once per change rather
 	// than once per request.
 	ReadCacheMax int           `env:"READ_CACHE_MAX" envDefault:"10000" help:"products and orders each API process keeps in memory, with their JSON, once read from Redis; dropped when the projector announces a newer version (0 to 10000000; 0: none)"`
@@ -146,6 +147,9 @@ func (s httpSection) validate() error {
 	}
 	if s.ReadCacheTTL <= 0 {
 		errs = append(errs, fmt.Errorf("READ_CACHE_TTL must be a positive duration like 1s, not %s", s.ReadCacheTTL))
+	}
+	if s.CommandLanes < 1 || s.CommandLanes > 64 {
+		errs = append(errs, fmt.Errorf("COMMAND_LANES must be 1 to 64, not %d", s.CommandLanes))
 	}
 	if s.CommandBatchMax < 1 || s.CommandBatchMax > 1024 {
 		errs = append(errs, fmt.Errorf("COMMAND_BATCH_MAX must be 1 to 1024, not %d", s.CommandBatchMax))

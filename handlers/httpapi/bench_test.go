@@ -158,21 +158,24 @@ func BenchmarkGetProduct(b *testing.B) {
 		client  func(*redis.Client) (redis.UniversalClient, error)
 		limit   float64 // requests per second per client; 0 none
 		clients int64   // distinct clients; 0: one
+		cache   int     // READ_CACHE_MAX; 0: none
 	}{
-		{"client=plain", plain, 0, 0},
-		{"client=autopipeline", autopipeline, 0, 0},
+		{"client=plain", plain, 0, 0, 0},
+		{"client=autopipeline", autopipeline, 0, 0, 0},
+		// The API's in-memory copies in front of Redis.
+		{"client=autopipeline/cache=on", autopipeline, 0, 0, 1000},
 		// What the rate limiter costs a request it lets through: every
 		// request comes from one client, under a limit it never reaches.
-		{"client=autopipeline/limit=on", autopipeline, 1e9, 0},
+		{"client=autopipeline/limit=on", autopipeline, 1e9, 0, 0},
 		// The same from 10,000 clients, named by a trusted proxy: most
 		// requests are their client's first in its second, and ask Redis.
-		{"client=autopipeline/limit=on/clients=10000", autopipeline, 1e9, 10_000},
+		{"client=autopipeline/limit=on/clients=10000", autopipeline, 1e9, 10_000, 0},
 	} {
-		b.Run(tt.name, func(b *testing.B) { benchmarkGetProduct(b, tt.client, tt.limit, tt.clients) })
+		b.Run(tt.name, func(b *testing.B) { benchmarkGetProduct(b, tt.client, tt.limit, tt.clients, tt.cache) })
 	}
 }
 
-func benchmarkGetProduct(b *testing.B, client func(*redis.Client) (redis.UniversalClient, error), rate float64, clients int64) {
+func benchmarkGetProduct(b *testing.B, client func(*redis.Client) (redis.UniversalClient, error), rate float64, clients int64, cache int) {
 	pool := testenv.Pool(b)
 	a, err := auth.New(auth.Config{Secret: []byte(strings.Repeat("b", 32)), PasswordCost: bcrypt.MinCost})
 	testenv.Must(b, err, "auth")
@@ -184,8 +187,9 @@ func benchmarkGetProduct(b *testing.B, client func(*redis.Client) (redis.Univers
 	cfg := newConfig(b, pool, a)
 	cfg.Limiter = sharedLimiter(b, rate)
 	cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")} // httptest's requests come from there
-	cfg.Reads, err = projections.NewReader(projections.ReaderConfig{Store: models, Origin: store.NewReads(pool)})
+	cfg.Reads, err = projections.NewReader(projections.ReaderConfig{Store: models, Origin: store.NewReads(pool), CacheMax: cache})
 	testenv.Must(b, err, "reader")
+	cfg.Reads.Watch(b.Context())
 	h, err := httpapi.New(cfg)
 	testenv.Must(b, err, "api")
 	ids := make([]string, 100)

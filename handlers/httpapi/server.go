@@ -77,6 +77,9 @@ type Config struct {
 	// transaction at most (store.Group): each under a savepoint of its own,
 	// one COMMIT for all. Default 64; 1 runs each in its own transaction.
 	CommandBatchMax int
+	// CommandLanes is how many command transactions run at once: groups
+	// form while all are busy. Default 1.
+	CommandLanes int
 	// Tracing records a server span per request (otelhttp around the
 	// server, the span named after its route by traceRoute) and the spans
 	// below it. nil: none, at no cost.
@@ -139,7 +142,7 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: %w", err)
 	}
-	commands, err := cfg.UnitOfWork.Group(store.GroupConfig{Max: cfg.CommandBatchMax})
+	commands, err := cfg.UnitOfWork.Group(store.GroupConfig{Max: cfg.CommandBatchMax, Lanes: cfg.CommandLanes})
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: %w", err)
 	}
