@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/shopdev/shop/domain"
 	"github.com/shopdev/shop/domain/order"
@@ -77,11 +78,12 @@ type Group struct {
 }
 
 type groupJob struct {
-	ctx     context.Context
-	fn      func(ctx context.Context, tx *Tx) error
-	err     error
-	written []int16
-	done    chan struct{}
+	ctx      context.Context
+	fn       func(ctx context.Context, tx *Tx) error
+	err      error
+	written  []int16
+	released bool // its savepoint was released: its writes hold
+	done     chan struct{}
 }
 
 // Group returns a Group running commands on u.
@@ -176,6 +178,11 @@ func (g *Group) run(batch []*groupJob) {
 
 // runIn runs the commands on one connection; an error it returns is every
 // command's that has none of its own: nothing of the group committed.
+//
+// A command's writes and the release of its savepoint are not sent on
+// their own: they go with the next command's savepoint and first read (or
+// with COMMIT), one round trip per command instead of two. If they fail,
+// Tx.send undoes that command alone and sends the next one's part again.
 func (g *Group) runIn(ctx context.Context, batch []*groupJob) (err error) {
 	conn, err := g.u.pool.Acquire(ctx)
 	if err != nil {
@@ -189,7 +196,6 @@ func (g *Group) runIn(ctx context.Context, batch []*groupJob) (err error) {
 	}()
 	tx := newTx(conn, outbox.Metadata{})
 	defer tx.rollbackIfOpen(ctx)
-	committed := 0
 	for _, j := range batch {
 		if j.ctx.Err() != nil {
 			j.err = classify(j.ctx.Err())
@@ -198,18 +204,11 @@ func (g *Group) runIn(ctx context.Context, batch []*groupJob) (err error) {
 		if err := g.runOne(ctx, tx, j); err != nil {
 			return err // the connection or the transaction is lost
 		}
-		if j.err == nil {
-			committed++
-		}
 	}
-	if !tx.begun {
+	if !tx.begun && tx.prior == nil {
 		return nil // no command reached Postgres
 	}
-	end := "COMMIT"
-	if committed == 0 {
-		end = "ROLLBACK" // every command failed: nothing to make durable
-	}
-	tx.pending.Queue(end)
+	tx.pending.Queue("COMMIT")
 	if err := tx.send(ctx); err != nil {
 		return classify(fmt.Errorf("commit: %w", err))
 	}
@@ -218,27 +217,32 @@ func (g *Group) runIn(ctx context.Context, batch []*groupJob) (err error) {
 
 // runOne runs one command under its savepoint. Its own failure is j.err,
 // undone by rolling back to the savepoint; the error returned means the
-// transaction cannot go on.
+// transaction cannot go on. A command whose fn succeeded is settled by the
+// next send, which carries its writes (Tx.send).
 func (g *Group) runOne(ctx context.Context, tx *Tx, j *groupJob) error {
 	tx.startCommand(outbox.MetadataFrom(j.ctx))
-	sends := tx.sends
+	mark, sends := tx.pending.Len(), tx.sends
 	tx.pending.Queue("SAVEPOINT " + savepoint)
 	err := j.fn(context.WithoutCancel(j.ctx), tx)
 	if err == nil {
 		tx.saveChanged()
-		tx.pending.Queue("RELEASE SAVEPOINT " + savepoint)
-		err = tx.send(ctx)
-	}
-	if err == nil {
+		tx.pending.Queue("RELEASE SAVEPOINT " + savepoint).Exec(func(pgconn.CommandTag) error {
+			j.released = true
+			return nil
+		})
 		j.written = tx.written
+		tx.prior, tx.boundary = j, tx.pending.Len()
 		return nil
 	}
 	j.err = classify(err)
-	reachedPostgres := tx.sends > sends
-	tx.discardPending()
-	if !reachedPostgres {
-		return nil // fn failed before it sent anything: nothing to undo
+	if tx.sends == sends {
+		// Nothing of this command was sent: drop its statements, keep what
+		// was queued before it (BEGIN, the last command's writes).
+		tx.pending.QueuedQueries = tx.pending.QueuedQueries[:mark]
+		tx.reads = 0
+		return nil
 	}
+	tx.discardPending()
 	if errors.Is(j.err, domain.ErrUnavailable) || tx.conn.Conn().IsClosed() || ctx.Err() != nil {
 		return j.err
 	}
@@ -246,6 +250,36 @@ func (g *Group) runOne(ctx context.Context, tx *Tx, j *groupJob) error {
 		return classify(fmt.Errorf("roll back to the command's savepoint: %w", err))
 	}
 	return nil
+}
+
+// settlePrior is send's end when a group's last command's writes went with
+// the batch b: err is b's outcome. If those writes failed, that command
+// alone is undone (its error is its own) and the statements queued after
+// them are sent again; what it returns is the outcome of those.
+func (t *Tx) settlePrior(ctx context.Context, b *pgx.Batch, err error) error {
+	prior, boundary := t.prior, t.boundary
+	t.prior = nil
+	if err == nil || prior.released {
+		return err // the command is settled; an error is the next statements'
+	}
+	prior.err, prior.written = classify(err), nil
+	if errors.Is(prior.err, domain.ErrUnavailable) || t.conn.Conn().IsClosed() || ctx.Err() != nil {
+		return err
+	}
+	if _, rbErr := t.conn.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); rbErr != nil {
+		return fmt.Errorf("roll back to the command's savepoint: %w", rbErr)
+	}
+	rest := &pgx.Batch{}
+	for _, q := range b.QueuedQueries[boundary:] {
+		// Queued anew: pgx keeps on a sent query the statement it
+		// prepared, which the failed round trip never made.
+		rest.Queue(q.SQL, q.Arguments...).Fn = q.Fn
+	}
+	if rest.Len() == 0 {
+		return nil
+	}
+	t.sends++
+	return t.conn.SendBatch(ctx, rest).Close()
 }
 
 // startCommand readies the transaction for the next command of a group:

@@ -78,7 +78,7 @@ func TestGroupCommitsTogetherAndFailsAlone(t *testing.T) {
 	<-running
 
 	errLate := errors.New("changed its mind after reading")
-	txids := make([]int64, 6)
+	txids := make([]int64, 7)
 	commands := []struct {
 		name string
 		fn   func(context.Context, *store.Tx) error
@@ -98,6 +98,9 @@ func TestGroupCommitsTogetherAndFailsAlone(t *testing.T) {
 			}
 			return errLate
 		}, errLate},
+		// Its writes go with the group's COMMIT, which must then commit
+		// the others without it.
+		{"a taken SKU, last of the group", add("TAKEN-1", "", &txids[6]), product.ErrSKUTaken},
 	}
 	errs := make([]error, len(commands))
 	var wg sync.WaitGroup

@@ -82,7 +82,7 @@ func (s Orders) queueLock(ids []uuid.UUID) {
 		})
 		return err
 	}, `SELECT id, user_id, status, reason, total_cents, version, created_at, updated_at
-		FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+		FROM orders WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE`, ids)
 	s.tx.queueRead(func(rows pgx.Rows) error {
 		lines := make(map[uuid.UUID][]order.Line, len(ids))
 		var id uuid.UUID

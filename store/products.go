@@ -53,7 +53,7 @@ func (s Products) LockMany(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]
 
 // queueLock queues the locking read of the products of ids not held yet.
 func (s Products) queueLock(ids []uuid.UUID) {
-	queueLock(s.tx, &s.tx.products, ids, `SELECT `+productColumns+` FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE`,
+	queueLock(s.tx, &s.tx.products, ids, `SELECT `+productColumns+` FROM products WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE`,
 		scanProduct, func(st product.State) uuid.UUID { return st.ID }, product.Restore)
 }
 

@@ -164,6 +164,10 @@ type Tx struct {
 	written []int16 // outbox partitions appended to
 	sends   int     // batches sent
 	begun   bool    // BEGIN was sent
+	// In a Group: the last command, whose writes wait in pending, up to
+	// boundary, to go with the next statements (settlePrior).
+	prior    *groupJob
+	boundary int
 
 	users        tracked[*user.User]
 	products     tracked[*product.Product]
@@ -329,7 +333,11 @@ func (t *Tx) send(ctx context.Context) error {
 	t.pending, t.reads = &pgx.Batch{}, 0
 	t.sends++
 	t.begun = true // BEGIN goes with the first batch
-	return t.conn.SendBatch(ctx, b).Close()
+	err := t.conn.SendBatch(ctx, b).Close()
+	if t.prior != nil {
+		return t.settlePrior(ctx, b, err)
+	}
+	return err
 }
 
 // classify turns driver errors into the errors callers decide on.

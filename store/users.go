@@ -55,7 +55,7 @@ func (s Users) GetByEmailForUpdate(ctx context.Context, email string) (*user.Use
 	err := s.tx.read(ctx, func(rows pgx.Rows) (err error) {
 		list, err = pgx.CollectRows(rows, scanUser)
 		return err
-	}, `SELECT `+userColumns+` FROM users WHERE email = $1 FOR UPDATE`, user.NormalizeEmail(email))
+	}, `SELECT `+userColumns+` FROM users WHERE email = $1 FOR NO KEY UPDATE`, user.NormalizeEmail(email))
 	if err != nil {
 		return nil, fmt.Errorf("lock user: %w", err)
 	}

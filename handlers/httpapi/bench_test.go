@@ -43,11 +43,17 @@ import (
 //	go test -run '^$' -bench PlaceOrder -benchmem -cpu 2 ./handlers/httpapi/
 func BenchmarkPlaceOrder(b *testing.B) {
 	for _, tt := range []struct {
-		name    string
-		limit   float64
-		tracing bool
-	}{{"limit=off", 0, false}, {"limit=on", 1e9, false}, {"tracing=on", 0, true}} {
-		b.Run(tt.name, func(b *testing.B) { benchmarkPlaceOrder(b, tt.limit, tt.tracing) })
+		name         string
+		limit        float64
+		tracing      bool
+		batch, lanes int // the command group (COMMAND_BATCH_MAX, COMMAND_LANES); 0: Config's defaults
+	}{
+		{"limit=off", 0, false, 0, 0}, {"limit=on", 1e9, false, 0, 0}, {"tracing=on", 0, true, 0, 0},
+		// A transaction per command, against groups in as many lanes as
+		// shop api runs by default.
+		{"group=off", 0, false, 1, 1}, {"group=64x4", 0, false, 64, 4},
+	} {
+		b.Run(tt.name, func(b *testing.B) { benchmarkPlaceOrder(b, tt.limit, tt.tracing, tt.batch, tt.lanes) })
 	}
 }
 
@@ -82,7 +88,7 @@ func sharedLimiter(b *testing.B, rate float64) *limit.Limiter {
 	return l
 }
 
-func benchmarkPlaceOrder(b *testing.B, rate float64, tracing bool) {
+func benchmarkPlaceOrder(b *testing.B, rate float64, tracing bool, batch, lanes int) {
 	pool := testenv.Pool(b)
 	var tp trace.TracerProvider
 	var pg *telemetry.Postgres
@@ -98,6 +104,7 @@ func benchmarkPlaceOrder(b *testing.B, rate float64, tracing bool) {
 	testenv.Must(b, err, "auth")
 	cfg := newConfig(b, pool, a)
 	cfg.Limiter = sharedLimiter(b, rate)
+	cfg.CommandBatchMax, cfg.CommandLanes = batch, lanes
 	if tracing {
 		cfg.Tracing, cfg.UnitOfWork = tp, cfg.UnitOfWork.Traced(pg)
 	}
