@@ -228,8 +228,12 @@ func TestAFailingEventLeavesTheRestOfItsBatchApplied(t *testing.T) {
 			t.Errorf("dead event %s left %d outbox rows, want none", env.ID, n)
 		}
 	}
-	if failed, events := batches(t, metrics, "failed"); events < 7 {
-		t.Errorf("%d failed batches held %.0f deliveries, want the failing event's batch of 7 among them", failed, events)
+	// The failing event's batch is meant to hold 7 (the deliveries held
+	// with it); on a starved machine some of them reach the batcher only
+	// after it gathered, and the batch is smaller. What the test needs is
+	// a failed batch that held another event besides, whose effect stayed.
+	if failed, events := batches(t, metrics, "failed"); events < float64(failed)+1 {
+		t.Errorf("%d failed batches held %.0f deliveries: no failing event shared its batch, so nothing shows the rest of a batch applied", failed, events)
 	}
 }
 
