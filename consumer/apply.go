@@ -190,8 +190,8 @@ func (g *Runner) apply(ctx context.Context, log *slog.Logger, h Handler, env out
 			applied, err = g.cfg.Group.Project(work, env)
 		} else {
 			err = g.cfg.UnitOfWork.Do(work, func(ctx context.Context, tx *store.Tx) error {
-				first, err := tx.Inbox.Claim(ctx, g.cfg.Group.Name, env.ID)
-				if err != nil || !first {
+				first, err := g.claim(ctx, tx, []*job{{env: env}}, []uuid.UUID{env.ID})
+				if err != nil || !first[0] {
 					return err
 				}
 				applied = true

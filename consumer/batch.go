@@ -134,20 +134,14 @@ func (g *Runner) applyBatch(batch []*job) {
 			}
 		}()
 		tx.LimitLockWait(batchLockWait)
-		first, err := tx.Inbox.ClaimEach(ctx, g.cfg.Group.Name, ids)
+		first, err := g.claim(ctx, tx, batch, ids)
 		if err != nil {
 			return err
 		}
-		var fresh []*job
 		for i, j := range batch {
-			if first[i] {
-				fresh = append(fresh, j) // the others are duplicates
+			if !first[i] {
+				continue // a duplicate
 			}
-		}
-		if err := g.prefetch(ctx, tx, fresh); err != nil {
-			return err
-		}
-		for _, j := range fresh {
 			tx.Tag(outbox.MetadataFrom(j.ctx))
 			if err := j.h(context.WithoutCancel(j.ctx), tx, j.env); err != nil {
 				return fmt.Errorf("apply %s %s: %w", j.env.Type, j.env.ID, err)
@@ -171,6 +165,22 @@ func (g *Runner) applyBatch(batch []*job) {
 	for i, j := range batch {
 		j.applied, j.err = applied[i], nil
 	}
+}
+
+// claim claims the inbox rows of jobs (ids, their events' ids) and runs
+// the prefetches of all of them in one round trip, and reports which this
+// transaction is the first to apply. A duplicate's rows are locked too:
+// duplicates are rare, and waiting for the claim's answer before the
+// prefetches would cost every transaction a round trip.
+func (g *Runner) claim(ctx context.Context, tx *store.Tx, jobs []*job, ids []uuid.UUID) ([]bool, error) {
+	claim := tx.Inbox.Queue(g.cfg.Group.Name, ids...)
+	if err := g.prefetch(ctx, tx, jobs); err != nil {
+		return nil, err
+	}
+	if err := tx.Flush(ctx); err != nil { // no prefetch sent the claim
+		return nil, fmt.Errorf("claim %d events: %w", len(ids), err)
+	}
+	return claim.First()
 }
 
 // prefetch runs, for each event type of jobs that has a Prefetch, the

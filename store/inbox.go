@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
@@ -11,32 +12,26 @@ import (
 // Inbox records which events each consumer has applied.
 type Inbox struct{ tx *Tx }
 
-// Claim records that consumer applies event in this transaction and reports
-// whether it is the first to: false means the event was applied already (a
-// duplicate delivery), and the caller must do nothing. If another
-// transaction is applying the same event right now, Claim waits for it to
-// end: it then reports false if that one committed.
-func (s Inbox) Claim(ctx context.Context, consumer string, event uuid.UUID) (bool, error) {
-	var n int
-	err := s.tx.read(ctx, func(rows pgx.Rows) error {
-		for rows.Next() {
-			n++
-		}
-		return rows.Err()
-	}, `INSERT INTO inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1`, consumer, event)
-	if err != nil {
-		return false, fmt.Errorf("claim inbox %s/%s: %w", consumer, event, err)
-	}
-	return n == 1, nil
+// Claim is a consumer's claim of events, queued in a transaction: it
+// travels with the transaction's next round trip (its first read, or
+// Tx.Flush), so that a consumer's claim and its handlers' reads cost one.
+type Claim struct {
+	what    string
+	events  []uuid.UUID
+	claimed map[uuid.UUID]bool // nil until the claim was answered
 }
 
-// ClaimEach claims every event of events at once, in one statement, as Claim
-// claims one, and reports for each whether this transaction is the first to
-// apply it. An id that appears twice is claimed by its first appearance
-// only: the second reports false.
-func (s Inbox) ClaimEach(ctx context.Context, consumer string, events []uuid.UUID) ([]bool, error) {
-	claimed := make(map[uuid.UUID]bool, len(events))
-	err := s.tx.read(ctx, func(rows pgx.Rows) error {
+// Queue queues the claim by consumer of every event of events, in one
+// statement. Once it has been sent, First reports for each event whether
+// this transaction is the first to apply it: false means it was applied
+// already (a duplicate delivery), and the caller must do nothing for it.
+// An id that appears twice is claimed by its first appearance only. If
+// another transaction is applying one of the events right now, the claim
+// waits for it to end, and reports false if that one committed.
+func (s Inbox) Queue(consumer string, events ...uuid.UUID) *Claim {
+	c := &Claim{what: fmt.Sprintf("%d inbox rows of %s", len(events), consumer), events: events}
+	s.tx.queueRead(func(rows pgx.Rows) error {
+		claimed := make(map[uuid.UUID]bool, len(events))
 		for rows.Next() {
 			var id uuid.UUID
 			if err := rows.Scan(&id); err != nil {
@@ -44,15 +39,50 @@ func (s Inbox) ClaimEach(ctx context.Context, consumer string, events []uuid.UUI
 			}
 			claimed[id] = true
 		}
-		return rows.Err()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		c.claimed = claimed
+		return nil
 	}, `INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id`, consumer, events)
-	if err != nil {
-		return nil, fmt.Errorf("claim %d inbox rows of %s: %w", len(events), consumer, err)
+	return c
+}
+
+// errUnsent is First asked before the claim's round trip.
+var errUnsent = errors.New("the claim has not been sent yet")
+
+// First reports, for each event of the claim in order, whether this
+// transaction is the first to apply it. It fails until the claim has been
+// sent and answered.
+func (c *Claim) First() ([]bool, error) {
+	if c.claimed == nil {
+		return nil, fmt.Errorf("claim %s: %w", c.what, errUnsent)
 	}
-	first := make([]bool, len(events))
-	for i, id := range events {
-		first[i] = claimed[id]
-		delete(claimed, id) // a second appearance is a duplicate
+	first := make([]bool, len(c.events))
+	seen := make(map[uuid.UUID]bool, len(c.events))
+	for i, id := range c.events {
+		first[i] = c.claimed[id] && !seen[id] // a second appearance is a duplicate
+		seen[id] = true
 	}
 	return first, nil
+}
+
+// Claim claims one event now, in a round trip of its own unless reads are
+// queued with it, and reports whether this transaction is the first to
+// apply it (Queue says what that means).
+func (s Inbox) Claim(ctx context.Context, consumer string, event uuid.UUID) (bool, error) {
+	first, err := s.ClaimEach(ctx, consumer, []uuid.UUID{event})
+	if err != nil {
+		return false, err
+	}
+	return first[0], nil
+}
+
+// ClaimEach claims every event of events now, as Queue and First do.
+func (s Inbox) ClaimEach(ctx context.Context, consumer string, events []uuid.UUID) ([]bool, error) {
+	c := s.Queue(consumer, events...)
+	if err := s.tx.Flush(ctx); err != nil {
+		return nil, fmt.Errorf("claim %s: %w", c.what, err)
+	}
+	return c.First()
 }

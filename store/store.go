@@ -319,6 +319,11 @@ func (t *Tx) queueRead(scan func(pgx.Rows) error, sql string, args ...any) {
 	t.reads++
 }
 
+// Flush sends the queued statements now if a read is among them, whose
+// answer someone waits for (an inbox Claim's, say); otherwise the writes
+// keep waiting for the next read or the commit.
+func (t *Tx) Flush(ctx context.Context) error { return t.sendReads(ctx) }
+
 // sendReads sends the pending statements if a read is among them.
 func (t *Tx) sendReads(ctx context.Context) error {
 	if t.reads == 0 {
