@@ -161,9 +161,10 @@ type Tx struct {
 	pending *pgx.Batch // statements not sent yet; starts with BEGIN
 	reads   int        // queries in pending whose rows a caller waits for
 	md      outbox.Metadata
-	written []int16 // outbox partitions appended to
-	sends   int     // batches sent
-	begun   bool    // BEGIN was sent
+	events  outbox.Rows // appended, inserted with the aggregates' writes (saveChanged)
+	written []int16     // outbox partitions appended to
+	sends   int         // batches sent
+	begun   bool        // BEGIN was sent
 	// In a Group: the last command, whose writes wait in pending, up to
 	// boundary, to go with the next statements (settlePrior).
 	prior    *groupJob
@@ -253,6 +254,7 @@ func (t *Tx) saveChanged() {
 	t.products.changed(t.Products.update)
 	t.orders.changed(t.Orders.update)
 	t.reservations.changed(t.Reservations.update)
+	t.events.Queue(t.pending)
 }
 
 // rollbackIfOpen ends a transaction that fn's error or a failed write left
@@ -263,14 +265,16 @@ func (t *Tx) rollbackIfOpen(ctx context.Context) {
 	}
 }
 
-// Append queues the events into the outbox, in order, in this transaction.
+// Append adds the events to the outbox, in order, in this transaction:
+// every event of the transaction (of a group's command) is inserted with
+// one statement, queued with its aggregates' writes.
 func (t *Tx) Append(events ...domain.Event) error {
 	for _, e := range events {
 		if p := outbox.Partition(e.AggregateID); !slices.Contains(t.written, p) {
 			t.written = append(t.written, p)
 		}
 	}
-	return outbox.Append(t.pending, t.md, events...)
+	return t.events.Add(t.md, events...)
 }
 
 // Tag sets the metadata (correlation id, causation id, trace context) that
