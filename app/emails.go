@@ -55,6 +55,20 @@ func SendWelcome(ctx context.Context, tx *store.Tx, mailer Mailer, eventID uuid.
 	})
 }
 
+// LoadRecipients reads the recipients of the notes about changed orders,
+// in one round trip with whatever the transaction has queued (the inbox
+// claim): SendOrderNote then finds each without reading it.
+func LoadRecipients(ctx context.Context, tx *store.Tx, changed []order.StatusChanged) error {
+	ids := make([]uuid.UUID, len(changed))
+	for i, c := range changed {
+		ids[i] = c.UserID
+	}
+	if _, err := tx.Users.ReadMany(ctx, ids); err != nil {
+		return fmt.Errorf("recipients of %d orders: %w", len(changed), err)
+	}
+	return nil
+}
+
 // SendOrderNote tells a customer that an order was confirmed, rejected (and
 // why) or cancelled (order.confirmed, order.rejected, order.cancelled; event
 // id eventID). It is sent and recorded as SendWelcome's.

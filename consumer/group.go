@@ -33,9 +33,10 @@ type Group struct {
 	// Handlers apply each key's events in the inbox transaction. A key
 	// without a handler is a configuration error.
 	Handlers map[string]Handler
-	// Prefetch reads, for a batch transaction, what the handlers of all
-	// its events of a type will lock, in one round trip, before they run:
-	// each handler then finds it in the transaction. Optional, per key.
+	// Prefetch reads what the handlers of a transaction's events of a
+	// type will lock or read, for all of them at once, in the round trip
+	// of their inbox claim, before they run: each handler then finds it in
+	// the transaction. Optional, per key.
 	Prefetch map[string]Prefetch
 	// Project applies an event outside Postgres, with no inbox row and no
 	// transaction, and reports whether anything changed. Either Handlers or
@@ -99,8 +100,8 @@ func (g Group) Validate() error {
 type Handler func(ctx context.Context, tx *store.Tx, e outbox.Envelope) error
 
 // Prefetch reads into tx, in one round trip, what the handlers of events
-// (all of one type, in a batch) will lock, so that each handler finds it
-// there instead of reading it.
+// (all of one type, in a batch, or one alone) will lock or read, so that
+// each handler finds it there instead of reading it.
 type Prefetch func(ctx context.Context, tx *store.Tx, events []outbox.Envelope) error
 
 // Decode unmarshals an event's data. Data that does not fit T (a type

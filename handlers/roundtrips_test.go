@@ -38,9 +38,9 @@ func (*sends) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryDat
 func (*sends) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
 
 // TestRoundTripsPerDelivery pins what applying events costs in round trips
-// to Postgres, the inventory's and the orders' groups' main cost: two,
-// the inbox claim with the reads (locks), then the writes with the commit,
-// for one event alone and for a batch of them alike.
+// to Postgres, the inventory's, the orders' and the emails' groups' main
+// cost: two, the inbox claim with the reads (locks), then the writes with
+// the commit, for one event alone and for a batch of them alike.
 func TestRoundTripsPerDelivery(t *testing.T) {
 	t.Parallel()
 	dbURL := testenv.DatabaseURL(t)
@@ -93,6 +93,8 @@ func TestRoundTripsPerDelivery(t *testing.T) {
 	reserved := takeOf(t, pool, "stock.reserved")
 	measure("one stock.reserved alone", 2, func() { groups["orders"].apply(t, reserved[0]) })
 	measure("a batch of ten stock.reserved", 2, func() { groups["orders"].batch(t, reserved[1:]) })
+	confirmed := takeOf(t, pool, order.EventConfirmed)
+	measure("one order.confirmed alone (emails: the recipient read with the claim)", 2, func() { groups["emails"].apply(t, confirmed[0]) })
 }
 
 type runnerOf struct{ r *consumer.Runner }

@@ -293,6 +293,7 @@ func (t *Tx) startCommand(md outbox.Metadata) {
 	t.products = tracked[*product.Product]{}
 	t.orders = tracked[*order.Order]{}
 	t.reservations = tracked[*stock.Reservation]{}
+	t.readUsers = tracked[*user.User]{}
 }
 
 // discardPending drops the statements not sent yet, keeping BEGIN if it

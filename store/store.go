@@ -174,6 +174,7 @@ type Tx struct {
 	products     tracked[*product.Product]
 	orders       tracked[*order.Order]
 	reservations tracked[*stock.Reservation]
+	readUsers    tracked[*user.User] // read, not locked (Users.ReadMany): never written back
 
 	Users        Users
 	Products     Products

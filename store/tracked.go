@@ -93,7 +93,8 @@ func (t *tracked[A]) held(ids []uuid.UUID) map[uuid.UUID]A {
 	return out
 }
 
-// queueLock queues, in tx, the locking read (sql, of the ids in $1) of those
+// queueLock queues, in tx, the locking read (sql, of the ids in $1; or a
+// plain read, for a tracked that is never written back) of those
 // of ids that t has not looked for yet; once it is sent, t holds what it
 // found, restored from its scanned state, and knows the rest are absent.
 func queueLock[S any, A versioned](tx *Tx, t *tracked[A], ids []uuid.UUID, sql string,

@@ -41,9 +41,27 @@ func (s Users) ByEmail(ctx context.Context, email string) (*user.User, error) {
 }
 
 // ByID loads a user, without locking it, to read; user.ErrNotFound when
-// none.
+// none. A user ReadMany read in this transaction is not read again.
 func (s Users) ByID(ctx context.Context, id uuid.UUID) (*user.User, error) {
+	if u, found, known := s.tx.readUsers.get(id); known {
+		if !found {
+			return nil, user.ErrNotFound
+		}
+		return u, nil
+	}
 	return s.one(ctx, `WHERE id = $1`, id)
+}
+
+// ReadMany loads the users with the given ids that exist, without locking
+// them, to read, in one round trip (with whatever is queued before it),
+// and returns them; ByID then answers them without reading again.
+func (s Users) ReadMany(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*user.User, error) {
+	queueLock(s.tx, &s.tx.readUsers, ids, `SELECT `+userColumns+` FROM users WHERE id = ANY($1)`,
+		scanUser, func(st user.State) uuid.UUID { return st.ID }, user.Restore)
+	if err := s.tx.sendReads(ctx); err != nil {
+		return nil, fmt.Errorf("read users: %w", err)
+	}
+	return s.tx.readUsers.held(ids), nil
 }
 
 // GetByEmailForUpdate loads a user by normalized email and locks its row

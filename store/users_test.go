@@ -203,3 +203,28 @@ func TestAuditRecordAndPage(t *testing.T) {
 		t.Errorf("%d rows without an actor id, want the command line's one", n)
 	}
 }
+
+// TestReadManyAnswersByID: users read with ReadMany are returned by it and
+// then by ByID, and an id it did not find is user.ErrNotFound.
+func TestReadManyAnswersByID(t *testing.T) {
+	t.Parallel()
+	uow := store.NewUnitOfWork(testenv.Pool(t), nil)
+	a, b := addCustomer(t, uow, "many-a@example.com"), addCustomer(t, uow, "many-b@example.com")
+	unknown := uuid.New()
+	testenv.Must(t, uow.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
+		found, err := tx.Users.ReadMany(ctx, []uuid.UUID{a.ID(), unknown, b.ID()})
+		if err != nil {
+			return err
+		}
+		if len(found) != 2 || found[a.ID()].Email() != "many-a@example.com" || found[b.ID()].Email() != "many-b@example.com" {
+			t.Errorf("ReadMany found %d users: %v", len(found), found)
+		}
+		if u, err := tx.Users.ByID(ctx, b.ID()); err != nil || u.Email() != "many-b@example.com" {
+			t.Errorf("ByID of a user read = %v, %v", u, err)
+		}
+		if _, err := tx.Users.ByID(ctx, unknown); !errors.Is(err, user.ErrNotFound) {
+			t.Errorf("ByID of an id read and not found = %v, want user.ErrNotFound", err)
+		}
+		return nil
+	}), "read many")
+}

@@ -41,5 +41,19 @@ func Group(mailer app.Mailer) consumer.Group {
 			order.EventRejected:  note,
 			order.EventCancelled: note,
 		},
+		Prefetch: map[string]consumer.Prefetch{
+			order.EventConfirmed: recipients,
+			order.EventRejected:  recipients,
+			order.EventCancelled: recipients,
+		},
 	}
+}
+
+// recipients reads the recipients of order notes with the inbox claim.
+func recipients(ctx context.Context, tx *store.Tx, events []outbox.Envelope) error {
+	changed, err := consumer.DecodeEach[order.StatusChanged](events)
+	if err != nil {
+		return err
+	}
+	return app.LoadRecipients(ctx, tx, changed)
 }
