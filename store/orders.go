@@ -69,39 +69,40 @@ func (s Orders) LockMany(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*o
 	return s.tx.orders.held(ids), nil
 }
 
-// queueLock queues the locking read of orders with their lines, in one
-// statement, which tracked holds once it is sent. Lines never change after
-// an order is placed, so reading them beside the lock is safe.
+// queueLock queues the locking read of orders and the read of their lines,
+// which tracked holds once they are sent.
 func (s Orders) queueLock(ids []uuid.UUID) {
-	s.tx.queueRead(func(rows pgx.Rows) error {
-		var st order.State
-		var status string
-		var products []uuid.UUID
-		var skus, names []string
-		var qty, prices []int64
-		_, err := pgx.ForEachRow(rows, []any{&st.ID, &st.CustomerID, &status, &st.Reason, &st.TotalCents, &st.Version,
-			&st.CreatedAt, &st.UpdatedAt, &products, &skus, &names, &qty, &prices}, func() error {
+	var list []order.State
+	s.tx.queueRead(func(rows pgx.Rows) (err error) {
+		list, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (order.State, error) {
+			var st order.State
+			var status string
+			err := row.Scan(&st.ID, &st.CustomerID, &status, &st.Reason, &st.TotalCents, &st.Version, &st.CreatedAt, &st.UpdatedAt)
 			st.Status = order.Status(status)
-			st.Lines = make([]order.Line, len(products))
-			for i := range products {
-				st.Lines[i] = order.Line{ProductID: products[i], SKU: skus[i], Name: names[i], Quantity: qty[i], UnitPriceCents: prices[i]}
-			}
-			s.tx.orders.hold(st.ID, order.Restore(st))
+			return st, err
+		})
+		return err
+	}, `SELECT id, user_id, status, reason, total_cents, version, created_at, updated_at
+		FROM orders WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE`, ids)
+	s.tx.queueRead(func(rows pgx.Rows) error {
+		lines := make(map[uuid.UUID][]order.Line, len(ids))
+		var id uuid.UUID
+		var l order.Line
+		_, err := pgx.ForEachRow(rows, []any{&id, &l.ProductID, &l.SKU, &l.Name, &l.Quantity, &l.UnitPriceCents}, func() error {
+			lines[id] = append(lines[id], l)
 			return nil
 		})
 		if err != nil {
 			return err
 		}
+		for _, st := range list {
+			st.Lines = lines[st.ID]
+			s.tx.orders.hold(st.ID, order.Restore(st))
+		}
 		for _, id := range s.tx.orders.missing(ids) {
 			s.tx.orders.absent(id)
 		}
 		return nil
-	}, `SELECT o.id, o.user_id, o.status, o.reason, o.total_cents, o.version, o.created_at, o.updated_at,
-		       l.products, l.skus, l.names, l.quantities, l.prices
-		FROM orders o, LATERAL (
-		     SELECT array_agg(i.product_id ORDER BY i.line) AS products, array_agg(i.sku ORDER BY i.line) AS skus,
-		            array_agg(i.name ORDER BY i.line) AS names, array_agg(i.quantity ORDER BY i.line) AS quantities,
-		            array_agg(i.unit_price_cents ORDER BY i.line) AS prices
-		     FROM order_items i WHERE i.order_id = o.id) l
-		WHERE o.id = ANY($1) ORDER BY o.id FOR NO KEY UPDATE OF o`, ids)
+	}, `SELECT order_id, product_id, sku, name, quantity, unit_price_cents FROM order_items
+		WHERE order_id = ANY($1) ORDER BY order_id, line`, ids)
 }
