@@ -102,27 +102,13 @@ type Queuer interface {
 	Queue(query string, arguments ...any) *pgx.QueuedQuery
 }
 
-// insertSQL inserts rows given as one array per column; unnest yields them
-// in array order, so their ids follow it.
 const insertSQL = `INSERT INTO outbox (event_id, partition, routing_key, aggregate_type, aggregate_id, aggregate_version, payload)
-SELECT * FROM unnest($1::uuid[], $2::int2[], $3::text[], $4::text[], $5::uuid[], $6::int8[], $7::json[])`
+VALUES ($1, $2, $3, $4, $5, $6, $7)`
 
-// Rows are events encoded as outbox rows, waiting to be inserted together:
-// a transaction that records several events (a consumer's batch, a
-// reservation and its stock changes) inserts them in one statement.
-// The zero value is empty and ready.
-type Rows struct {
-	ids        []uuid.UUID
-	partitions []int16
-	keys       []string
-	aggTypes   []string
-	aggIDs     []uuid.UUID
-	versions   []int64
-	payloads   []string
-}
-
-// Add encodes events, with md, after the rows already held.
-func (r *Rows) Add(md Metadata, events ...domain.Event) error {
+// Append queues one INSERT per event, in the order given, into q. The rows
+// become visible to the relay only when q's transaction commits; their ids
+// follow the order of the events.
+func Append(q Queuer, md Metadata, events ...domain.Event) error {
 	for _, e := range events {
 		env, err := NewEnvelope(e, md)
 		if err != nil {
@@ -132,38 +118,7 @@ func (r *Rows) Add(md Metadata, events ...domain.Event) error {
 		if err != nil {
 			return fmt.Errorf("encode %s envelope: %w", e.Type, err)
 		}
-		r.ids = append(r.ids, e.ID)
-		r.partitions = append(r.partitions, Partition(e.AggregateID))
-		r.keys = append(r.keys, e.Type)
-		r.aggTypes = append(r.aggTypes, e.AggregateType)
-		r.aggIDs = append(r.aggIDs, e.AggregateID)
-		r.versions = append(r.versions, e.AggregateVersion)
-		r.payloads = append(r.payloads, string(payload))
+		q.Queue(insertSQL, e.ID, Partition(e.AggregateID), e.Type, e.AggregateType, e.AggregateID, e.AggregateVersion, string(payload))
 	}
-	return nil
-}
-
-// Len is how many rows r holds.
-func (r *Rows) Len() int { return len(r.ids) }
-
-// Queue queues one INSERT of every row r holds, in order, into q, and
-// empties r; nothing when r is empty. The rows become visible to the relay
-// only when q's transaction commits.
-func (r *Rows) Queue(q Queuer) {
-	if r.Len() == 0 {
-		return
-	}
-	q.Queue(insertSQL, r.ids, r.partitions, r.keys, r.aggTypes, r.aggIDs, r.versions, r.payloads)
-	*r = Rows{} // the queued statement keeps the slices until it is sent
-}
-
-// Append queues one INSERT of every event, in the order given, into q:
-// Rows.Add, then Rows.Queue.
-func Append(q Queuer, md Metadata, events ...domain.Event) error {
-	var r Rows
-	if err := r.Add(md, events...); err != nil {
-		return err
-	}
-	r.Queue(q)
 	return nil
 }

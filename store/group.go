@@ -287,7 +287,6 @@ func (t *Tx) settlePrior(ctx context.Context, b *pgx.Batch, err error) error {
 // again, seeing what the last wrote), and its events carry md.
 func (t *Tx) startCommand(md outbox.Metadata) {
 	t.md = md
-	t.events = outbox.Rows{} // a failed command's
 	t.written = nil
 	t.users = tracked[*user.User]{}
 	t.products = tracked[*product.Product]{}

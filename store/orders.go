@@ -14,9 +14,12 @@ import (
 // back the ones it locked and that changed when it commits.
 type Orders struct{ tx *Tx }
 
-// Add queues the insert of a new order and its lines, in one statement.
+// Add queues the insert of a new order and its lines.
 func (s Orders) Add(o *order.Order) {
 	st := o.State()
+	s.tx.queue(`INSERT INTO orders (id, user_id, status, reason, total_cents, version, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		st.ID, st.CustomerID, string(st.Status), st.Reason, st.TotalCents, st.Version, st.CreatedAt, st.UpdatedAt)
 	n := len(st.Lines)
 	var (
 		products = make([]uuid.UUID, n)
@@ -28,15 +31,11 @@ func (s Orders) Add(o *order.Order) {
 	for i, l := range st.Lines {
 		products[i], skus[i], names[i], qty[i], prices[i] = l.ProductID, l.SKU, l.Name, l.Quantity, l.UnitPriceCents
 	}
-	s.tx.queue(`WITH placed AS (
-		     INSERT INTO orders (id, user_id, status, reason, total_cents, version, created_at, updated_at)
-		     VALUES ($1, $2, $3, $4, $5, $6, $7, $8))
-		INSERT INTO order_items (order_id, line, product_id, sku, name, quantity, unit_price_cents)
+	s.tx.queue(`INSERT INTO order_items (order_id, line, product_id, sku, name, quantity, unit_price_cents)
 		SELECT $1, l.n, l.product_id, l.sku, l.name, l.quantity, l.unit_price_cents
-		FROM unnest($9::uuid[], $10::text[], $11::text[], $12::int8[], $13::int8[])
+		FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::int8[])
 		     WITH ORDINALITY AS l(product_id, sku, name, quantity, unit_price_cents, n)`,
-		st.ID, st.CustomerID, string(st.Status), st.Reason, st.TotalCents, st.Version, st.CreatedAt, st.UpdatedAt,
-		products, skus, names, qty, prices)
+		st.ID, products, skus, names, qty, prices)
 	s.tx.orders.hold(st.ID, o)
 }
 

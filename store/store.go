@@ -161,10 +161,9 @@ type Tx struct {
 	pending *pgx.Batch // statements not sent yet; starts with BEGIN
 	reads   int        // queries in pending whose rows a caller waits for
 	md      outbox.Metadata
-	events  outbox.Rows // appended, inserted with the aggregates' writes (saveChanged)
-	written []int16     // outbox partitions appended to
-	sends   int         // batches sent
-	begun   bool        // BEGIN was sent
+	written []int16 // outbox partitions appended to
+	sends   int     // batches sent
+	begun   bool    // BEGIN was sent
 	// In a Group: the last command, whose writes wait in pending, up to
 	// boundary, to go with the next statements (settlePrior).
 	prior    *groupJob
@@ -255,7 +254,6 @@ func (t *Tx) saveChanged() {
 	t.products.changed(t.Products.update)
 	t.orders.changed(t.Orders.update)
 	t.reservations.changed(t.Reservations.update)
-	t.events.Queue(t.pending)
 }
 
 // rollbackIfOpen ends a transaction that fn's error or a failed write left
@@ -266,16 +264,14 @@ func (t *Tx) rollbackIfOpen(ctx context.Context) {
 	}
 }
 
-// Append adds the events to the outbox, in order, in this transaction:
-// every event of the transaction (of a group's command) is inserted with
-// one statement, queued with its aggregates' writes.
+// Append queues the events into the outbox, in order, in this transaction.
 func (t *Tx) Append(events ...domain.Event) error {
 	for _, e := range events {
 		if p := outbox.Partition(e.AggregateID); !slices.Contains(t.written, p) {
 			t.written = append(t.written, p)
 		}
 	}
-	return t.events.Add(t.md, events...)
+	return outbox.Append(t.pending, t.md, events...)
 }
 
 // Tag sets the metadata (correlation id, causation id, trace context) that
