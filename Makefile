@@ -32,10 +32,12 @@ reset: down build
 	SHOP_ENV=dev ./$(BIN) reset
 
 # Lint, a few seconds of fuzzing, then every test with the race detector against the real
-# services. The summary at the end lists every test that was skipped, and why.
+# services. The summary at the end lists every test that was skipped, and why. Four tests
+# of a package run at once (-parallel 4, not one per core): most of them wait on processes
+# and services, not on the CPU.
 test: lint fuzz rabbitmq-management $(GOTESTSUM)
 	@command -v nginx >/dev/null || echo "make test: nginx is not installed, so TestNginxFrontsTheAPI will be SKIPPED (apt-get install nginx-light; CI installs it)"
-	$(GOTESTSUM) --format pkgname --format-hide-empty-pkg -- -race -count=1 -timeout 15m ./...
+	$(GOTESTSUM) --format pkgname --format-hide-empty-pkg -- -race -count=1 -parallel 4 -timeout 15m ./...
 
 # The queue-depth tests read RabbitMQ's management API: enabled here if it is off.
 rabbitmq-management:

@@ -33,6 +33,10 @@ const (
 // server that stopped answering cannot exhaust this process.
 const maxInFlight = 10_000
 
+// followPause is the least time between two reads of one order that
+// follow it to its decision.
+const followPause = 100 * time.Millisecond
+
 // customer is a signed-in customer and the orders it placed lately.
 type customer struct {
 	token string
@@ -435,6 +439,7 @@ func (t *test) follow(ctx context.Context, c *customer, o placed, accepted time.
 		if by := t.settleBy.Load(); by != 0 && time.Now().UnixNano() > by {
 			return
 		}
+		asked := time.Now()
 		status, raw, err := t.send(ctx, http.MethodGet, path, c.token, nil)
 		if err == nil && status == http.StatusOK {
 			var got struct {
@@ -451,11 +456,14 @@ func (t *test) follow(ctx context.Context, c *customer, o placed, accepted time.
 				t.mu.Unlock()
 				return
 			}
-			continue // the server waited for the version (up to its limit): ask again
+			// Still pending. The server waits for the version up to its
+			// limit; when it could not (its Redis breaker open, say) the
+			// answer came at once, and asking again at once would spend
+			// the customer's rate limit on polling.
 		}
-		select { // an error or a refusal: not at full speed
+		select { // at most one ask per followPause: not at full speed
 		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(followPause - time.Since(asked)):
 		}
 	}
 }

@@ -44,7 +44,10 @@ func TestRabbitMQClusterSurvivesLosingANode(t *testing.T) {
 		return nil
 	})
 
-	endStream := s.streamOrders(t, "cluster", initial, testenv.Rand(t).Uint64())
+	// 40 orders a second: enough to have some in flight on every path when
+	// the node goes, few enough that three replicas of every queue on a
+	// busy 2-core machine keep up.
+	endStream := s.streamOrders(t, "cluster", initial, testenv.Rand(t).Uint64(), 100*time.Millisecond)
 	confirmedSince := func(since time.Time) int {
 		return s.count(t, `SELECT count(*) FROM orders WHERE status = 'confirmed' AND created_at > $1`, since)
 	}
