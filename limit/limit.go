@@ -100,6 +100,7 @@ type lease struct {
 	remaining    atomic.Int64 // what Redis said remained besides them
 	until        atomic.Int64
 	refusedUntil atomic.Int64
+	granting     atomic.Bool // a request is taking a grant for the lease
 }
 
 // leaseFor is how long requests taken from Redis may be spent.
@@ -154,8 +155,19 @@ func (l *Limiter) Allow(ctx context.Context, key string) (Decision, error) {
 		}
 	}
 	// Concurrent requests of a client that find nothing left each ask
-	// Redis rather than wait for one another's round trip.
-	res, err := l.limiter.AllowAtMost(ctx, "req:"+key, l.limit, l.cfg.Grant)
+	// Redis rather than wait for one another's round trip, but only one
+	// of them takes a grant for the lease; the others take one request
+	// each. Were each to take a grant, a wave of n requests would take n
+	// grants, most of them to be dropped unspent when the lease ends, and
+	// a client with many requests waiting at once (long polls) would be
+	// refused far below its rate.
+	granting := e.granting.CompareAndSwap(false, true)
+	take := 1
+	if granting {
+		defer e.granting.Store(false)
+		take = l.cfg.Grant
+	}
+	res, err := l.limiter.AllowAtMost(ctx, "req:"+key, l.limit, take)
 	if err != nil {
 		return Decision{}, fmt.Errorf("rate limit: %w", err)
 	}
@@ -164,6 +176,9 @@ func (l *Limiter) Allow(ctx context.Context, key string) (Decision, error) {
 		// others can only spend more of the budget meanwhile.
 		e.refusedUntil.Store(now + int64(res.RetryAfter))
 		return Decision{Limit: l.limit.Burst, RetryAfter: res.RetryAfter, Reset: res.ResetAfter}, nil
+	}
+	if !granting {
+		return l.allowed(res.Remaining + int(max(0, e.tokens.Load()))), nil
 	}
 	if now >= e.until.Load() {
 		e.tokens.Store(0) // what was left of an ended lease: dropped

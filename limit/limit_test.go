@@ -192,3 +192,44 @@ func TestConcurrentRequestsNeverExceedTheBudget(t *testing.T) {
 		t.Errorf("%d of 480 requests let through, want at most the burst of %d (and some)", n, burst)
 	}
 }
+
+// TestAWaveOfRequestsTakesOneGrant: many requests of one client arriving
+// at once at a replica whose lease is empty take one grant from Redis
+// between them, and one request each for the rest: not a grant each, which
+// would spend the client's budget on requests it never made.
+func TestAWaveOfRequestsTakesOneGrant(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{2, 10, 40} {
+		rdb, prefix := testenv.Redis(t)
+		const burst, grant = 500, 25
+		l, err := limit.New(limit.Config{Client: rdb, Prefix: prefix, Rate: 0.001, Burst: burst, Grant: grant})
+		testenv.Must(t, err, "limiter")
+		exact, err := limit.New(limit.Config{Client: rdb, Prefix: prefix, Rate: 0.001, Burst: burst, Grant: 1})
+		testenv.Must(t, err, "second replica")
+		var refused atomic.Int64
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range n {
+			wg.Go(func() {
+				<-start
+				d, err := l.Allow(context.Background(), "client")
+				if err != nil {
+					t.Error(err)
+				} else if !d.Allowed {
+					refused.Add(1)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if refused.Load() > 0 {
+			t.Fatalf("%d requests at once: %d refused within a budget of %d", n, refused.Load(), burst)
+		}
+		d, err := exact.Allow(context.Background(), "client")
+		testenv.Must(t, err, "allow")
+		if least := burst - (grant + n - 1) - 1; d.Remaining < least {
+			t.Errorf("%d requests at once left %d of the budget of %d, want at least %d: one grant of %d and one request for each of the others",
+				n, d.Remaining, burst, least, grant)
+		}
+	}
+}
