@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shopdev/shop/domain"
@@ -46,7 +47,8 @@ type Repaired struct {
 // failover during a rebuild, since the record then names the old master.
 // seen covers a projector that kept writing to an old master cut off from
 // the Sentinels, after another had already repaired the new one: it
-// rebuilds once it reaches the new master itself.
+// rebuilds once it reaches the new master itself. A FLUSHALL during a
+// rebuild makes it fail, and the next Repair rebuild again.
 func (s *Store) Repair(ctx context.Context, src Origin, seen string) (Repaired, error) {
 	var r Repaired
 	info, err := s.rdb.Info(ctx, "server").Result()
@@ -64,16 +66,45 @@ func (s *Store) Repair(ctx context.Context, src Origin, seen string) (Repaired, 
 		return r, nil
 	}
 	r.Rebuilt = true
+	// A FLUSHALL during the rebuild erases what it wrote before, with the
+	// record, and a record set after it would claim whole models. So the
+	// rebuild leaves a mark of its own first, and the record is set only
+	// if that mark is still there.
+	mark := s.prefix + "rebuilding:" + uuid.NewString()
+	if err := s.rdb.Set(ctx, mark, r.Master, markFor).Err(); err != nil {
+		return r, fmt.Errorf("%w: redis: mark the rebuild: %w", domain.ErrUnavailable, err)
+	}
 	start := time.Now()
 	r.Products, r.Orders, err = s.Rebuild(ctx, src)
 	if r.Took = time.Since(start); err != nil {
 		return r, err
 	}
-	if err := s.rdb.Set(ctx, s.MasterKey(), r.Master, 0).Err(); err != nil {
+	recorded, err := recordScript.Run(ctx, s.rdb, []string{mark, s.MasterKey()}, r.Master).Int()
+	switch {
+	case err != nil:
 		return r, fmt.Errorf("%w: redis: record the master: %w", domain.ErrUnavailable, err)
+	case recorded == 0:
+		return r, errRebuildErased
 	}
 	return r, nil
 }
+
+// errRebuildErased: Redis lost the mark a rebuild left before it wrote
+// anything (a FLUSHALL, say), so maybe some of what it wrote too.
+var errRebuildErased = errors.New("redis: the rebuild's writes were erased while it ran (FLUSHALL?)")
+
+// markFor bounds how long the mark of a rebuild whose process died midway
+// stays in Redis.
+const markFor = 24 * time.Hour
+
+// recordScript records the master (KEYS[2] = ARGV[1]) if the rebuild's mark
+// (KEYS[1]) is still there, and removes the mark: 1 if it recorded.
+var recordScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+`)
 
 // MasterKey holds the run_id of the Redis master the read models were last
 // made whole on (see Repair).
