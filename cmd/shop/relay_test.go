@@ -180,12 +180,17 @@ func TestRelayServesOpsAndStopsOnSIGTERM(t *testing.T) {
 	}
 	relay, addr := startServing(t, env, "relay")
 	waitReady(t, addr)
-	body := metrics(t, addr)
-	for _, metric := range []string{"shop_relay_published_total", "shop_outbox_pending", "shop_outbox_oldest_age_seconds"} {
-		if !strings.Contains(body, metric) {
-			t.Errorf("/metrics lacks %s", metric)
+	// The outbox's gauges appear once the relay has first measured it,
+	// which may come after it is ready.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		body := metrics(t, addr)
+		for _, metric := range []string{"shop_relay_published_total", "shop_outbox_pending", "shop_outbox_oldest_age_seconds"} {
+			if !strings.Contains(body, metric) {
+				return fmt.Errorf("/metrics lacks %s", metric)
+			}
 		}
-	}
+		return nil
+	})
 	stdout, stderr, code := shop(t, env, "outbox", "status")
 	if code != 0 || !strings.Contains(stdout, "partition") || !strings.Contains(stdout, "total") {
 		t.Errorf("outbox status: code %d, stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
