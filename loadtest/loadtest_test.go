@@ -247,21 +247,34 @@ func TestFindRateFindsWhereLatencyRises(t *testing.T) {
 	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	s, err := loadtest.FindRate(context.Background(), loadtest.Config{URL: srv.URL, Duration: time.Second,
-		Mix: loadtest.Mix{loadtest.Read: 1}, Customers: 1, Products: 1}, 800*time.Millisecond) // far from both: a busy CI machine stalls for a few hundred ms
-	if err != nil {
-		t.Fatalf("FindRate: %v", err)
-	}
-	var passed, failed int
-	for _, st := range s.Steps {
-		if st.Passed {
-			passed++
-		} else {
-			failed++
+	// Latency is wall-clock time, and a CI machine running every package's
+	// tests at once has been seen to stall this process for 1.4 s, which
+	// fails a step of a correct search: a search that goes wrong three
+	// times running is wrong.
+	var s *loadtest.Search
+	for attempt := 1; ; attempt++ {
+		var err error
+		s, err = loadtest.FindRate(context.Background(), loadtest.Config{URL: srv.URL, Duration: time.Second,
+			Mix: loadtest.Mix{loadtest.Read: 1}, Customers: 1, Products: 1}, 800*time.Millisecond) // far from both
+		if err != nil {
+			t.Fatalf("FindRate: %v", err)
 		}
-	}
-	if s.Sustained < 100 || s.Sustained >= 300 || passed == 0 || failed == 0 || s.Report == nil {
-		t.Errorf("sustained %.0f/s after %+v; want 100 to 300, found between a pass and a fail", s.Sustained, s.Steps)
+		var passed, failed int
+		for _, st := range s.Steps {
+			if st.Passed {
+				passed++
+			} else {
+				failed++
+			}
+		}
+		if s.Sustained >= 100 && s.Sustained < 300 && passed > 0 && failed > 0 && s.Report != nil {
+			break
+		}
+		if attempt == 3 {
+			t.Fatalf("sustained %.0f/s after %+v; want 100 to 300, found between a pass and a fail", s.Sustained, s.Steps)
+		}
+		t.Logf("attempt %d: sustained %.0f/s after %+v; trying again", attempt, s.Sustained, s.Steps)
+		time.Sleep(time.Second) // the busy server's window empties
 	}
 	var out strings.Builder
 	if err := s.WriteTable(&out); err != nil || !strings.Contains(out.String(), "sustained:") {
