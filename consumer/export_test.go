@@ -17,3 +17,25 @@ func NewTestBatcher(ctx context.Context, committers, max int, apply func(size in
 		return errors.Is(j.err, errAlone)
 	}
 }
+
+// AckLedger gives the black-box tests the acknowledgement ledger of a
+// channel: Delivered records a delivery handed out, Settle the deliveries
+// settled together (acked, or nacked to be requeued), returning the frames
+// that settle them.
+// AckFrame is one frame of acknowledgement AckLedger decides.
+type AckFrame = ackFrame
+
+type AckLedger struct{ l ackLedger }
+
+func (a *AckLedger) Delivered(tag uint64) { a.l.delivered(tag) }
+
+func (a *AckLedger) Settle(acked, requeued []uint64) []AckFrame {
+	var ready []settlement
+	for _, t := range acked {
+		ready = append(ready, settlement{tag: t, ack: true})
+	}
+	for _, t := range requeued {
+		ready = append(ready, settlement{tag: t})
+	}
+	return a.l.settle(ready)
+}

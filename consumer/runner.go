@@ -10,9 +10,11 @@
 // Around watermill-amqp's known pitfalls, which is why the subscriber is
 // ours (amqp.go): the marshaler never fails (a body that is not an
 // envelope, or a header that is not expected, is reported to the handler,
-// which sends it to the dead queue instead of requeueing it forever); one
-// Subscribe handles one delivery at a time, so the router gets Concurrency
-// handlers on the same queue, each with its own channel; every connection,
+// which sends it to the dead queue instead of requeueing it forever);
+// Watermill handles one delivery at a time per Subscribe, so the router
+// gets Concurrency handlers on the same queue, all sharing one channel and
+// consumer, whose acknowledgements of deliveries settled together go out
+// as one frame; every connection,
 // the first included, is retried, on the next node of a cluster;
 // deduplication is the inbox in Postgres, not a per-process memory.
 //
@@ -63,13 +65,14 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics counts what the group did; default none.
 	Metrics *Metrics
-	// Concurrency is how many deliveries are handled at once, each
-	// subscription on its own channel; a group that batches holds at least
+	// Concurrency is how many deliveries are handled at once, on one
+	// channel; a group that batches holds at least
 	// Batch, since a batch is made of the deliveries in hand (see InHand).
 	// Default 4.
 	Concurrency int
-	// Prefetch is how many unacknowledged deliveries each subscription may
-	// hold. Default 2.
+	// Prefetch is how many unacknowledged deliveries the group may hold
+	// per delivery handled at once: the channel's prefetch is Concurrency
+	// × Prefetch. Default 2.
 	Prefetch int
 	// Batch is how many deliveries one batch of a group that batches
 	// (Group.Batches) may apply: the deliveries that arrive while a batch
@@ -240,7 +243,7 @@ func (g *Runner) runOnce(ctx context.Context, connected func()) error {
 		}
 	}()
 
-	sub := newSubscriber(conn, g.cfg.Prefetch)
+	sub := newSubscriber(conn, g.cfg.Concurrency*g.cfg.Prefetch)
 	defer func() { _ = sub.Close() }() // settles what a handler left behind past the router's close timeout
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 15 * time.Second}, g.logger())
 	if err != nil {
