@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -21,10 +22,43 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	limiter  prometheus.Counter
+
+	// The series of each (status, method, route) seen, so that a request
+	// does not hash its labels into both vectors.
+	mu     sync.RWMutex
+	series map[seriesKey]series
+}
+
+type seriesKey struct {
+	code          int
+	method, route string
+}
+
+type series struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+// of returns the series of an answer; the labels are bounded (see metrics).
+func (m *metrics) of(code int, method, route string) series {
+	k := seriesKey{code, method, route}
+	m.mu.RLock()
+	s, ok := m.series[k]
+	m.mu.RUnlock()
+	if ok {
+		return s
+	}
+	status := strconv.Itoa(code)
+	s = series{m.requests.WithLabelValues(status, method, route), m.duration.WithLabelValues(status, method, route)}
+	m.mu.Lock()
+	m.series[k] = s
+	m.mu.Unlock()
+	return s
 }
 
 func newMetrics(reg prometheus.Registerer, hashes func() uint64) (*metrics, error) {
 	m := &metrics{
+		series: map[seriesKey]series{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shop", Subsystem: "http", Name: "requests_total",
 			Help: "HTTP requests answered, by route template, method and the status sent.",
@@ -65,10 +99,9 @@ func (m *metrics) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		if route == "" {
 			route = unmatchedRoute
 		}
-		// Label values in the vectors' order: no map per request.
-		code, method := strconv.Itoa(c.Response().Status), knownMethod(c.Request().Method)
-		m.requests.WithLabelValues(code, method, route).Inc()
-		m.duration.WithLabelValues(code, method, route).Observe(time.Since(start).Seconds())
+		s := m.of(c.Response().Status, knownMethod(c.Request().Method), route)
+		s.requests.Inc()
+		s.duration.Observe(time.Since(start).Seconds())
 		return nil
 	}
 }

@@ -154,7 +154,7 @@ func New(cfg Config) (http.Handler, error) {
 	e.Pre(boundClientHeaders)
 	e.Use(
 		traceRoute,
-		middleware.RequestID(),
+		middleware.RequestIDWithConfig(middleware.RequestIDConfig{Generator: requestID}),
 		m.observe,
 		s.logRequests,
 		middleware.RecoverWithConfig(middleware.RecoverConfig{
