@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -99,5 +100,25 @@ func TestStrictTransportSecurityWhenAsked(t *testing.T) {
 				t.Errorf("HSTS %v: GET %s answered Strict-Transport-Security %q", on, path, got)
 			}
 		}
+	}
+}
+
+// TestARequestWithoutAnIDIsGivenAFreshOne: 32 hex digits, never the same
+// twice.
+func TestARequestWithoutAnIDIsGivenAFreshOne(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	seen := map[string]bool{}
+	for range 100 {
+		r := a.do(t, "GET", "/v1/products/x", "", nil, nil)
+		r.expect(t, http.StatusNotFound)
+		id := r.header.Get("X-Request-Id")
+		if !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(id) {
+			t.Fatalf("X-Request-Id %q, want 32 hex digits", id)
+		}
+		if seen[id] {
+			t.Fatalf("X-Request-Id %q given twice", id)
+		}
+		seen[id] = true
 	}
 }
