@@ -108,8 +108,9 @@ type Broker struct {
 	nodes []node
 	next  atomic.Int32 // the node the next dial tries first
 
-	mu   sync.Mutex       // serializes connecting: one dial at a time
-	conn *amqp.Connection // guarded by mu
+	mu   sync.Mutex               // serializes connecting: one dial at a time
+	conn *amqp.Connection         // guarded by mu
+	held atomic.Pointer[heldConn] // the network connection under conn
 
 	// live is conn once its topology is declared, for Connected, which must
 	// never wait behind a dial that holds mu (up to its timeout).
@@ -131,6 +132,20 @@ func (b *Broker) Config() amqp.Config {
 		Dial: amqp.DefaultDial(b.cfg.DialTimeout)}
 }
 
+// Hold makes the writes of the broker's own connection (the one Channel's
+// channels are on) wait until the function it returns is called, which
+// sends them in one write: a round of publishes then costs one system
+// call instead of one each. The caller must not wait for RabbitMQ while it
+// holds.
+func (b *Broker) Hold() (release func()) {
+	c := b.held.Load()
+	if c == nil {
+		return func() {}
+	}
+	c.hold()
+	return c.release
+}
+
 // VHost is the virtual host the broker's connections open ("/" when the
 // URL names none).
 func (b *Broker) VHost() string { return b.nodes[0].vhost }
@@ -141,11 +156,17 @@ func (b *Broker) Topology() Topology { return b.cfg.Topology }
 // Dial opens a new connection of the caller's own, with the topology
 // declared: one attempt on each node at most, in turn.
 func (b *Broker) Dial() (*amqp.Connection, error) {
+	conn, _, err := b.dialNodes()
+	return conn, err
+}
+
+// dialNodes is Dial, also returning the connection's network connection.
+func (b *Broker) dialNodes() (*amqp.Connection, *heldConn, error) {
 	start := int(b.next.Load())
 	var errs []error
 	for i := range b.nodes {
 		k := (start + i) % len(b.nodes)
-		conn, err := b.dial(b.nodes[k])
+		conn, held, err := b.dial(b.nodes[k])
 		if err != nil {
 			if len(b.nodes) > 1 {
 				err = fmt.Errorf("%s: %w", b.nodes[k].addr, err)
@@ -154,15 +175,28 @@ func (b *Broker) Dial() (*amqp.Connection, error) {
 			continue
 		}
 		b.next.Store(int32((k + 1) % len(b.nodes)))
-		return conn, nil
+		return conn, held, nil
 	}
-	return nil, errors.Join(errs...)
+	return nil, nil, errors.Join(errs...)
 }
 
-func (b *Broker) dial(n node) (*amqp.Connection, error) {
-	conn, err := amqp.DialConfig(n.url, b.Config())
+// dial connects to n and declares the topology; it also returns the
+// connection's network connection, whose writes can be held.
+func (b *Broker) dial(n node) (*amqp.Connection, *heldConn, error) {
+	cfg := b.Config()
+	var held *heldConn
+	dial := cfg.Dial
+	cfg.Dial = func(network, addr string) (net.Conn, error) {
+		c, err := dial(network, addr)
+		if err != nil {
+			return nil, err
+		}
+		held = &heldConn{Conn: c}
+		return held, nil
+	}
+	conn, err := amqp.DialConfig(n.url, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect to rabbitmq: %w", err)
+		return nil, nil, fmt.Errorf("connect to rabbitmq: %w", err)
 	}
 	ch, err := conn.Channel()
 	if err == nil {
@@ -171,9 +205,9 @@ func (b *Broker) dial(n node) (*amqp.Connection, error) {
 	}
 	if err != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("declare topology: %w", err)
+		return nil, nil, fmt.Errorf("declare topology: %w", err)
 	}
-	return conn, nil
+	return conn, held, nil
 }
 
 // Channel returns a new channel in confirm mode on the broker's own
@@ -198,11 +232,12 @@ func (b *Broker) tryChannel() (*amqp.Channel, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.conn == nil || b.conn.IsClosed() {
-		conn, err := b.Dial()
+		conn, held, err := b.dialNodes()
 		if err != nil {
 			return nil, err
 		}
 		b.conn = conn
+		b.held.Store(held)
 		b.live.Store(conn)
 		b.cfg.Logger.Info("connected to rabbitmq; topology declared", "node", conn.RemoteAddr().String())
 	}

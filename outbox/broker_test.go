@@ -1,11 +1,13 @@
 package outbox_test
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -112,5 +114,49 @@ func TestQuorumSizeIsDeclared(t *testing.T) {
 	err := unsized.Declare(amqpChannel(t, amqpURL))
 	if err == nil || !strings.Contains(err.Error(), "AMQP_QUORUM_SIZE") {
 		t.Errorf("declaring the queues again with no size: %v, want an error naming AMQP_QUORUM_SIZE", err)
+	}
+}
+
+// TestHeldWritesLeaveTogether: what is published on the broker's own
+// connection while Hold holds stays in the client; release sends all of
+// it, and RabbitMQ confirms every message. A Hold before any connection
+// holds nothing.
+func TestHeldWritesLeaveTogether(t *testing.T) {
+	t.Parallel()
+	topology := outbox.Topology{{Group: "held", Keys: []string{"held.k"}}}
+	b, err := outbox.NewBroker(outbox.BrokerConfig{URL: testenv.AMQPURL(t), Topology: topology, Logger: silent})
+	testenv.Must(t, err, "broker")
+	t.Cleanup(func() { _ = b.Close() })
+	b.Hold()() // no connection yet: nothing to hold
+
+	ch, err := b.Channel(t.Context())
+	testenv.Must(t, err, "channel")
+	const n = 20
+	release := b.Hold()
+	confirms := make([]*amqp.DeferredConfirmation, n)
+	for i := range confirms {
+		confirms[i], err = ch.PublishWithDeferredConfirmWithContext(t.Context(), outbox.Exchange, "held.k", true, false,
+			amqp.Publishing{Body: []byte("m")})
+		testenv.Must(t, err, "publish")
+	}
+	select {
+	case <-confirms[0].Done():
+		release()
+		t.Fatal("a message held back was confirmed before the release")
+	case <-time.After(300 * time.Millisecond):
+	}
+	release()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for i, c := range confirms {
+		ok, err := c.WaitContext(ctx)
+		if err != nil || !ok {
+			t.Fatalf("message %d: confirmed %v, %v", i, ok, err)
+		}
+	}
+	q, err := ch.QueueDeclarePassive(topology[0].Queue(), true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+	testenv.Must(t, err, "inspect queue")
+	if q.Messages != n {
+		t.Fatalf("%d messages in %s, want %d", q.Messages, topology[0].Queue(), n)
 	}
 }

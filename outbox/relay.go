@@ -588,13 +588,16 @@ func (r *Relay) publish(ctx context.Context, ch *amqp.Channel, returns <-chan am
 	spans := r.traceRound(ctx, batch, pubs)
 	defer func() { spans.end(failed, err) }()
 	confirms := make([]*amqp.DeferredConfirmation, len(batch))
+	release := r.cfg.Broker.Hold() // the whole round in one write
 	for i, x := range batch {
 		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, Exchange, x.key, true, false, pubs[i])
 		if err != nil {
+			release()
 			return nil, fmt.Errorf("publish: %w", err)
 		}
 		confirms[i] = dc
 	}
+	release()
 	for i, dc := range confirms {
 		ok, err := dc.WaitContext(ctx)
 		if err != nil {
