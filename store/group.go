@@ -180,9 +180,10 @@ func (g *Group) run(batch []*groupJob) {
 // command's that has none of its own: nothing of the group committed.
 //
 // A command's writes and the release of its savepoint are not sent on
-// their own: they go with the next command's savepoint and first read (or
-// with COMMIT), one round trip per command instead of two. If they fail,
-// Tx.send undoes that command alone and sends the next one's part again.
+// their own: they go with the next statements sent, a later command's
+// first read or COMMIT, one round trip per command that reads and none for
+// one that only writes. If they fail, Tx.settle undoes that command alone
+// and sends the statements queued after it again.
 func (g *Group) runIn(ctx context.Context, batch []*groupJob) (err error) {
 	conn, err := g.u.pool.Acquire(ctx)
 	if err != nil {
@@ -205,7 +206,7 @@ func (g *Group) runIn(ctx context.Context, batch []*groupJob) (err error) {
 			return err // the connection or the transaction is lost
 		}
 	}
-	if !tx.begun && tx.prior == nil {
+	if !tx.begun && len(tx.unsettled) == 0 {
 		return nil // no command reached Postgres
 	}
 	tx.pending.Queue("COMMIT")
@@ -231,7 +232,7 @@ func (g *Group) runOne(ctx context.Context, tx *Tx, j *groupJob) error {
 			return nil
 		})
 		j.written = tx.written
-		tx.prior, tx.boundary = j, tx.pending.Len()
+		tx.unsettled = append(tx.unsettled, unsettled{job: j, end: tx.pending.Len()})
 		return nil
 	}
 	j.err = classify(err)
@@ -252,34 +253,53 @@ func (g *Group) runOne(ctx context.Context, tx *Tx, j *groupJob) error {
 	return nil
 }
 
-// settlePrior is send's end when a group's last command's writes went with
-// the batch b: err is b's outcome. If those writes failed, that command
-// alone is undone (its error is its own) and the statements queued after
-// them are sent again; what it returns is the outcome of those.
-func (t *Tx) settlePrior(ctx context.Context, b *pgx.Batch, err error) error {
-	prior, boundary := t.prior, t.boundary
-	t.prior = nil
-	if err == nil || prior.released {
-		return err // the command is settled; an error is the next statements'
+// unsettled is a command whose fn succeeded and whose writes wait in a
+// Tx's pending statements, up to end (after its RELEASE), to go with the
+// next statements.
+type unsettled struct {
+	job *groupJob
+	end int
+}
+
+// settle is send's end when commands' writes went with the batch b: err is
+// b's outcome. Each command whose RELEASE ran is settled. The first whose
+// RELEASE did not run is the one whose writes failed: it alone is undone
+// (its error is its own), and the statements queued after it are sent
+// again, settling the commands among them the same way. What it returns is
+// the outcome of the statements after the last command.
+func (t *Tx) settle(ctx context.Context, b *pgx.Batch, err error) error {
+	waiting, queries := t.unsettled, b.QueuedQueries
+	t.unsettled = nil
+	for err != nil {
+		i := slices.IndexFunc(waiting, func(u unsettled) bool { return !u.job.released })
+		if i < 0 {
+			return err // every command is settled; the error is the statements' after them
+		}
+		failed := waiting[i]
+		failed.job.err, failed.job.written = classify(err), nil
+		if errors.Is(failed.job.err, domain.ErrUnavailable) || t.conn.Conn().IsClosed() || ctx.Err() != nil {
+			return err
+		}
+		if _, rbErr := t.conn.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); rbErr != nil {
+			return fmt.Errorf("roll back to the command's savepoint: %w", rbErr)
+		}
+		rest := &pgx.Batch{}
+		for _, q := range queries[failed.end:] {
+			// Queued anew: pgx keeps on a sent query the statement it
+			// prepared, which the failed round trip never made.
+			rest.Queue(q.SQL, q.Arguments...).Fn = q.Fn
+		}
+		if rest.Len() == 0 {
+			return nil
+		}
+		waiting, queries = slices.Clone(waiting[i+1:]), rest.QueuedQueries
+		for k := range waiting {
+			waiting[k].end -= failed.end
+		}
+		t.sends++
+		err = t.conn.SendBatch(ctx, rest).Close()
 	}
-	prior.err, prior.written = classify(err), nil
-	if errors.Is(prior.err, domain.ErrUnavailable) || t.conn.Conn().IsClosed() || ctx.Err() != nil {
-		return err
-	}
-	if _, rbErr := t.conn.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); rbErr != nil {
-		return fmt.Errorf("roll back to the command's savepoint: %w", rbErr)
-	}
-	rest := &pgx.Batch{}
-	for _, q := range b.QueuedQueries[boundary:] {
-		// Queued anew: pgx keeps on a sent query the statement it
-		// prepared, which the failed round trip never made.
-		rest.Queue(q.SQL, q.Arguments...).Fn = q.Fn
-	}
-	if rest.Len() == 0 {
-		return nil
-	}
-	t.sends++
-	return t.conn.SendBatch(ctx, rest).Close()
+	return nil
 }
 
 // startCommand readies the transaction for the next command of a group:

@@ -223,3 +223,105 @@ func TestGroupLanesRunAtOnce(t *testing.T) {
 		t.Error("the second command ran in no transaction")
 	}
 }
+
+// holdGroup runs a command in group that holds its transaction open until
+// release is called, so that the commands queued meanwhile share the next.
+func holdGroup(t *testing.T, group *store.Group) (release func()) {
+	t.Helper()
+	running, released := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- group.Do(context.Background(), func(ctx context.Context, tx *store.Tx) error {
+			if _, err := store.TxID(ctx, tx); err != nil {
+				return err
+			}
+			close(running)
+			<-released
+			return nil
+		})
+	}()
+	<-running
+	return func() {
+		close(released)
+		testenv.Must(t, <-done, "the command holding the group")
+	}
+}
+
+// queueInOrder starts each fn as a command of group, one after another, so
+// that the group runs them in this order; wait returns their errors.
+func queueInOrder(t *testing.T, group *store.Group, fns ...func(context.Context, *store.Tx) error) (wait func() []error) {
+	t.Helper()
+	errs := make([]error, len(fns))
+	var wg sync.WaitGroup
+	before := store.Waiting(group)
+	for i, fn := range fns {
+		wg.Go(func() { errs[i] = group.Do(context.Background(), fn) })
+		testenv.Eventually(t, 5*time.Second, func() error {
+			if n := store.Waiting(group); n != before+i+1 {
+				return errors.New("not queued yet")
+			}
+			return nil
+		})
+	}
+	return func() []error {
+		wg.Wait()
+		return errs
+	}
+}
+
+// TestGroupSettlesEachCommandThatOnlyWrites: commands that read nothing
+// send their writes together, with the next command's or with COMMIT; a
+// write that fails among them fails its own command alone, whichever it
+// is, and every other command's writes commit.
+func TestGroupSettlesEachCommandThatOnlyWrites(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		skus []string // TAKEN-1 exists: its insert fails
+	}{
+		{"a failure first", []string{"TAKEN-1", "OK-1", "OK-2"}},
+		{"a failure between two that commit", []string{"OK-1", "TAKEN-1", "OK-2"}},
+		{"a failure last", []string{"OK-1", "OK-2", "TAKEN-1"}},
+		{"failures one after another", []string{"OK-1", "TAKEN-1", "TAKEN-1", "OK-2"}},
+		{"only failures", []string{"TAKEN-1", "TAKEN-1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pool := testenv.Pool(t)
+			uow := store.NewUnitOfWork(pool, nil)
+			addProduct(t, uow, "TAKEN-1", 100, 1)
+			group, err := uow.Group(store.GroupConfig{})
+			testenv.Must(t, err, "group")
+			fns := make([]func(context.Context, *store.Tx) error, len(tc.skus))
+			for i, sku := range tc.skus {
+				fns[i] = func(ctx context.Context, tx *store.Tx) error {
+					_, err := app.AddProduct(ctx, tx, app.Operator, app.CreateProduct{SKU: sku, Name: "Thing " + sku, PriceCents: 100, Stock: 1}, now)
+					return err
+				}
+			}
+			release := holdGroup(t, group)
+			wait := queueInOrder(t, group, fns...)
+			release()
+			errs := wait()
+			created := 1 // TAKEN-1, before
+			for i, sku := range tc.skus {
+				if sku == "TAKEN-1" {
+					if !errors.Is(errs[i], product.ErrSKUTaken) {
+						t.Errorf("command %d (%s): %v, want product.ErrSKUTaken", i, sku, errs[i])
+					}
+					continue
+				}
+				created++
+				if errs[i] != nil {
+					t.Errorf("command %d (%s): %v, want it committed", i, sku, errs[i])
+				}
+				if got := testenv.Count(t, pool, "SELECT count(*) FROM products WHERE sku = $1", sku); got != 1 {
+					t.Errorf("command %d (%s) answered %v, and its product has %d rows, want 1", i, sku, errs[i], got)
+				}
+			}
+			if got := testenv.Count(t, pool, "SELECT count(*) FROM outbox WHERE routing_key = 'product.created'"); got != created {
+				t.Errorf("outbox has %d product.created, want %d", got, created)
+			}
+		})
+	}
+}

@@ -164,10 +164,9 @@ type Tx struct {
 	written []int16 // outbox partitions appended to
 	sends   int     // batches sent
 	begun   bool    // BEGIN was sent
-	// In a Group: the last command, whose writes wait in pending, up to
-	// boundary, to go with the next statements (settlePrior).
-	prior    *groupJob
-	boundary int
+	// In a Group: the commands whose writes wait in pending, in order, to
+	// go with the next statements (settle).
+	unsettled []unsettled
 
 	users        tracked[*user.User]
 	products     tracked[*product.Product]
@@ -340,8 +339,8 @@ func (t *Tx) send(ctx context.Context) error {
 	t.sends++
 	t.begun = true // BEGIN goes with the first batch
 	err := t.conn.SendBatch(ctx, b).Close()
-	if t.prior != nil {
-		return t.settlePrior(ctx, b, err)
+	if len(t.unsettled) > 0 {
+		return t.settle(ctx, b, err)
 	}
 	return err
 }
