@@ -21,11 +21,7 @@ func PlaceOrder(ctx context.Context, tx *store.Tx, actor Actor, items []order.It
 	if err := order.ValidateItems(items); err != nil {
 		return nil, err
 	}
-	ids := make([]uuid.UUID, len(items))
-	for i, it := range items {
-		ids[i] = it.ProductID
-	}
-	catalogue, err := tx.Products.Catalogue(ctx, ids)
+	catalogue, err := tx.Products.Catalogue(ctx, productIDs(items))
 	if err != nil {
 		return nil, err
 	}
@@ -47,6 +43,20 @@ func PlaceOrder(ctx context.Context, tx *store.Tx, actor Actor, items []order.It
 	}
 	tx.Orders.Add(o)
 	return recorded(tx, o)
+}
+
+// PlaceOrderReads is what PlaceOrder reads for items, for a group of
+// commands to read ahead of running it.
+func PlaceOrderReads(items []order.Item) store.ReadAhead {
+	return store.ReadAhead{Products: productIDs(items)}
+}
+
+func productIDs(items []order.Item) []uuid.UUID {
+	ids := make([]uuid.UUID, len(items))
+	for i, it := range items {
+		ids[i] = it.ProductID
+	}
+	return ids
 }
 
 // CancelOrder cancels an order of the actor's (any order, for an admin).

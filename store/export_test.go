@@ -31,3 +31,7 @@ func Waiting(g *Group) int {
 	defer g.mu.Unlock()
 	return len(g.pending)
 }
+
+// Sends returns how many round trips tx has made: how a test tells whether
+// a command's read was answered from what its group read ahead.
+func Sends(tx *Tx) int { return tx.sends }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -79,6 +81,7 @@ type Group struct {
 
 type groupJob struct {
 	ctx      context.Context
+	ahead    ReadAhead
 	fn       func(ctx context.Context, tx *Tx) error
 	err      error
 	written  []int16
@@ -101,10 +104,25 @@ func (u *UnitOfWork) Group(cfg GroupConfig) (*Group, error) {
 // that goes away must not break its neighbours' transaction); a command
 // whose ctx is done before its turn is not run.
 func (g *Group) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
+	return g.DoReading(ctx, ReadAhead{}, fn)
+}
+
+// ReadAhead names what a command is going to read, as far as it is known
+// before the command runs. A group reads what all its commands name in one
+// query, sent with BEGIN, instead of each command reading in a round trip
+// of its own. A command still asks for what it needs, as without a Group;
+// what was read ahead is answered without a round trip.
+type ReadAhead struct {
+	// Products the command asks Products.Catalogue for.
+	Products []uuid.UUID
+}
+
+// DoReading is Do for a command that names what it is going to read.
+func (g *Group) DoReading(ctx context.Context, ahead ReadAhead, fn func(ctx context.Context, tx *Tx) error) error {
 	if g.cfg.Max == 1 {
 		return g.u.Do(ctx, fn)
 	}
-	j := &groupJob{ctx: ctx, fn: fn, done: make(chan struct{})}
+	j := &groupJob{ctx: ctx, ahead: ahead, fn: fn, done: make(chan struct{})}
 	g.mu.Lock()
 	g.pending = append(g.pending, j)
 	if g.running < g.cfg.Lanes {
@@ -197,6 +215,9 @@ func (g *Group) runIn(ctx context.Context, batch []*groupJob) (err error) {
 	}()
 	tx := newTx(conn, outbox.Metadata{})
 	defer tx.rollbackIfOpen(ctx)
+	if err := readAhead(ctx, tx, batch); err != nil {
+		return err
+	}
 	for _, j := range batch {
 		if j.ctx.Err() != nil {
 			j.err = classify(j.ctx.Err())
@@ -212,6 +233,29 @@ func (g *Group) runIn(ctx context.Context, batch []*groupJob) (err error) {
 	tx.pending.Queue("COMMIT")
 	if err := tx.send(ctx); err != nil {
 		return classify(fmt.Errorf("commit: %w", err))
+	}
+	return nil
+}
+
+// readAhead reads, with BEGIN, what the batch's commands named. Postgres
+// answers as of the group's start rather than of each command's turn: the
+// group runs the commands that arrived before it started, so either is a
+// moment after each arrived. What the group itself changes is read again
+// (Products.Catalogue).
+func readAhead(ctx context.Context, tx *Tx, batch []*groupJob) error {
+	var products []uuid.UUID
+	for _, j := range batch {
+		if j.ctx.Err() == nil {
+			products = append(products, j.ahead.Products...)
+		}
+	}
+	if len(products) == 0 {
+		return nil
+	}
+	slices.SortFunc(products, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	tx.Products.queueCatalogue(slices.Compact(products))
+	if err := tx.sendReads(ctx); err != nil {
+		return classify(fmt.Errorf("read ahead: %w", err))
 	}
 	return nil
 }

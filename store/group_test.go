@@ -13,7 +13,9 @@ import (
 
 	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/domain"
+	"github.com/shopdev/shop/domain/order"
 	"github.com/shopdev/shop/domain/product"
+	"github.com/shopdev/shop/domain/user"
 	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/outbox"
 	"github.com/shopdev/shop/store"
@@ -323,5 +325,108 @@ func TestGroupSettlesEachCommandThatOnlyWrites(t *testing.T) {
 				t.Errorf("outbox has %d product.created, want %d", got, created)
 			}
 		})
+	}
+}
+
+// TestGroupReadsAheadForItsCommands: the products a group's orders name
+// are read once, with BEGIN, and each order is priced from that read
+// without a round trip of its own, unless the group itself changed a
+// product since, or the order asks for more than it named.
+func TestGroupReadsAheadForItsCommands(t *testing.T) {
+	t.Parallel()
+	pool := testenv.Pool(t)
+	uow := store.NewUnitOfWork(pool, nil)
+	customer := addCustomer(t, uow, "ahead@example.com")
+	buyer := app.Actor{UserID: customer.ID(), Role: user.RoleCustomer}
+	a, b := addProduct(t, uow, "AHEAD-A", 100, 50), addProduct(t, uow, "AHEAD-B", 1000, 50)
+	unnamed := addProduct(t, uow, "AHEAD-C", 10, 50) // no command names it
+	missing := uuid.New()
+	group, err := uow.Group(store.GroupConfig{})
+	testenv.Must(t, err, "group")
+
+	type placed struct {
+		total int64
+		sends int // the transaction's round trips before the order
+		after int // and after it
+	}
+	results := map[string]*placed{}
+	place := func(name string, ids ...uuid.UUID) func(context.Context, *store.Tx) error {
+		results[name] = &placed{}
+		items := make([]order.Item, len(ids))
+		for i, id := range ids {
+			items[i] = order.Item{ProductID: id, Quantity: 1}
+		}
+		return func(ctx context.Context, tx *store.Tx) error {
+			r := results[name]
+			r.sends = store.Sends(tx)
+			o, err := app.PlaceOrder(ctx, tx, buyer, items, now)
+			r.after = store.Sends(tx)
+			if err != nil {
+				return err
+			}
+			r.total = o.TotalCents()
+			return nil
+		}
+	}
+	reprice := func(ctx context.Context, tx *store.Tx) error {
+		price := int64(200)
+		_, err := app.UpdateProduct(ctx, tx, app.Operator, a.ID(), nil, &price, now)
+		return err
+	}
+	commands := []struct {
+		name  string
+		named []uuid.UUID // what the command names ahead
+		fn    func(context.Context, *store.Tx) error
+		total int64 // 0: fails
+		trips int   // round trips of its own
+	}{
+		{"an order of what it named", []uuid.UUID{a.ID()}, place("first", a.ID()), 100, 0},
+		{"an order of two named products", []uuid.UUID{a.ID(), b.ID()}, place("both", a.ID(), b.ID()), 1100, 0},
+		{"an order of a product that does not exist", []uuid.UUID{missing}, place("missing", missing), 0, 0},
+		{"an order of more than any command named", []uuid.UUID{a.ID()}, place("more", a.ID(), unnamed.ID()), 110, 1},
+		{"a new price for A, in the group", nil, reprice, -1, 1},
+		{"an order of A after the group changed it", []uuid.UUID{a.ID()}, place("repriced", a.ID()), 200, 1},
+	}
+	release := holdGroup(t, group)
+	errs := make([]error, len(commands))
+	var wg sync.WaitGroup
+	for i, c := range commands {
+		wg.Go(func() { errs[i] = group.DoReading(context.Background(), store.ReadAhead{Products: c.named}, c.fn) })
+		testenv.Eventually(t, 5*time.Second, func() error {
+			if n := store.Waiting(group); n != i+1 {
+				return errors.New("not queued yet")
+			}
+			return nil
+		})
+	}
+	release()
+	wg.Wait()
+
+	names := []string{"first", "both", "missing", "more", "", "repriced"}
+	for i, c := range commands {
+		switch {
+		case c.total == 0:
+			if !errors.Is(errs[i], domain.ErrInvalid) {
+				t.Errorf("%s: %v, want domain.ErrInvalid (no such product)", c.name, errs[i])
+			}
+		case errs[i] != nil:
+			t.Errorf("%s: %v, want it committed", c.name, errs[i])
+		}
+		if names[i] == "" {
+			continue
+		}
+		r := results[names[i]]
+		if c.total > 0 && r.total != c.total {
+			t.Errorf("%s: total %d, want %d", c.name, r.total, c.total)
+		}
+		if got := r.after - r.sends; got != c.trips {
+			t.Errorf("%s: %d round trips of its own, want %d", c.name, got, c.trips)
+		}
+	}
+	if got := testenv.Count(t, pool, "SELECT count(*) FROM orders WHERE user_id = $1", customer.ID()); got != 4 {
+		t.Errorf("%d orders, want 4", got)
+	}
+	if got := testenv.Count(t, pool, "SELECT count(*) FROM orders WHERE total_cents = 200"); got != 1 {
+		t.Errorf("%d orders at the new price, want 1", got)
 	}
 }

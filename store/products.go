@@ -19,6 +19,7 @@ const productColumns = `id, sku, name, price_cents, stock, version, created_at, 
 // Add queues the insert of a new product.
 func (s Products) Add(p *product.Product) {
 	st := p.State()
+	s.tx.catalogue = nil // what was read ahead may lack it
 	s.tx.queue(`INSERT INTO products (`+productColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
 		st.ID, st.SKU, st.Name, st.PriceCents, st.Stock, st.Version, st.CreatedAt, st.UpdatedAt)
 	s.tx.products.hold(st.ID, p)
@@ -28,6 +29,7 @@ func (s Products) Add(p *product.Product) {
 // with ErrConcurrentUpdate if another transaction changed it.
 func (s Products) update(p *product.Product, loaded int64) {
 	st := p.State()
+	s.tx.catalogue = nil // what was read ahead is older
 	s.tx.queueUpdate("product", st.ID, `UPDATE products SET name = $2, price_cents = $3, stock = $4, version = $5, updated_at = $6
 		WHERE id = $1 AND version = $7`,
 		st.ID, st.Name, st.PriceCents, st.Stock, st.Version, st.UpdatedAt, loaded)
@@ -60,7 +62,12 @@ func (s Products) queueLock(ids []uuid.UUID) {
 // Catalogue returns the products with the given ids that exist, by id, as
 // Postgres has them, without locking them. A product this transaction
 // changed is written back at commit: ask the aggregate GetForUpdate gave.
+// In a Group, what the commands named in their ReadAhead was read with BEGIN
+// and is answered from there, until the group writes a product.
 func (s Products) Catalogue(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]product.State, error) {
+	if out, ok := s.tx.catalogue.answer(ids); ok {
+		return out, nil
+	}
 	var list []product.State
 	err := s.tx.read(ctx, func(rows pgx.Rows) (err error) {
 		list, err = pgx.CollectRows(rows, scanProduct)
@@ -74,6 +81,52 @@ func (s Products) Catalogue(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID
 		out[p.ID] = p
 	}
 	return out, nil
+}
+
+// queueCatalogue queues the read of the products of ids, whose answer
+// Catalogue then gives for any of them without a round trip.
+func (s Products) queueCatalogue(ids []uuid.UUID) {
+	s.tx.queueRead(func(rows pgx.Rows) error {
+		list, err := pgx.CollectRows(rows, scanProduct)
+		if err != nil {
+			return err
+		}
+		c := catalogue{asked: make(map[uuid.UUID]struct{}, len(ids)), found: make(map[uuid.UUID]product.State, len(list))}
+		for _, id := range ids {
+			c.asked[id] = struct{}{}
+		}
+		for _, p := range list {
+			c.found[p.ID] = p
+		}
+		s.tx.catalogue = &c
+		return nil
+	}, `SELECT `+productColumns+` FROM products WHERE id = ANY($1)`, ids)
+}
+
+// catalogue is what a transaction read of products ahead of its commands:
+// the ids it asked for, and those of them that exist.
+type catalogue struct {
+	asked map[uuid.UUID]struct{}
+	found map[uuid.UUID]product.State
+}
+
+// answer returns the products of ids that exist, if all of them were asked
+// for; nil, false when the catalogue was not read ahead, was dropped, or
+// lacks one of them.
+func (c *catalogue) answer(ids []uuid.UUID) (map[uuid.UUID]product.State, bool) {
+	if c == nil {
+		return nil, false
+	}
+	out := make(map[uuid.UUID]product.State, len(ids))
+	for _, id := range ids {
+		if _, ok := c.asked[id]; !ok {
+			return nil, false
+		}
+		if p, ok := c.found[id]; ok {
+			out[id] = p
+		}
+	}
+	return out, true
 }
 
 func scanProduct(row pgx.CollectableRow) (product.State, error) {

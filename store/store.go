@@ -167,6 +167,7 @@ type Tx struct {
 	// In a Group: the commands whose writes wait in pending, in order, to
 	// go with the next statements (settle).
 	unsettled []unsettled
+	catalogue *catalogue // products read ahead for a Group's commands
 
 	users        tracked[*user.User]
 	products     tracked[*product.Product]

@@ -34,7 +34,8 @@ type reply struct {
 
 // command runs fn in a transaction, shared with the commands that arrive
 // at the same time (store.Group), and answers with its reply once that
-// transaction has committed.
+// transaction has committed. What ahead names, the group reads for all its
+// commands at once (app.PlaceOrderReads).
 //
 // With an Idempotency-Key header the reply is stored under (caller, key) in
 // that same transaction, and a repeated request gets the stored reply and
@@ -45,7 +46,7 @@ type reply struct {
 // this one fail and roll back) or by an earlier request this one retries (the
 // command may then fail on its own, e.g. a second cancel) — the stored reply
 // is looked up and wins.
-func (s *Server) command(c echo.Context, body []byte, fn func(ctx context.Context, tx *store.Tx) (reply, error)) error {
+func (s *Server) command(c echo.Context, body []byte, ahead store.ReadAhead, fn func(ctx context.Context, tx *store.Tx) (reply, error)) error {
 	key := c.Request().Header.Get(headerIdempotencyKey)
 	if !validKey(key) && c.Request().Header.Values(headerIdempotencyKey) != nil {
 		return domain.Invalid(headerIdempotencyKey, fmt.Sprintf("must be 1 to %d printable ASCII characters", maxIdempotencyKey))
@@ -60,7 +61,7 @@ func (s *Server) command(c echo.Context, body []byte, fn func(ctx context.Contex
 	ctx := outbox.WithMetadata(c.Request().Context(), s.metadata(c))
 
 	var res store.Response
-	err := s.commands.Do(ctx, func(ctx context.Context, tx *store.Tx) error {
+	err := s.commands.DoReading(ctx, ahead, func(ctx context.Context, tx *store.Tx) error {
 		r, err := fn(ctx, tx)
 		if err != nil {
 			return err

@@ -88,7 +88,7 @@ func (s *Server) placeOrder(c echo.Context) error {
 		return err
 	}
 	actor := actorOf(c)
-	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
+	return s.command(c, body, app.PlaceOrderReads(items), func(ctx context.Context, tx *store.Tx) (reply, error) {
 		return orderReply(app.PlaceOrder(ctx, tx, actor.Actor, items, s.cfg.Now()))
 	})
 }
@@ -107,7 +107,7 @@ func (s *Server) cancelOrder(c echo.Context) error {
 		return err
 	}
 	actor := actorOf(c)
-	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
+	return s.command(c, body, store.ReadAhead{}, func(ctx context.Context, tx *store.Tx) (reply, error) {
 		return orderReply(app.CancelOrder(ctx, tx, actor.Actor, id, s.cfg.Now()))
 	})
 }

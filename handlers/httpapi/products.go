@@ -80,7 +80,7 @@ func (s *Server) createProduct(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
+	return s.command(c, body, store.ReadAhead{}, func(ctx context.Context, tx *store.Tx) (reply, error) {
 		return productReply(http.StatusCreated)(app.AddProduct(ctx, tx, actorOf(c).Actor,
 			app.CreateProduct{SKU: req.SKU, Name: req.Name, PriceCents: *req.PriceCents, Stock: *req.Stock}, s.cfg.Now()))
 	})
@@ -93,7 +93,7 @@ func (s *Server) updateProduct(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
+	return s.command(c, body, store.ReadAhead{}, func(ctx context.Context, tx *store.Tx) (reply, error) {
 		return productReply(http.StatusOK)(app.UpdateProduct(ctx, tx, actorOf(c).Actor, id, req.Name, req.PriceCents, s.cfg.Now()))
 	})
 }
@@ -105,7 +105,7 @@ func (s *Server) restockProduct(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
+	return s.command(c, body, store.ReadAhead{}, func(ctx context.Context, tx *store.Tx) (reply, error) {
 		return productReply(http.StatusAccepted)(app.Restock(ctx, tx, actorOf(c).Actor, id, req.Quantity, s.cfg.Now()))
 	})
 }

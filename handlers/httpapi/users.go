@@ -38,7 +38,7 @@ func (s *Server) registerUser(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.command(c, body, func(ctx context.Context, tx *store.Tx) (reply, error) {
+	return s.command(c, body, store.ReadAhead{}, func(ctx context.Context, tx *store.Tx) (reply, error) {
 		u, err := app.Register(ctx, tx, reg, s.cfg.Now())
 		if err != nil {
 			return reply{}, err
