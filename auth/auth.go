@@ -55,6 +55,8 @@ type Config struct {
 	// turn, so that logins cannot starve the rest of the process of CPU.
 	// Default the number of CPUs.
 	MaxHashing int
+	// Now is the clock tokens are verified against. Default time.Now.
+	Now func() time.Time
 }
 
 // Validate fills defaults and checks the configuration.
@@ -98,6 +100,9 @@ func (c *Config) Validate() error {
 	if c.MaxHashing < 0 {
 		return errors.New("max hashing must be positive")
 	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 	return nil
 }
 
@@ -130,7 +135,8 @@ func New(cfg Config) (*Auth, error) {
 		hashing:   make(chan struct{}, cfg.MaxHashing),
 		dummyHash: dummy,
 		parser: jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
-			jwt.WithIssuer(Issuer), jwt.WithExpirationRequired(), jwt.WithLeeway(5*time.Second)),
+			jwt.WithIssuer(Issuer), jwt.WithExpirationRequired(), jwt.WithLeeway(5*time.Second),
+			jwt.WithTimeFunc(cfg.Now)),
 	}, nil
 }
 
@@ -190,7 +196,8 @@ func (a *Auth) RequestDigest(parts ...[]byte) []byte {
 type Claims struct {
 	ID           string // jti: this token
 	UserID       uuid.UUID
-	TokenVersion int64 // the user's token version when it was issued
+	TokenVersion int64     // the user's token version when it was issued
+	Expires      time.Time // from then on the token is not valid
 }
 
 type jwtClaims struct {
@@ -253,5 +260,5 @@ func (a *Auth) Verify(token string) (Claims, error) {
 	if err != nil || c.TokenVersion < 1 {
 		return Claims{}, ErrInvalidToken
 	}
-	return Claims{ID: c.ID, UserID: id, TokenVersion: c.TokenVersion}, nil
+	return Claims{ID: c.ID, UserID: id, TokenVersion: c.TokenVersion, Expires: c.ExpiresAt.Time}, nil
 }

@@ -148,3 +148,47 @@ func TestHashesAreCounted(t *testing.T) {
 		t.Errorf("Hashes() = %d, want 4", got)
 	}
 }
+
+// TestGateRemembersAVerifiedTokenUntilItExpires: a token checked once is
+// not checked again while it is valid, but an expired one, or another
+// token of the same user with a forged signature, is never admitted.
+func TestGateRemembersAVerifiedTokenUntilItExpires(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	clock := func() time.Time { return now }
+	a := newAuth(t, auth.Config{Secret: []byte(strings.Repeat("s", 32)), TokenTTL: time.Hour, Now: clock})
+	u := customer(1)
+	tok, err := a.Issue(u, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := auth.NewGate(auth.GateConfig{Auth: a, TTL: 10 * time.Second, Now: clock,
+		Lookup: func(context.Context, uuid.UUID) (auth.Access, error) {
+			return auth.Access{Role: user.RoleCustomer, TokenVersion: 1}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := tok.Token[:len(tok.Token)-2] + "AA"
+	for _, step := range []struct {
+		name  string
+		after time.Duration // from the token's issue
+		token string
+		admit bool
+	}{
+		{"fresh", 0, tok.Token, true},
+		{"again, remembered", time.Minute, tok.Token, true},
+		{"its signature forged", 2 * time.Minute, forged, false},
+		{"near its expiry", time.Hour - time.Second, tok.Token, true},
+		{"past its expiry and the leeway", time.Hour + 6*time.Second, tok.Token, false},
+	} {
+		now = tok.ExpiresAt.Add(-time.Hour).Add(step.after)
+		_, err := g.Admit(context.Background(), step.token)
+		switch {
+		case step.admit && err != nil:
+			t.Errorf("%s: %v, want it admitted", step.name, err)
+		case !step.admit && !errors.Is(err, auth.ErrInvalidToken):
+			t.Errorf("%s: %v, want ErrInvalidToken", step.name, err)
+		}
+	}
+}

@@ -32,7 +32,8 @@ type GateConfig struct {
 	// revocation or a deleted user takes effect within TTL. Default 10s;
 	// at most 30s.
 	TTL time.Duration
-	// Size is how many users' access is cached. Default 10000.
+	// Size is how many users' access, and how many verified tokens, are
+	// cached. Default 10000.
 	Size int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
@@ -69,6 +70,11 @@ type Gate struct {
 
 	mu    sync.Mutex
 	cache map[uuid.UUID]cached
+	// verified holds the claims of the tokens whose signature was checked,
+	// until they expire: a client sends the same token with every request,
+	// and checking it again (decoding, HMAC, JSON) would give the same
+	// answer. Only valid tokens get in, so garbage cannot flood it.
+	verified map[string]Claims
 }
 
 // cached is a user's access or the fact that it is gone, until expires.
@@ -86,7 +92,7 @@ func NewGate(cfg GateConfig) (*Gate, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Gate{cfg: cfg, cache: map[uuid.UUID]cached{}}, nil
+	return &Gate{cfg: cfg, cache: map[uuid.UUID]cached{}, verified: map[string]Claims{}}, nil
 }
 
 // Principal is who an admitted token speaks for.
@@ -98,14 +104,24 @@ type Principal struct {
 // Admit returns who token speaks for; ErrInvalidToken when it is not
 // valid, was revoked, or its user is gone.
 func (g *Gate) Admit(ctx context.Context, token string) (Principal, error) {
-	claims, err := g.cfg.Auth.Verify(token)
-	if err != nil {
-		return Principal{}, err
-	}
 	now := g.cfg.Now()
 	g.mu.Lock()
+	claims, verified := g.verified[token]
 	c, ok := g.cache[claims.UserID]
 	g.mu.Unlock()
+	if !verified || !now.Before(claims.Expires) {
+		var err error
+		if claims, err = g.cfg.Auth.Verify(token); err != nil {
+			return Principal{}, err
+		}
+		g.mu.Lock()
+		if len(g.verified) >= g.cfg.Size {
+			clear(g.verified)
+		}
+		g.verified[token] = claims
+		c, ok = g.cache[claims.UserID]
+		g.mu.Unlock()
+	}
 	if !ok || !now.Before(c.expires) {
 		access, err := g.cfg.Lookup(ctx, claims.UserID)
 		switch {
