@@ -2,7 +2,8 @@
 # Benchmark: POST /v1/orders at 32 connections (wrk) beside pgbench running
 # the equivalent bare transaction (an order row + an outbox row) at 32
 # clients, in pgbench's default (simple) and prepared query modes, one after
-# the other in the same run, against a fresh database.
+# the other in the same run, against a fresh database; then POST latency at
+# about half of wrk's rate.
 # Usage: scripts/bench-orders.sh [seconds]   (needs wrk and pgbench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,15 @@ for mode in simple prepared; do   # simple is pgbench's default
 done
 psql -q "$DATABASE_URL" -c CHECKPOINT
 echo "== wrk: POST /v1/orders (JWT, price lookup, order + items + outbox + idempotency rows), $conns connections, ${secs}s"
-wrk -t2 -c"$conns" -d"${secs}s" --latency -s scripts/bench/orders.lua "$url" \
-  | grep -E "Requests/sec|Latency|50%|75%|90%|99%|requests in|Non-2xx|Socket errors"
+wrk -t2 -c"$conns" -d"${secs}s" --latency -s scripts/bench/orders.lua "$url" > "$tmp/wrk.out"
+grep -E "Requests/sec|Latency|50%|75%|90%|99%|requests in|Non-2xx|Socket errors" "$tmp/wrk.out"
 echo "== rows written: $(psql -At "$DATABASE_URL" -c "select count(*) from orders") orders, $(psql -At "$DATABASE_URL" -c "select count(*) from outbox where routing_key='order.placed'") order.placed outbox rows, $(psql -At "$DATABASE_URL" -c "select count(*) from idempotency_keys") idempotency keys"
+# The latency at about half the rate wrk reached: each connection waits
+# DELAY_MS after every answer (wrk's delay()), 2 x conns / rate seconds, so
+# that the connections ask at half that rate while the API is not
+# saturated.
+rate=$(awk '/Requests\/sec/ {printf "%d", $2}' "$tmp/wrk.out")
+delay=$((2 * conns * 1000 / (rate > 0 ? rate : 1)))
+echo "== wrk: POST /v1/orders at about half of that rate ($conns connections, ${delay} ms between a connection's requests), ${secs}s"
+DELAY_MS=$delay wrk -t2 -c"$conns" -d"${secs}s" --latency -s scripts/bench/orders.lua "$url" \
+  | grep -E "Requests/sec|50%|90%|99%|Non-2xx|Socket errors"

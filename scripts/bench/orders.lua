@@ -1,6 +1,7 @@
 -- wrk script: POST /v1/orders with 1-3 random products, a fresh
 -- Idempotency-Key per request. Reads TOKEN and PRODUCTS (comma-separated
--- ids) from the environment.
+-- ids) from the environment, and DELAY_MS, a pause after each answer
+-- before a connection's next request (none when unset).
 local threads = {}
 
 function setup(thread)
@@ -34,4 +35,11 @@ function request()
     ["Idempotency-Key"] = prefix .. counter,
   }
   return wrk.format("POST", "/v1/orders", headers, body)
+end
+
+local pause = tonumber(os.getenv("DELAY_MS") or "")
+if pause then
+  function delay()
+    return pause
+  end
 end
