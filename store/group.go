@@ -69,7 +69,9 @@ func (c *GroupConfig) Validate() error {
 //
 // What it saves: one transaction's fixed cost (a connection taken from the
 // pool, BEGIN, COMMIT and its WAL flush) for up to Max commands; Postgres
-// would otherwise flush the WAL once per command.
+// would otherwise flush the WAL once per command. With what its commands
+// name ahead (ReadAhead), also their reads' round trips: a group of orders
+// is two round trips, however many it holds.
 type Group struct {
 	u   *UnitOfWork
 	cfg GroupConfig
