@@ -98,10 +98,12 @@ func (b *batcher) do(j *job) {
 // applyBatch applies every job of batch in one transaction: one statement
 // claims their inbox rows, the group's prefetches lock what the new events
 // need, then each new event is applied in order by its type's handler,
-// what it causes tagged with its own metadata. If
-// anything fails (a handler's error, a lock waited on too long, Postgres),
-// nothing is committed and every job is told to go alone (errAlone), where
-// the usual retries and dead-queue rules apply to each on its own. A batch
+// what it causes tagged with its own metadata (or all of them by the
+// group's HandleEach, which takes out only the events it failed). If
+// anything else fails (a handler's error, a lock waited on too long,
+// Postgres), nothing is committed and every job is told to go alone
+// (errAlone), where the usual retries and dead-queue rules apply to each
+// on its own. A batch
 // of one is applied as a delivery without batches is, once, in the
 // committer: the deliveries that arrive meanwhile wait for it, and form the
 // next batch. A Project group's batch goes to projectBatch.
@@ -124,7 +126,7 @@ func (g *Runner) applyBatch(batch []*job) {
 	for i, j := range batch {
 		ids[i] = j.env.ID
 	}
-	var applied []bool
+	var applied, out []bool // out: taken out of the batch by HandleEach
 	// Deliveries cut short by shutdown still finish their batch.
 	bctx, end := g.traceBatch(context.WithoutCancel(batch[0].ctx), batch)
 	err := g.cfg.UnitOfWork.Do(bctx, func(ctx context.Context, tx *store.Tx) (err error) {
@@ -137,6 +139,15 @@ func (g *Runner) applyBatch(batch []*job) {
 		first, err := g.claim(ctx, tx, batch, ids)
 		if err != nil {
 			return err
+		}
+		if g.cfg.Group.HandleEach != nil {
+			taken, err := g.handleEach(tx, batch, first)
+			if err != nil {
+				return err
+			}
+			out = taken
+			applied = first
+			return nil
 		}
 		for i, j := range batch {
 			if !first[i] {
@@ -163,8 +174,45 @@ func (g *Runner) applyBatch(batch []*job) {
 		return
 	}
 	for i, j := range batch {
+		if out != nil && out[i] {
+			j.applied, j.err = false, errAlone
+			continue
+		}
 		j.applied, j.err = applied[i], nil
 	}
+}
+
+// handleEach applies the new events of batch (first) with the group's
+// HandleEach, and releases the inbox claims of those it failed: it
+// reports which it took out of the batch, to be applied again alone.
+func (g *Runner) handleEach(tx *store.Tx, batch []*job, first []bool) ([]bool, error) {
+	var events []Event
+	var of []int // the job of each event
+	for i, j := range batch {
+		if first[i] {
+			events = append(events, Event{Ctx: context.WithoutCancel(j.ctx), Env: j.env})
+			of = append(of, i)
+		}
+	}
+	if len(events) == 0 {
+		return nil, nil
+	}
+	errs := g.cfg.Group.HandleEach(tx, events)
+	if len(errs) != len(events) {
+		return nil, fmt.Errorf("apply %d events: %d results", len(events), len(errs))
+	}
+	out := make([]bool, len(batch))
+	var released []uuid.UUID
+	for k, err := range errs {
+		if err != nil {
+			out[of[k]] = true
+			released = append(released, events[k].Env.ID)
+		}
+	}
+	if len(released) > 0 {
+		tx.Inbox.Release(g.cfg.Group.Name, released...)
+	}
+	return out, nil
 }
 
 // claim claims the inbox rows of jobs (ids, their events' ids) and runs

@@ -260,6 +260,15 @@ func TestBatchSettingsMustBeValid(t *testing.T) {
 		{"ProjectEach without Project", func(c *consumer.Config) {
 			c.Group.ProjectEach = func(context.Context, []outbox.Envelope) ([]bool, []error) { return nil, nil }
 		}, "ProjectEach needs Project"},
+		{"HandleEach for a group that does not batch", func(c *consumer.Config) {
+			c.Group.Batches = false
+			c.Group.HandleEach = func(*store.Tx, []consumer.Event) []error { return nil }
+		}, "HandleEach needs Handlers"},
+		{"HandleEach without handlers", func(c *consumer.Config) {
+			c.Group.Handlers = nil
+			c.Group.Project = func(context.Context, outbox.Envelope) (bool, error) { return false, nil }
+			c.Group.HandleEach = func(*store.Tx, []consumer.Event) []error { return nil }
+		}, "HandleEach needs Handlers"},
 		{"a group the topology does not know", func(c *consumer.Config) { c.Group.Name = "nobody" }, "the topology has no queue"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -271,6 +280,30 @@ func TestBatchSettingsMustBeValid(t *testing.T) {
 			tc.tune(&cfg)
 			if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Validate = %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestAGroupNeedsAConnectionPerDeliveryAtOnceAndPerCommitter(t *testing.T) {
+	t.Parallel()
+	handlers := map[string]consumer.Handler{"order.placed": echo}
+	project := func(context.Context, outbox.Envelope) (bool, error) { return false, nil }
+	for _, tc := range []struct {
+		name                    string
+		group                   consumer.Group
+		concurrency, committers int
+		want                    int
+	}{
+		{"one delivery at a time", consumer.Group{Handlers: handlers}, 1, 1, 1},
+		{"eight at once", consumer.Group{Handlers: handlers}, 8, 1, 8},
+		{"eight at once and a committer", consumer.Group{Handlers: handlers, Batches: true}, 8, 1, 9},
+		{"eight at once and two committers", consumer.Group{Handlers: handlers, Batches: true}, 8, 2, 10},
+		{"a group that writes Redis only", consumer.Group{Project: project, Batches: true}, 8, 1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := consumer.Conns(tc.group, tc.concurrency, tc.committers); got != tc.want {
+				t.Errorf("Conns = %d, want %d", got, tc.want)
 			}
 		})
 	}

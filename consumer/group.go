@@ -47,13 +47,23 @@ type Group struct {
 	// error; an event that failed is applied again alone by Project.
 	// Optional.
 	ProjectEach func(ctx context.Context, events []outbox.Envelope) (changed []bool, errs []error)
+	// HandleEach applies the new events of a batch in tx, as their
+	// Handlers would one at a time, and returns each one's error. An event
+	// that failed is taken out of the batch (its inbox claim is released)
+	// and applied again alone by its Handler, where retries and the dead
+	// queue apply, while the others commit. It is for a group whose
+	// handlers have an effect outside Postgres (the mail the emails group
+	// sends), which a batch undone by one event's failure would repeat for
+	// the others. It writes nothing for an event that failed, and appends
+	// no events. Optional; it needs Handlers and Batches.
+	HandleEach func(tx *store.Tx, events []Event) []error
 	// Checks are what the group needs besides RabbitMQ and Postgres, for
 	// readiness: the Redis of the projections. Optional.
 	Checks []ops.Check
 	// Batches says whether the deliveries in hand may be applied together
-	// (Config.Batch): false for a group whose handlers have effects
-	// outside their transaction, which a failed batch, applied again one
-	// delivery at a time, would repeat (the mail the emails group sends).
+	// (Config.Batch). A group whose handlers have effects outside their
+	// transaction batches only with HandleEach: a failed batch, applied
+	// again one delivery at a time, would repeat them.
 	Batches bool
 }
 
@@ -73,6 +83,8 @@ func (g Group) Validate() error {
 		return fmt.Errorf("consumer %s: no routing keys", g.Name)
 	case (g.Project == nil) == (g.Handlers == nil):
 		return fmt.Errorf("consumer %s: either handlers or a projector is required", g.Name)
+	case g.HandleEach != nil && (g.Handlers == nil || !g.Batches):
+		return fmt.Errorf("consumer %s: HandleEach needs Handlers, which apply an event alone, and Batches", g.Name)
 	case g.ProjectEach != nil && g.Project == nil:
 		return fmt.Errorf("consumer %s: ProjectEach needs Project, which applies an event alone", g.Name)
 	}
@@ -92,6 +104,13 @@ func (g Group) Validate() error {
 		}
 	}
 	return nil
+}
+
+// Event is an event of a batch with the context of its delivery: its log
+// attributes, trace and outbox metadata.
+type Event struct {
+	Ctx context.Context
+	Env outbox.Envelope
 }
 
 // Handler applies one event inside tx, the transaction that also holds the

@@ -161,6 +161,24 @@ func InHand(g Group, concurrency, batch int) int {
 	return concurrency
 }
 
+// Conns is how many Postgres connections the runner of g needs with the
+// given concurrency (CONSUMER_CONCURRENCY) and committers: none for a group
+// that applies nothing there; one per delivery applied alone, concurrency of
+// them at once, and one per committer of a group that batches. A group that
+// batches holds more deliveries than that (InHand); when a batch fails, its
+// deliveries are applied alone, and those beyond the pool wait for a
+// connection, holding no row lock meanwhile.
+func Conns(g Group, concurrency, committers int) int {
+	switch {
+	case !g.InPostgres():
+		return 0
+	case g.Batches:
+		return concurrency + committers
+	default:
+		return concurrency
+	}
+}
+
 // Runner runs one consumer group.
 type Runner struct {
 	cfg    Config

@@ -48,6 +48,13 @@ func (s Inbox) Queue(consumer string, events ...uuid.UUID) *Claim {
 	return c
 }
 
+// Release queues the removal of consumer's claims of events made earlier
+// in this transaction, for events a batch took out after claiming them:
+// they commit unclaimed, to be applied again on their own.
+func (s Inbox) Release(consumer string, events ...uuid.UUID) {
+	s.tx.queue(`DELETE FROM inbox WHERE consumer = $1 AND event_id = ANY($2::uuid[])`, consumer, events)
+}
+
 // errUnsent is First asked before the claim's round trip.
 var errUnsent = errors.New("the claim has not been sent yet")
 

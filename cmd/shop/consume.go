@@ -91,9 +91,7 @@ func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, pr
 	for _, g := range handlers.Groups(deps) {
 		if slices.Contains(names, g.Name) {
 			groups = append(groups, g)
-			if g.InPostgres() {
-				conns += consumer.InHand(g, cfg.Consumer.Concurrency, cfg.Consumer.Batch)
-			}
+			conns += consumer.Conns(g, cfg.Consumer.Concurrency, 1) // one committer: consumer.Config's default
 		}
 	}
 	// The projections group rebuilds the read models whenever the Redis it

@@ -13,7 +13,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/shopdev/shop/app"
@@ -260,4 +262,87 @@ func TestALoggedEmailCarriesTheEventsIDs(t *testing.T) {
 			t.Errorf("email line: %s = %v, want %q", key, line[key], want)
 		}
 	}
+}
+
+func TestABatchSendsEveryMailOnceWhenTheServerRefusesOne(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NewSMTPServer(t)
+	srv.RejectTo("bad@example.com", 550)
+	// The held send must outlast the hold, however slow the machine: a
+	// send that timed out is retried, and its mail would arrive twice.
+	m, err := mailer.NewSMTP(mailer.Config{Addr: srv.Addr, Timeout: time.Minute})
+	testenv.Must(t, err, "mailer")
+	g := startGroup(t, m, func(c *consumer.Config) {
+		c.Batch, c.Committers, c.Concurrency = 16, 1, 8
+	})
+	// The first welcome holds the one committer at the server, so the
+	// deliveries that come meanwhile wait for it and form one batch.
+	release := srv.Hold()
+	g.registerAndDeliver(t, "first@example.com", 1)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := srv.Arrivals(); n != 1 {
+			return fmt.Errorf("%d messages at the server, want the first", n)
+		}
+		return nil
+	})
+	good := []string{"a@example.com", "b@example.com", "c@example.com", "d@example.com", "e@example.com"}
+	for _, to := range good {
+		g.registerAndDeliver(t, to, 1)
+	}
+	bad := g.registerAndDeliver(t, "bad@example.com", 1) // last: the others were sent when it fails
+	g.waitInHand(t)
+	release()
+
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if dead := g.dead(t); len(dead) != 1 || dead[0].ID != bad.ID.String() || !strings.Contains(dead[0].Reason, "550") {
+			return fmt.Errorf("dead messages %+v, want bad@example.com's welcome with the 550", dead)
+		}
+		if n := g.rows(t); n != 1+len(good) {
+			return fmt.Errorf("%d emails recorded, want %d", n, 1+len(good))
+		}
+		return nil
+	})
+	received := map[string]int{}
+	for _, m := range srv.Mails() {
+		received[m.To[0]]++
+	}
+	for _, to := range append(good, "first@example.com") {
+		if received[to] != 1 {
+			t.Errorf("%s received %d welcomes, want 1", to, received[to])
+		}
+	}
+	if received["bad@example.com"] != 0 {
+		t.Errorf("the refused address received %d welcomes", received["bad@example.com"])
+	}
+	if n := testenv.Count(t, g.pool, `SELECT count(*) FROM inbox WHERE consumer = 'emails' AND event_id = $1`, bad.ID); n != 0 {
+		t.Errorf("the refused welcome left %d inbox rows, want none", n)
+	}
+	if count, events := g.batches(t); count == 0 || events < float64(count)+1 {
+		t.Errorf("%d committed batches held %.0f deliveries: the refused welcome shared no batch", count, events)
+	}
+}
+
+// waitInHand waits until the group holds every message published to its
+// queue: none is ready for delivery any more.
+func (g *emailsGroup) waitInHand(t *testing.T) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		q, err := g.ch.QueueDeclarePassive(group.Route().Queue(), true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+		if err != nil {
+			return err
+		}
+		if q.Messages != 0 {
+			return fmt.Errorf("%d messages ready", q.Messages)
+		}
+		return nil
+	})
+}
+
+// batches returns how many batches of more than one delivery the group
+// committed, and how many deliveries they held.
+func (g *emailsGroup) batches(t *testing.T) (count uint64, events float64) {
+	t.Helper()
+	var out dto.Metric
+	testenv.Must(t, g.metrics.Batch.WithLabelValues("emails", "committed").(prometheus.Histogram).Write(&out), "read the batch histogram")
+	return out.GetHistogram().GetSampleCount(), out.GetHistogram().GetSampleSum()
 }

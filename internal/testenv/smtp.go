@@ -27,9 +27,12 @@ type Mail struct {
 type SMTPServer struct {
 	Addr string
 
-	mu     sync.Mutex
-	mails  []Mail
-	reject *smtp.SMTPError
+	mu       sync.Mutex
+	mails    []Mail
+	reject   *smtp.SMTPError
+	refused  map[string]*smtp.SMTPError // by recipient
+	held     chan struct{}              // while open, every message waits
+	arrivals int                        // messages that reached DATA, sent or not
 }
 
 // NewSMTPServer starts an SMTP server for t; it stops when t ends.
@@ -67,6 +70,39 @@ func (s *SMTPServer) Reject(code int) {
 	s.reject = &smtp.SMTPError{Code: code, Message: "refused by the test server"}
 }
 
+// RejectTo makes the server refuse every message to recipient with code,
+// whatever Reject says.
+func (s *SMTPServer) RejectTo(recipient string, code int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refused == nil {
+		s.refused = map[string]*smtp.SMTPError{}
+	}
+	s.refused[recipient] = &smtp.SMTPError{Code: code, Message: "refused by the test server"}
+}
+
+// Hold makes every message wait at DATA until the returned release is
+// called (once).
+func (s *SMTPServer) Hold() (release func()) {
+	held := make(chan struct{})
+	s.mu.Lock()
+	s.held = held
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		s.held = nil
+		s.mu.Unlock()
+		close(held)
+	}
+}
+
+// Arrivals is how many messages reached DATA, taken or refused.
+func (s *SMTPServer) Arrivals() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.arrivals
+}
+
 type smtpSession struct {
 	srv  *SMTPServer
 	from string
@@ -92,7 +128,19 @@ func (s *smtpSession) Data(r io.Reader) error {
 		return err
 	}
 	s.srv.mu.Lock()
+	s.srv.arrivals++
+	held := s.srv.held
+	s.srv.mu.Unlock()
+	if held != nil {
+		<-held
+	}
+	s.srv.mu.Lock()
 	defer s.srv.mu.Unlock()
+	for _, to := range s.to {
+		if refusal := s.srv.refused[to]; refusal != nil {
+			return refusal
+		}
+	}
 	if s.srv.reject != nil {
 		return s.srv.reject
 	}
