@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -104,7 +105,8 @@ func (u *UnitOfWork) Group(cfg GroupConfig) (*Group, error) {
 // its writes committed; else fn's error, or what kept it from committing.
 // fn runs in a context that ctx's cancellation does not reach (a caller
 // that goes away must not break its neighbours' transaction); a command
-// whose ctx is done before its turn is not run.
+// whose ctx is done before its turn is not run. A panic in fn is its
+// error, wrapping ErrPanicked, and fails the group it ran in.
 func (g *Group) Do(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
 	return g.DoReading(ctx, ReadAhead{}, fn)
 }
@@ -122,33 +124,87 @@ type ReadAhead struct {
 // DoReading is Do for a command that names what it is going to read.
 func (g *Group) DoReading(ctx context.Context, ahead ReadAhead, fn func(ctx context.Context, tx *Tx) error) error {
 	if g.cfg.Max == 1 {
-		return g.u.Do(ctx, fn)
+		return g.u.Do(ctx, func(ctx context.Context, tx *Tx) error { return call(ctx, tx, fn) })
 	}
 	j := &groupJob{ctx: ctx, ahead: ahead, fn: fn, done: make(chan struct{})}
 	g.mu.Lock()
 	g.pending = append(g.pending, j)
-	if g.running < g.cfg.Lanes {
+	lead := g.running < g.cfg.Lanes
+	if lead {
 		g.running++
-		go g.drain()
 	}
 	g.mu.Unlock()
+	if lead {
+		g.lead(j)
+	}
 	<-j.done
 	return j.err
 }
 
-// drain runs groups until no command is waiting.
-func (g *Group) drain() {
+// lead makes the caller of j a lane: it runs groups on the caller's
+// goroutine until j's group has run (on this lane or another), then leaves
+// the lane, to a goroutine of its own if commands are still waiting. A
+// command that finds a lane free, as every command does when they come one
+// at a time, runs on its caller's goroutine: no goroutine is started for
+// it, and no other one woken to run it and then to wake its caller.
+func (g *Group) lead(j *groupJob) {
+	left := false
+	defer func() {
+		if !left { // a command panicked (run gave every caller its error)
+			g.leave()
+		}
+	}()
 	for {
-		g.mu.Lock()
-		n := min(len(g.pending), g.cfg.Max)
-		if n == 0 {
-			g.running--
-			g.mu.Unlock()
+		select {
+		case <-j.done:
+			left = true
+			g.leave()
+			return
+		default:
+		}
+		batch := g.take()
+		if batch == nil { // j is in a group another lane is running
+			left = true
 			return
 		}
-		batch := slices.Clone(g.pending[:n])
-		g.pending = slices.Delete(g.pending, 0, n)
-		g.mu.Unlock()
+		g.run(batch)
+	}
+}
+
+// leave gives the lane up: to a goroutine that runs the waiting commands,
+// if there are any.
+func (g *Group) leave() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.pending) == 0 {
+		g.running--
+		return
+	}
+	go g.drain()
+}
+
+// take takes the next group's commands from those waiting; with none, it
+// leaves the lane and returns nil.
+func (g *Group) take() []*groupJob {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := min(len(g.pending), g.cfg.Max)
+	if n == 0 {
+		g.running--
+		return nil
+	}
+	batch := slices.Clone(g.pending[:n])
+	g.pending = slices.Delete(g.pending, 0, n)
+	return batch
+}
+
+// drain runs groups as a lane until no command is waiting.
+func (g *Group) drain() {
+	for {
+		batch := g.take()
+		if batch == nil {
+			return
+		}
 		g.run(batch)
 	}
 }
@@ -157,10 +213,24 @@ func (g *Group) drain() {
 // or rolled back to before the next is set.
 const savepoint = "shop_command"
 
+// ErrPanicked is the error of a command that panicked, with the panic's
+// value and stack, and of every other command of its group: the group's
+// transaction is rolled back, and the caller of each is answered, whatever
+// goroutine ran the group.
+var ErrPanicked = errors.New("command panicked")
+
+// errGroupPanicked is the error of the other commands of a group in which
+// one panicked.
+var errGroupPanicked = fmt.Errorf("%w in its group: nothing of the group was committed", ErrPanicked)
+
 // run runs one group's commands in one transaction and tells each caller.
 func (g *Group) run(batch []*groupJob) {
+	ran := false
 	defer func() {
 		for _, j := range batch {
+			if !ran {
+				j.err = errGroupPanicked
+			}
 			close(j.done)
 		}
 	}()
@@ -173,6 +243,7 @@ func (g *Group) run(batch []*groupJob) {
 		defer func() { end(err) }()
 	}
 	err = g.runIn(ctx, batch)
+	ran = true
 	if err != nil {
 		for _, j := range batch {
 			if j.err == nil {
@@ -211,7 +282,7 @@ func (g *Group) runIn(ctx context.Context, batch []*groupJob) (err error) {
 	}
 	defer conn.Release()
 	defer func() {
-		if readOnly(err) {
+		if readOnly(err) || errors.Is(err, ErrPanicked) {
 			_ = conn.Conn().Close(context.WithoutCancel(ctx)) // see Do
 		}
 	}()
@@ -262,6 +333,16 @@ func readAhead(ctx context.Context, tx *Tx, batch []*groupJob) error {
 	return nil
 }
 
+// call runs fn, its panic as an error wrapping ErrPanicked.
+func call(ctx context.Context, tx *Tx, fn func(ctx context.Context, tx *Tx) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v\n%s", ErrPanicked, r, debug.Stack())
+		}
+	}()
+	return fn(ctx, tx)
+}
+
 // runOne runs one command under its savepoint. Its own failure is j.err,
 // undone by rolling back to the savepoint; the error returned means the
 // transaction cannot go on. A command whose fn succeeded is settled by the
@@ -270,7 +351,14 @@ func (g *Group) runOne(ctx context.Context, tx *Tx, j *groupJob) error {
 	tx.startCommand(outbox.MetadataFrom(j.ctx))
 	mark, sends := tx.pending.Len(), tx.sends
 	tx.pending.Queue("SAVEPOINT " + savepoint)
-	err := j.fn(context.WithoutCancel(j.ctx), tx)
+	err := call(context.WithoutCancel(j.ctx), tx, j.fn)
+	if errors.Is(err, ErrPanicked) {
+		// What the command left half done is unknown, in the transaction
+		// and on its connection: the group is rolled back, the connection
+		// closed.
+		j.err = err
+		return errGroupPanicked
+	}
 	if err == nil {
 		tx.saveChanged()
 		tx.pending.Queue("RELEASE SAVEPOINT " + savepoint).Exec(func(pgconn.CommandTag) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -224,6 +225,69 @@ func TestGroupLanesRunAtOnce(t *testing.T) {
 	if second == 0 {
 		t.Error("the second command ran in no transaction")
 	}
+}
+
+// TestGroupAnswersACommandThatPanics: a command that panics gets an error
+// wrapping store.ErrPanicked, with the panic's value and stack, whether it
+// ran alone (on its caller's goroutine) or in a group that another
+// goroutine ran; the other commands of its group commit nothing and get
+// ErrPanicked too, never a success; and the group runs the next commands.
+func TestGroupAnswersACommandThatPanics(t *testing.T) {
+	t.Parallel()
+	add := func(sku string) func(context.Context, *store.Tx) error {
+		return func(ctx context.Context, tx *store.Tx) error {
+			_, err := app.AddProduct(ctx, tx, app.Operator, app.CreateProduct{SKU: sku, Name: "Thing " + sku, PriceCents: 100, Stock: 1}, now)
+			return err
+		}
+	}
+	panics := func(ctx context.Context, tx *store.Tx) error {
+		if err := add("BEFORE-PANIC")(ctx, tx); err != nil {
+			return err
+		}
+		panic("the command broke")
+	}
+	wantPanicked := func(t *testing.T, err error) {
+		t.Helper()
+		if !errors.Is(err, store.ErrPanicked) || !strings.Contains(err.Error(), "the command broke") || !strings.Contains(err.Error(), "goroutine") {
+			t.Errorf("the command that panicked: %v, want store.ErrPanicked with its value and stack", err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		max  int
+	}{{"grouped", 0}, {"a transaction each", 1}} {
+		t.Run(tc.name+", alone", func(t *testing.T) {
+			t.Parallel()
+			pool := testenv.Pool(t)
+			group, err := store.NewUnitOfWork(pool, nil).Group(store.GroupConfig{Max: tc.max})
+			testenv.Must(t, err, "group")
+			wantPanicked(t, group.Do(context.Background(), panics))
+			testenv.Must(t, group.Do(context.Background(), add("NEXT-1")), "the next command")
+			if got := testenv.Count(t, pool, "SELECT count(*) FROM products WHERE sku IN ('BEFORE-PANIC', 'NEXT-1')"); got != 1 {
+				t.Errorf("%d of BEFORE-PANIC and NEXT-1, want NEXT-1 alone", got)
+			}
+		})
+	}
+	t.Run("in a group another goroutine runs", func(t *testing.T) {
+		t.Parallel()
+		pool := testenv.Pool(t)
+		group, err := store.NewUnitOfWork(pool, nil).Group(store.GroupConfig{})
+		testenv.Must(t, err, "group")
+		release := holdGroup(t, group)
+		wait := queueInOrder(t, group, add("FIRST-1"), panics, add("LAST-1"))
+		release()
+		errs := wait()
+		wantPanicked(t, errs[1])
+		for _, i := range []int{0, 2} {
+			if !errors.Is(errs[i], store.ErrPanicked) || strings.Contains(errs[i].Error(), "the command broke") {
+				t.Errorf("command %d of the group: %v, want store.ErrPanicked without the other's panic", i, errs[i])
+			}
+		}
+		if got := testenv.Count(t, pool, "SELECT count(*) FROM products WHERE sku IN ('FIRST-1', 'BEFORE-PANIC', 'LAST-1')"); got != 0 {
+			t.Errorf("%d products of the group committed, want none", got)
+		}
+		testenv.Must(t, group.Do(context.Background(), add("NEXT-1")), "the next command")
+	})
 }
 
 // holdGroup runs a command in group that holds its transaction open until
