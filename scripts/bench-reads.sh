@@ -6,8 +6,10 @@
 #     orders/s
 #     (scripts/bench/confirmlatency, which listens to the projector's Pub/Sub announcements).
 # Usage: scripts/bench-reads.sh [seconds]   (needs wrk, psql, redis-cli, rabbitmqctl)
-#   PHASES="reads orders" (default both), RATE=300 (orders/s).
-# During the orders phase it also prints the CPU each program used, per order,
+#   PHASES="reads orders" (default both), RATE=300 (orders/s), BUYERS=1 (the customers
+#   whose orders take turns in the orders phase).
+# During the orders phase it also prints the CPU each program used, per order, the mean
+# lag of each hop (the relay, each consumer group), with TIMELINE=1 each second's latency,
 # and it saves shop's /metrics at its end in /tmp/bench-reads-metrics.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,12 +54,15 @@ fi
 if [[ " $phases " == *" orders "* ]]; then
 echo "== POST /v1/orders at ${RATE:-300}/s for ${secs}s: 202 → confirmed in Redis"
 orders_before=$(psql -qtA "$DATABASE_URL" -c "SELECT count(*) FROM orders")
+curl -fs "http://$METRICS_ADDR/metrics" > "$tmp/metrics.before" || true
 bench_cpu_ticks > "$tmp/cpu.before"; started=$(date +%s.%N)
-"$tmp/confirmlatency" -url "$url" -token "$buyer" -products "$(head -50 "$tmp/products" | paste -sd,)" \
-  -rate "${RATE:-300}" -for "${secs}s" -prefix "$prefix"
+"$tmp/confirmlatency" -url "$url" -token "$buyers" -products "$(head -50 "$tmp/products" | paste -sd,)" \
+  -rate "${RATE:-300}" -for "${secs}s" -prefix "$prefix" ${TIMELINE:+-timeline}
 bench_cpu_ticks > "$tmp/cpu.after"; ended=$(date +%s.%N)
 orders=$(( $(psql -qtA "$DATABASE_URL" -c "SELECT count(*) FROM orders") - orders_before ))
 echo "== CPU per order over the phase ($orders orders, $(nproc) cores; includes the 5 s drain):"
 bench_cpu_per_order "$tmp/cpu.before" "$tmp/cpu.after" "$orders" "$(echo "$ended - $started" | bc)"
 curl -fs "http://$METRICS_ADDR/metrics" > /tmp/bench-reads-metrics.txt || true
+echo "== where an order waits, over the phase (each group's lag includes the relay's hop before it):"
+bench_lag "$tmp/metrics.before" /tmp/bench-reads-metrics.txt
 fi

@@ -26,11 +26,17 @@ bench_wait_api() {
 
 # bench_catalogue N SKU: against a running API, adds an admin and a buyer
 # (their tokens in $admin and $buyer) and N products with 1,000,000 in
-# stock, whose ids go to $tmp/products.
+# stock, whose ids go to $tmp/products. With BUYERS=K (default 1), K buyers:
+# $buyers holds their tokens, comma-separated, for confirmlatency -token.
 bench_catalogue() {
   echo benchpass1 | ./bin/shop user add --email admin@bench.test --admin >/dev/null 2>&1
   echo benchpass1 | ./bin/shop user add --email buyer@bench.test >/dev/null 2>&1
   admin=$(bench_token admin@bench.test) buyer=$(bench_token buyer@bench.test)
+  buyers=$buyer
+  for i in $(seq 2 "${BUYERS:-1}"); do
+    echo benchpass1 | ./bin/shop user add --email "buyer$i@bench.test" >/dev/null 2>&1
+    buyers="$buyers,$(bench_token "buyer$i@bench.test")"
+  done
   seq "$1" | xargs -P 8 -I{} curl -fs -H "Authorization: Bearer $admin" "$url/v1/products" \
     --json "{\"sku\":\"$2-{}\",\"name\":\"Item $2-{}\",\"price_cents\":250,\"stock\":1000000}" \
     | grep -o '"id":"[^"]*"' | cut -d'"' -f4 > "$tmp/products"
@@ -60,4 +66,22 @@ bench_cpu_per_order() {
   join "$1" "$2" | awk -v n="$3" -v hz="$(getconf CLK_TCK)" -v wall="$4" -v cores="$(nproc)" '
     { ms = ($3 - $2) * 1000 / hz; total += ms; printf "  %-15s %7.3f ms/order\n", $1, ms / n }
     END { printf "  %-15s %7.3f ms/order; machine %.0f%% busy\n", "all", total / n, total / 10 / wall / cores }'
+}
+
+# bench_lag BEFORE AFTER prints, from two scrapes of shop's /metrics, the
+# mean lag of each hop between them: the relay's (an event's transaction to
+# its confirmed publish) and each group's (an event's transaction to its
+# effect, so the relay's hop included), and the relay's mean round.
+bench_lag() {
+  awk '
+    FNR == 1 { f++ }
+    /^shop_consumer_event_age_seconds_(sum|count)/ { split($1, a, "\""); k = ($1 ~ /_sum/ ? "s" : "c") a[2]; v[f, k] = $2; groups[a[2]] = 1 }
+    /^shop_relay_lag_seconds_(sum|count)/ { k = ($1 ~ /_sum/ ? "s" : "c") "relay"; v[f, k] = $2 }
+    /^shop_relay_publish_seconds_(sum|count)/ { k = ($1 ~ /_sum/ ? "s" : "c") "round"; v[f, k] = $2 }
+    function mean(g) { n = v[2, "c" g] - v[1, "c" g]; return n > 0 ? 1000 * (v[2, "s" g] - v[1, "s" g]) / n : 0 }
+    END {
+      printf "  mean lag: relay %.0f ms (rounds of %.1f ms)", mean("relay"), mean("round")
+      for (g in groups) printf ", %s %.0f ms", g, mean(g)
+      print ""
+    }' "$1" "$2"
 }

@@ -35,14 +35,16 @@ func main() {
 
 func run() error {
 	url := flag.String("url", "http://127.0.0.1:8080", "the API")
-	token := flag.String("token", "", "a customer's token")
+	token := flag.String("token", "", "a customer's token, or several, comma-separated: the orders take turns")
 	products := flag.String("products", "", "comma-separated product ids")
 	rate := flag.Int("rate", 300, "orders per second")
 	dur := flag.Duration("for", 20*time.Second, "how long to place orders")
 	redisAddr := flag.String("redis", "127.0.0.1:6379", "Redis")
 	prefix := flag.String("prefix", "shop:", "the read models' key prefix")
+	timeline := flag.Bool("timeline", false, "also print, for each second of placing, its orders' median and slowest latency")
 	flag.Parse()
 	ids := strings.Split(*products, ",")
+	tokens := strings.Split(*token, ",")
 	if *token == "" || len(ids) == 0 || ids[0] == "" {
 		return errors.New("-token and -products are required")
 	}
@@ -84,7 +86,7 @@ func run() error {
 		wg.Go(func() {
 			body := fmt.Sprintf(`{"items":[{"product_id":%q,"quantity":1}]}`, ids[rand.IntN(len(ids))])
 			req, _ := http.NewRequest(http.MethodPost, *url+"/v1/orders", bytes.NewBufferString(body))
-			req.Header.Set("Authorization", "Bearer "+*token)
+			req.Header.Set("Authorization", "Bearer "+tokens[i%len(tokens)])
 			req.Header.Set("Content-Type", "application/json")
 			res, err := client.Do(req)
 			if err != nil {
@@ -116,6 +118,9 @@ func run() error {
 	// counts as slower than every order seen: it is in the percentiles, as
 	// "> 5s", not left out of them.
 	const never = time.Duration(1<<63 - 1)
+	if *timeline {
+		printTimeline(start, accepted, decided)
+	}
 	var lat []time.Duration
 	missing := 0
 	for key, at := range accepted {
@@ -144,4 +149,30 @@ func run() error {
 	fmt.Printf("202 → confirmed in Redis: p50 %s, p90 %s, p99 %s, max %s\n",
 		q(0.50), q(0.90), q(0.99), show(lat[len(lat)-1]))
 	return nil
+}
+
+// printTimeline prints, for each second of placing, how many orders were
+// accepted in it and their median and slowest time to be decided: a
+// backlog that builds shows as a climb, a stall as a step.
+func printTimeline(start time.Time, accepted, decided map[string]time.Time) {
+	perSecond := map[int][]time.Duration{}
+	last := 0
+	for key, at := range accepted {
+		s := int(at.Sub(start) / time.Second)
+		d, ok := decided[key]
+		if !ok {
+			d = at.Add(time.Hour)
+		}
+		perSecond[s] = append(perSecond[s], max(0, d.Sub(at)))
+		last = max(last, s)
+	}
+	for s := 0; s <= last; s++ {
+		lat := perSecond[s]
+		if len(lat) == 0 {
+			continue
+		}
+		slices.Sort(lat)
+		fmt.Printf("second %2d: %4d orders, p50 %s, max %s\n", s, len(lat),
+			lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+	}
 }
