@@ -66,8 +66,8 @@ type Config struct {
 	// Metrics counts what the group did; default none.
 	Metrics *Metrics
 	// Concurrency is how many deliveries are handled at once, on one
-	// channel; a group that batches holds at least
-	// Batch, since a batch is made of the deliveries in hand (see InHand).
+	// channel; a group that batches holds at least twice Batch, since a
+	// batch is made of the deliveries in hand (see InHand).
 	// Default 4.
 	Concurrency int
 	// Prefetch is how many unacknowledged deliveries the group may hold
@@ -152,11 +152,15 @@ func (c *Config) Validate() error {
 
 // InHand is how many deliveries a group holds at once with the given
 // concurrency and batch size: the concurrency, and for a group that
-// batches at least the batch size, since a batch is made of the deliveries
-// in hand.
+// batches at least twice the batch size. A batch is made of the deliveries
+// in hand that arrived while the one before it ran; with only a batch's
+// worth in hand, two batches in a row hold no more than that between them
+// (a full one leaves nothing to gather behind it), so a backlog drains at
+// half a batch per transaction. With twice, one full batch is applied
+// while the next one gathers.
 func InHand(g Group, concurrency, batch int) int {
 	if g.Batches {
-		return max(concurrency, batch)
+		return max(concurrency, 2*batch)
 	}
 	return concurrency
 }

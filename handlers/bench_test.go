@@ -31,7 +31,7 @@ import (
 // 5,000) events of the group is put in its queue (untimed), then the
 // replicas start, each with its own pool and CONSUMERBENCH_CONCURRENCY
 // (default 8, as CONSUMER_CONCURRENCY) deliveries at once, and up to
-// CONSUMERBENCH_BATCH (default 32, as CONSUMER_BATCH; emails always 1, as
+// CONSUMERBENCH_BATCH (default 16, as CONSUMER_BATCH; emails always 1, as
 // `shop consume`) in one transaction, with CONSUMERBENCH_COMMITTERS (default
 // 1) such transactions at once; the clock runs until the inbox holds every
 // event (for projections, which keep no inbox: until Redis holds every
@@ -47,7 +47,7 @@ func BenchmarkGroups(b *testing.B) {
 	setup := benchSetup{
 		events:      envInt("CONSUMERBENCH_EVENTS", 5000),
 		concurrency: envInt("CONSUMERBENCH_CONCURRENCY", 8),
-		batch:       envInt("CONSUMERBENCH_BATCH", 32),
+		batch:       envInt("CONSUMERBENCH_BATCH", 16),
 		committers:  envInt("CONSUMERBENCH_COMMITTERS", 1),
 	}
 	names := []string{"inventory", "orders", "emails", "projections"}

@@ -274,11 +274,8 @@ func (s relaySection) validate() error {
 }
 
 type consumerSection struct {
-	Concurrency int `env:"CONSUMER_CONCURRENCY" envDefault:"8" help:"deliveries each consumer group of a process handles at once; a group that batches holds at least CONSUMER_BATCH (1 to 256)"`
-	// The default batch is 32, not 16: at 16 the projections group, which
-	// gets three events per order, fell seconds behind at a load the
-	// machine had CPU to spare for (BENCHMARKS.md, machine T).
-	Batch          int           `env:"CONSUMER_BATCH" envDefault:"32" help:"deliveries one batch of a consumer group may apply together (one transaction, or one Redis round trip; the emails group sends a batch's mail four at a time); 1: each alone (1 to 256)"`
+	Concurrency    int           `env:"CONSUMER_CONCURRENCY" envDefault:"8" help:"deliveries each consumer group of a process handles at once; a group that batches holds at least twice CONSUMER_BATCH, so that one batch gathers while another is applied (1 to 256)"`
+	Batch          int           `env:"CONSUMER_BATCH" envDefault:"16" help:"deliveries one batch of a consumer group may apply together (one transaction, or one Redis round trip; the emails group sends a batch's mail four at a time); 1: each alone (1 to 256)"`
 	MaxRetries     int           `env:"CONSUMER_MAX_RETRIES" envDefault:"5" help:"retries of a failing delivery, with backoff, before the dead queue; 0: none (0 to 100)"`
 	UnavailableFor time.Duration `env:"CONSUMER_UNAVAILABLE_FOR" envDefault:"5m" help:"how long one delivery waits for an SMTP server that is unreachable or answers 4xx before the dead queue"`
 }
