@@ -347,6 +347,74 @@ func TestBatcherGathersWhatArrivesWhileATransactionRuns(t *testing.T) {
 	})
 }
 
+func TestAGroupThatBatchesHoldsTwoBatchesSoABacklogDrainsInFullOnes(t *testing.T) {
+	t.Parallel()
+	handlers := map[string]consumer.Handler{"order.placed": echo}
+	for _, tc := range []struct {
+		name               string
+		group              consumer.Group
+		concurrency, batch int
+		want               int
+	}{
+		{"a group that does not batch: its concurrency", consumer.Group{Handlers: handlers}, 8, 16, 8},
+		{"batches of 16: two of them", consumer.Group{Handlers: handlers, Batches: true}, 8, 16, 32},
+		{"a concurrency above two batches: the concurrency", consumer.Group{Handlers: handlers, Batches: true}, 40, 16, 40},
+		{"batches of one, which are none: the concurrency", consumer.Group{Handlers: handlers, Batches: true}, 1, 1, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := consumer.InHand(tc.group, tc.concurrency, tc.batch); got != tc.want {
+				t.Errorf("InHand = %d, want %d", got, tc.want)
+			}
+		})
+	}
+
+	// A backlog: every handler takes its next delivery as soon as its last
+	// one is done. With as many in hand as InHand says, every batch after
+	// the first two is full; with one batch's worth, two batches in a row
+	// would hold one batch between them.
+	t.Run("a backlog", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			const batch, rounds = 4, 20
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			var mu sync.Mutex
+			var sizes []int
+			do := consumer.NewTestBatcher(ctx, 1, batch, func(size int) {
+				mu.Lock()
+				sizes = append(sizes, size)
+				mu.Unlock()
+				time.Sleep(time.Millisecond) // the transaction
+			})
+			var wg sync.WaitGroup
+			for range consumer.InHand(consumer.Group{Handlers: handlers, Batches: true}, 1, batch) {
+				wg.Go(func() {
+					for ctx.Err() == nil {
+						do()
+					}
+				})
+			}
+			for {
+				time.Sleep(time.Millisecond)
+				mu.Lock()
+				n := len(sizes)
+				mu.Unlock()
+				if n >= rounds {
+					break
+				}
+			}
+			cancel()
+			wg.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			for i, size := range sizes[2:rounds] {
+				if size != batch {
+					t.Fatalf("batch %d held %d deliveries, want %d (sizes %v)", i+2, size, batch, sizes[:rounds])
+				}
+			}
+		})
+	})
+}
+
 func TestProjectionsApplyABatchInOneCallAndAFailedEventAlone(t *testing.T) {
 	t.Parallel()
 	const concurrency = 8

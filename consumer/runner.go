@@ -157,9 +157,10 @@ func (c *Config) Validate() error {
 // worth in hand, two batches in a row hold no more than that between them
 // (a full one leaves nothing to gather behind it), so a backlog drains at
 // half a batch per transaction. With twice, one full batch is applied
-// while the next one gathers.
+// while the next one gathers. Batches of one are no batches: the
+// concurrency.
 func InHand(g Group, concurrency, batch int) int {
-	if g.Batches {
+	if g.Batches && batch > 1 {
 		return max(concurrency, 2*batch)
 	}
 	return concurrency
