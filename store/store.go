@@ -367,7 +367,11 @@ func classify(err error) error {
 		if pgErr.Code == "SH409" { // shop_expect_one: a versioned update found another version
 			return fmt.Errorf("%s: %w", pgErr.Message, ErrConcurrentUpdate)
 		}
-		if len(pgErr.Code) == 5 && (pgErr.Code[:2] == "08" || pgErr.Code[:2] == "57") { // connection, shutdown
+		// Connection exceptions, insufficient resources (too_many_connections:
+		// Postgres's max_connections are taken), and an operator's
+		// intervention (shutdown, admin_shutdown) pass; the command may be
+		// tried again.
+		if len(pgErr.Code) == 5 && (pgErr.Code[:2] == "08" || pgErr.Code[:2] == "53" || pgErr.Code[:2] == "57") {
 			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 		if readOnly(err) { // no primary where the session is; a failover may be under way
