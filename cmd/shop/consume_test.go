@@ -65,6 +65,10 @@ func newSystemOn(t *testing.T, redisAddr string) *system {
 	if _, stderr, code := shop(t, env, "migrate"); code != 0 {
 		t.Fatalf("migrate: %s", stderr)
 	}
+	// The harness's pool, and room for the processes a test starts on this
+	// system: `shop run`, at the settings above, may open 27.
+	pgConns.take(t, 12)
+	pgConns.reserve(t, 27)
 	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 12})
 	testenv.Must(t, err, "pool")
 	t.Cleanup(pool.Close)

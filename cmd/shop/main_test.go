@@ -239,15 +239,29 @@ func startListening(t *testing.T, env map[string]string, args ...string) (*exec.
 	}
 	type listening struct{ server, addr string }
 	addrc := make(chan listening, len(servers))
+	// What went wrong in the process is shown with what failed the test.
+	problems := &testenv.Logs{}
+	t.Cleanup(func() {
+		if t.Failed() && problems.String() != "" {
+			t.Logf("shop %s logged at WARN or ERROR (the last 40 lines):\n%s", strings.Join(args, " "), tail(problems.String(), 40))
+		}
+	})
 	go func() {
 		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
-			var line struct{ Msg, Addr, Server string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
+			var line struct{ Msg, Addr, Server, Level string }
+			if json.Unmarshal(sc.Bytes(), &line) != nil {
+				continue
+			}
+			switch {
+			case line.Msg == "listening":
 				select {
 				case addrc <- listening{line.Server, line.Addr}:
 				default:
 				}
+			case line.Level == "WARN" || line.Level == "ERROR":
+				_, _ = problems.Write([]byte(sc.Text() + "\n"))
 			}
 		}
 		_, _ = io.Copy(io.Discard, stderr)
@@ -262,6 +276,11 @@ func startListening(t *testing.T, env map[string]string, args ...string) (*exec.
 			t.Fatalf("shop %v did not log the listening addresses of %v within 30 s (got %v)", args, servers, addrs)
 		}
 	}
+	// What its pools may open counts against the budget from here: it has
+	// opened few yet, and the test has not loaded it.
+	conns, err := metricTotal(addrs["ops"], "shop_db_pool_max_conns")
+	testenv.Must(t, err, "read the pools' sizes")
+	pgConns.take(t, int(conns))
 	return cmd, addrs
 }
 

@@ -62,6 +62,7 @@ func TestRelayKilledMidBatchLosesNothing(t *testing.T) {
 	if _, stderr, code := shop(t, env, "migrate"); code != 0 {
 		t.Fatalf("migrate: %s", stderr)
 	}
+	pgConns.take(t, 8)
 	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 8})
 	testenv.Must(t, err, "pool")
 	t.Cleanup(pool.Close)

@@ -65,7 +65,7 @@ func TestIdempotencyKeyConcurrentOrdersPlaceOne(t *testing.T) {
 			t.Fatalf("request %d: %v", i, errs[i])
 		}
 		if r.status != http.StatusAccepted {
-			t.Errorf("request %d: status %d, want 202; %s", i, r.status, r.raw)
+			t.Errorf("request %d: status %d, want 202; %s\nserver log: %s", i, r.status, r.raw, a.logLine(r.header.Get("X-Request-Id")))
 			continue
 		}
 		if r.header.Get("Idempotent-Replayed") != "true" {
