@@ -28,7 +28,7 @@ const otherPackagesConns = 45
 // and takes, for each process it starts, what that process's pools may
 // open (take): beyond its reservation, that reserves more. All of it comes
 // back when the test ends. A test that holds none waits until its share is
-// free and no test that holds some is waiting; one that already holds some
+// free (or no test holds any) and no test that holds some is waiting; one that already holds some
 // waits for at most holderWait, then takes it anyway: two tests each
 // holding part of the budget and waiting for more must not wait for each
 // other forever.
@@ -109,7 +109,9 @@ func (b *connBudget) grow(t *testing.T, total int) {
 		b.cond.Broadcast()
 	} else {
 		stop := context.AfterFunc(t.Context(), b.wake)
-		for (b.free < n || b.holdersWaiting > 0) && t.Context().Err() == nil {
+		// Alone, a test goes ahead even beyond the budget: a smaller
+		// max_connections than the tests' makes them run one at a time.
+		for ((b.free < n && len(b.reserved) > 0) || b.holdersWaiting > 0) && t.Context().Err() == nil {
 			b.cond.Wait()
 		}
 		stop()

@@ -67,8 +67,8 @@ func newSystemOn(t *testing.T, redisAddr string) *system {
 	}
 	// The harness's pool, and room for the processes a test starts on this
 	// system: `shop run`, at the settings above, may open 27.
+	pgConns.reserve(t, 12+27)
 	pgConns.take(t, 12)
-	pgConns.reserve(t, 27)
 	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 12})
 	testenv.Must(t, err, "pool")
 	t.Cleanup(pool.Close)
