@@ -110,6 +110,9 @@ func TestChaos(t *testing.T) {
 			&chaosProcess{name: fmt.Sprintf("relay-%d", i+1), args: []string{"relay"}, env: env},
 			&chaosProcess{name: fmt.Sprintf("consume-%d", i+1), args: []string{"consume", "orders", "inventory", "emails", "projections"}, env: env})
 	}
+	// Two of each: 56 connections at most, 29 beyond what newSystemOn
+	// reserved for one `shop run`.
+	pgConns.reserve(t, 29)
 	for _, p := range procs {
 		p.cmd = startProcess(t, p.env, p.args...)
 	}

@@ -26,6 +26,7 @@ func TestRabbitMQClusterSurvivesLosingANode(t *testing.T) {
 	s.env["AMQP_QUORUM_SIZE"] = "3"
 	groups := []string{"orders", "inventory", "emails", "projections"}
 	var procs []*exec.Cmd
+	pgConns.reserve(t, 21) // two relays and two consumers: 48 connections, 21 beyond newSystem's
 	for range 2 {
 		procs = append(procs, startProcess(t, s.env, "relay"), startProcess(t, s.env, append([]string{"consume"}, groups...)...))
 	}

@@ -65,11 +65,12 @@ func newSystemOn(t *testing.T, redisAddr string) *system {
 	if _, stderr, code := shop(t, env, "migrate"); code != 0 {
 		t.Fatalf("migrate: %s", stderr)
 	}
-	// The harness's pool, and room for the processes a test starts on this
-	// system: `shop run`, at the settings above, may open 27.
-	pgConns.reserve(t, 12+27)
-	pgConns.take(t, 12)
-	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 12})
+	// The harness's pool (the notifier's connection, four buyers of
+	// streamOrders, the checks), and room for the processes a test starts
+	// on this system: `shop run`, at the settings above, may open 27.
+	pgConns.reserve(t, 8+27)
+	pgConns.take(t, 8)
+	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: 8})
 	testenv.Must(t, err, "pool")
 	t.Cleanup(pool.Close)
 	// Every committed event is kept, to check what each group applied.
@@ -528,6 +529,7 @@ func TestOrderFlowThroughProcesses(t *testing.T) {
 func TestInventoryReplicasNeverOversell(t *testing.T) {
 	t.Parallel()
 	s := newSystem(t)
+	pgConns.reserve(t, 6) // a relay and four consumers: 33 connections, 6 beyond newSystem's
 	startProcess(t, s.env, "relay")
 	for range 3 {
 		startProcess(t, s.env, "consume", "inventory")
