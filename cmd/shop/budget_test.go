@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -34,6 +33,7 @@ const otherPackagesConns = 40
 // holding part of the budget and waiting for more must not wait for each
 // other forever.
 type connBudget struct {
+	size     int // 0: Postgres's max_connections less otherPackagesConns
 	once     sync.Once
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -46,11 +46,24 @@ type connBudget struct {
 
 const holderWait = 10 * time.Second
 
-// init sizes the budget from the server's max_connections.
+// budgetUser is what the budget needs of a test: *testing.T.
+type budgetUser interface {
+	Helper()
+	Name() string
+	Context() context.Context
+	Cleanup(func())
+	Logf(format string, args ...any)
+}
+
+// init sizes the budget: size, or from the server's max_connections.
 func (b *connBudget) init() {
 	b.once.Do(func() {
 		b.cond = sync.NewCond(&b.mu)
 		b.reserved, b.used = map[string]int{}, map[string]int{}
+		if b.size > 0 {
+			b.free = b.size
+			return
+		}
 		b.free = 100 - otherPackagesConns
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -68,7 +81,7 @@ func (b *connBudget) init() {
 
 // reserve sets aside n more connections for t, beyond its reservation,
 // until t ends.
-func (b *connBudget) reserve(t *testing.T, n int) {
+func (b *connBudget) reserve(t budgetUser, n int) {
 	t.Helper()
 	b.init()
 	b.mu.Lock()
@@ -78,7 +91,7 @@ func (b *connBudget) reserve(t *testing.T, n int) {
 
 // take counts n connections as used by t: from its reservation, or beyond
 // it.
-func (b *connBudget) take(t *testing.T, n int) {
+func (b *connBudget) take(t budgetUser, n int) {
 	t.Helper()
 	b.init()
 	b.mu.Lock()
@@ -88,7 +101,7 @@ func (b *connBudget) take(t *testing.T, n int) {
 }
 
 // grow raises t's reservation to total, waiting as the type says.
-func (b *connBudget) grow(t *testing.T, total int) {
+func (b *connBudget) grow(t budgetUser, total int) {
 	t.Helper()
 	name := t.Name()
 	n := total - b.reserved[name]
