@@ -12,6 +12,7 @@ type Metrics struct {
 	Published    prometheus.Counter
 	BatchSize    prometheus.Histogram
 	PublishTime  prometheus.Histogram
+	RoundPhase   *prometheus.HistogramVec
 	Failures     *prometheus.CounterVec
 	Pending      *prometheus.GaugeVec
 	OldestAge    *prometheus.GaugeVec
@@ -35,6 +36,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "shop_relay_publish_seconds", Help: "Time to publish a batch and receive all its confirms.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
+		RoundPhase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shop_relay_round_phase_seconds",
+			Help:    "Time a round spent in each phase: claim (locks and read, one round trip), send (writing the publishes), confirm (waiting for RabbitMQ's confirms), commit (delete and commit, one round trip).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}, []string{"phase"}),
 		CommitToSend: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "shop_relay_lag_seconds", Help: "Time from an event's transaction to its confirmed publish.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
@@ -57,7 +63,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"partition"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Published, m.BatchSize, m.PublishTime, m.CommitToSend, m.Failures, m.Pending, m.OldestAge, m.Vacuums, m.VacuumTime)
+		reg.MustRegister(m.Published, m.BatchSize, m.PublishTime, m.RoundPhase, m.CommitToSend, m.Failures, m.Pending, m.OldestAge, m.Vacuums, m.VacuumTime)
 	}
 	return m
 }
@@ -73,6 +79,14 @@ func (m *Metrics) published(rows []row, took time.Duration) {
 	for _, x := range rows {
 		m.CommitToSend.Observe(now.Sub(x.created).Seconds())
 	}
+}
+
+// phase records that a round spent the time since *since in phase, and
+// moves *since to now.
+func (m *Metrics) phase(phase string, since *time.Time) {
+	now := time.Now()
+	m.RoundPhase.WithLabelValues(phase).Observe(now.Sub(*since).Seconds())
+	*since = now
 }
 
 func (m *Metrics) observe(status []PartitionStatus) {

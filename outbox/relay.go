@@ -473,6 +473,7 @@ func (r *Relay) round(ctx context.Context, ch *amqp.Channel, returns <-chan amqp
 		}
 	}()
 	var batch []row
+	phaseStart := time.Now()
 	claim := &pgx.Batch{}
 	claim.Queue("BEGIN")
 	// The DELETE need not wait for its WAL flush: if a crash loses it, the
@@ -492,6 +493,7 @@ func (r *Relay) round(ctx context.Context, ch *amqp.Channel, returns <-chan amqp
 	if err := conn.SendBatch(ctx, claim).Close(); err != nil {
 		return nil, fmt.Errorf("claim and read partitions %v: %w", parts, err)
 	}
+	r.cfg.Metrics.phase("claim", &phaseStart)
 	results := make([]partitionResult, len(parts))
 	index := make(map[int]int, len(parts)) // partition → its result
 	for i, p := range parts {
@@ -520,7 +522,8 @@ func (r *Relay) round(ctx context.Context, ch *amqp.Channel, returns <-chan amqp
 		}
 	}
 	start := time.Now()
-	failed, err := r.publish(ctx, ch, returns, publishable)
+	phaseStart = start
+	failed, err := r.publish(ctx, ch, returns, publishable, &phaseStart)
 	if err != nil {
 		return nil, err
 	}
@@ -551,6 +554,7 @@ func (r *Relay) round(ctx context.Context, ch *amqp.Channel, returns <-chan amqp
 			return nil, fmt.Errorf("delete published rows: %w", err)
 		}
 		r.deleted.Add(int64(len(ids)))
+		r.cfg.Metrics.phase("commit", &phaseStart)
 	}
 	r.cfg.Metrics.published(sent, time.Since(start))
 	for i := range results {
@@ -567,7 +571,9 @@ func (r *Relay) round(ctx context.Context, ch *amqp.Channel, returns <-chan amqp
 // ("nacked", "unroutable"), or "" when it did (acked and routed). An error
 // means the outcome is unknown (channel closed, timeout): nothing may be
 // deleted.
-func (r *Relay) publish(ctx context.Context, ch *amqp.Channel, returns <-chan amqp.Return, batch []row) (failed []string, err error) {
+//
+// It records the send and confirm phases from *since on.
+func (r *Relay) publish(ctx context.Context, ch *amqp.Channel, returns <-chan amqp.Return, batch []row, since *time.Time) (failed []string, err error) {
 	failed = make([]string, len(batch))
 	if len(batch) == 0 {
 		return failed, nil
@@ -598,6 +604,7 @@ func (r *Relay) publish(ctx context.Context, ch *amqp.Channel, returns <-chan am
 		confirms[i] = dc
 	}
 	release()
+	r.cfg.Metrics.phase("send", since)
 	for i, dc := range confirms {
 		ok, err := dc.WaitContext(ctx)
 		if err != nil {
@@ -607,6 +614,7 @@ func (r *Relay) publish(ctx context.Context, ch *amqp.Channel, returns <-chan am
 			failed[i] = "nacked"
 		}
 	}
+	r.cfg.Metrics.phase("confirm", since)
 	// RabbitMQ returns an unroutable message before it acks it, and the
 	// client hands the return over before the ack: all returns of this
 	// batch are in the channel by now.

@@ -558,12 +558,46 @@ func TestOneRoundRelaysEveryPartitionMarked(t *testing.T) {
 				}
 				return nil
 			})
-			if n := histogramCount(t, reg, "shop_relay_batch_size"); n < 1 || n > tc.maxRounds {
+			rounds := histogramCount(t, reg, "shop_relay_batch_size")
+			if rounds < 1 || rounds > tc.maxRounds {
 				t.Errorf("%d events in %d partitions took %d rounds, want 1 to %d",
-					len(events), len(perPartition), n, tc.maxRounds)
+					len(events), len(perPartition), rounds, tc.maxRounds)
+			}
+			// Every round that published went through each phase once; a
+			// round that found nothing only claimed.
+			phases := phaseCounts(t, reg)
+			for _, phase := range []string{"send", "confirm", "commit"} {
+				if phases[phase] != rounds {
+					t.Errorf("phase %s timed %d times, want once per round that published (%d)", phase, phases[phase], rounds)
+				}
+			}
+			if phases["claim"] < rounds {
+				t.Errorf("phase claim timed %d times, want at least once per round that published (%d)", phases["claim"], rounds)
 			}
 		})
 	}
+}
+
+// phaseCounts returns how many rounds shop_relay_round_phase_seconds timed,
+// per phase.
+func phaseCounts(t *testing.T, reg *prometheus.Registry) map[string]int {
+	t.Helper()
+	families, err := reg.Gather()
+	testenv.Must(t, err, "gather metrics")
+	counts := map[string]int{}
+	for _, f := range families {
+		if f.GetName() != "shop_relay_round_phase_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "phase" {
+					counts[l.GetValue()] = int(m.GetHistogram().GetSampleCount())
+				}
+			}
+		}
+	}
+	return counts
 }
 
 // histogramCount returns the sample count of the histogram name in reg.

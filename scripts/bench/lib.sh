@@ -78,10 +78,17 @@ bench_lag() {
     /^shop_consumer_event_age_seconds_(sum|count)/ { split($1, a, "\""); k = ($1 ~ /_sum/ ? "s" : "c") a[2]; v[f, k] = $2; groups[a[2]] = 1 }
     /^shop_relay_lag_seconds_(sum|count)/ { k = ($1 ~ /_sum/ ? "s" : "c") "relay"; v[f, k] = $2 }
     /^shop_relay_publish_seconds_(sum|count)/ { k = ($1 ~ /_sum/ ? "s" : "c") "round"; v[f, k] = $2 }
+    /^shop_relay_round_phase_seconds_(sum|count)/ { split($1, a, "\""); k = ($1 ~ /_sum/ ? "s" : "c") "phase " a[2]; v[f, k] = $2; phases[a[2]] = 1 }
     function mean(g) { n = v[2, "c" g] - v[1, "c" g]; return n > 0 ? 1000 * (v[2, "s" g] - v[1, "s" g]) / n : 0 }
     END {
       printf "  mean lag: relay %.0f ms (rounds of %.1f ms)", mean("relay"), mean("round")
       for (g in groups) printf ", %s %.0f ms", g, mean(g)
       print ""
+      if (length(phases) > 0) {
+        printf "  relay round phases (mean):"
+        n = split("claim send confirm commit", order, " ")
+        for (i = 1; i <= n; i++) if (order[i] in phases) printf " %s %.2f ms", order[i], mean("phase " order[i])
+        print ""
+      }
     }' "$1" "$2"
 }
