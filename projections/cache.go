@@ -17,13 +17,17 @@ import (
 // announcement of its key came in between). So a read never answers a
 // version older than one the Reader has been told of. Announcements travel
 // over Redis pub/sub, which loses what is sent while the subscription is
-// down; a copy is therefore also dropped ttl after it was made.
+// down: copies are kept only once the subscription is made, and every
+// copy is dropped each time it is made again (subscribed). A copy is also
+// dropped ttl after it was made, the bound for an announcement lost some
+// other way.
 type memo struct {
 	max int
 	ttl time.Duration
 	now func() time.Time
 
 	mu      sync.RWMutex
+	live    bool // the subscription was made: copies may be kept
 	entries map[string]*memoEntry
 	filling map[string]uint64 // key → the ticket of the read that may fill it
 	ticket  uint64
@@ -74,8 +78,8 @@ func (m *memo) fill(key string, ticket uint64, version int64, value any) []byte 
 	raw = append(raw, '\n') // as echo's c.JSON ends its bodies
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.filling[key] != ticket {
-		return raw // overtaken by an announcement or a later read: answer, keep nothing
+	if !m.live || m.filling[key] != ticket {
+		return raw // not subscribed, or overtaken by an announcement or a later read: answer, keep nothing
 	}
 	delete(m.filling, key)
 	if e, ok := m.entries[key]; ok && e.version > version {
@@ -109,6 +113,18 @@ func (m *memo) announced(key string, version int64) {
 	if e, ok := m.entries[key]; ok && e.version < version {
 		delete(m.entries, key)
 	}
+}
+
+// subscribed is called each time the subscription to the announcements
+// is made, the first time and after each lost connection: whatever was
+// announced while it was down is lost, so every copy goes and the reads
+// under way keep nothing.
+func (m *memo) subscribed() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.live = true
+	clear(m.entries)
+	clear(m.filling)
 }
 
 // size returns how many copies are kept.

@@ -7,8 +7,8 @@ import (
 )
 
 // The in-memory copies' rules, step by step on a fake clock: what a read
-// keeps, what an announcement drops, what a read that an announcement
-// overtook may not keep, and the bounds.
+// keeps, what an announcement or a new subscription drops, what a read that
+// an announcement overtook may not keep, and the bounds.
 func TestMemoKeepsNothingOlderThanAnnounced(t *testing.T) {
 	clock := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	now := func() time.Time { return clock }
@@ -22,10 +22,24 @@ func TestMemoKeepsNothingOlderThanAnnounced(t *testing.T) {
 		return func(m *memo) { m.fill(key, m.reserve(key), v, v) }
 	}
 	tests := []struct {
-		name  string
-		max   int
-		steps []step
+		name         string
+		max          int
+		unsubscribed bool // the subscription to announcements is not made yet
+		steps        []step
 	}{
+		{name: "nothing is kept before the subscription is made", max: 10, unsubscribed: true, steps: []step{
+			{do: fill("p1", 3), key: "p1", want: 0},
+		}},
+		{name: "a new subscription drops every copy and voids the reads under way", max: 10, steps: []step{
+			{do: func(m *memo) {
+				fill("p1", 3)(m)
+				ticket := m.reserve("p2") // a read of p2 at Redis while the connection is lost
+				m.subscribed()
+				m.fill("p2", ticket, 1, 1)
+			}, key: "p1", want: 0},
+			{key: "p2", want: 0},
+			{do: fill("p1", 4), key: "p1", want: 4},
+		}},
 		{name: "a read is kept and serves", max: 10, steps: []step{
 			{do: fill("p1", 3), key: "p1", want: 3},
 			{key: "p1", min: 3, want: 3},
@@ -81,6 +95,9 @@ func TestMemoKeepsNothingOlderThanAnnounced(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := newMemo(tt.max, time.Second, now)
+			if !tt.unsubscribed {
+				m.subscribed()
+			}
 			for i, s := range tt.steps {
 				if s.do != nil {
 					s.do(m)

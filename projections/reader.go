@@ -45,7 +45,9 @@ type ReaderConfig struct {
 	// after Watch. 0: none.
 	CacheMax int
 	// CacheTTL bounds how long a copy serves, in case an announcement
-	// was lost (Redis pub/sub does not resend). Default 1s.
+	// was lost while the subscription seemed up (Redis pub/sub does not
+	// resend; the copies are dropped whenever the subscription is made
+	// again). Default 30s.
 	CacheTTL time.Duration
 	// Now is the clock of the copies. Default time.Now.
 	Now func() time.Time
@@ -66,7 +68,7 @@ func (c *ReaderConfig) Validate() error {
 		return errors.New("projections: the reader's cache size must not be negative")
 	}
 	if c.CacheTTL == 0 {
-		c.CacheTTL = time.Second
+		c.CacheTTL = 30 * time.Second
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -109,7 +111,7 @@ func (r *Reader) Watch(ctx context.Context) {
 	}
 	if r.cfg.CacheMax > 0 {
 		r.memo = newMemo(r.cfg.CacheMax, r.cfg.CacheTTL, r.cfg.Now)
-		r.watcher = r.cfg.Store.watch(ctx, r.memo.announced)
+		r.watcher = r.cfg.Store.watch(ctx, r.memo.announced, r.memo.subscribed)
 		return
 	}
 	r.watcher = r.cfg.Store.Watch(ctx)

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Watcher lets readers wait until a model reaches a version, without
@@ -23,19 +25,22 @@ type waiter struct {
 }
 
 // Watch starts a Watcher; it runs until ctx ends. A lost subscription is
-// re-made by the client; a change missed meanwhile only makes a waiter wait
-// until its deadline.
+// re-made by the client (which pings it when it is quiet, to find out); a
+// change missed meanwhile only makes a waiter wait until its deadline.
 func (s *Store) Watch(ctx context.Context) *Watcher {
-	return s.watch(ctx, nil)
+	return s.watch(ctx, nil, nil)
 }
 
-// watch is Watch, with heard told of every announcement too.
-func (s *Store) watch(ctx context.Context, heard func(key string, version int64)) *Watcher {
+// watch is Watch, with heard told of every announcement too, and
+// subscribed called each time the subscription is made: the first time,
+// and again after a lost connection, when announcements may have been
+// missed.
+func (s *Store) watch(ctx context.Context, heard func(key string, version int64), subscribed func()) *Watcher {
 	w := &Watcher{s: s, waiters: map[string][]waiter{}, heard: heard}
 	ps := s.rdb.Subscribe(ctx, s.ChangesChannel())
 	go func() {
 		defer ps.Close()
-		ch := ps.Channel()
+		ch := ps.ChannelWithSubscriptions()
 		for {
 			select {
 			case <-ctx.Done():
@@ -44,9 +49,16 @@ func (s *Store) watch(ctx context.Context, heard func(key string, version int64)
 				if !ok {
 					return
 				}
-				key, v, found := strings.Cut(msg.Payload, " ")
-				if version, err := strconv.ParseInt(v, 10, 64); found && err == nil {
-					w.announce(key, version)
+				switch msg := msg.(type) {
+				case *redis.Subscription:
+					if subscribed != nil && msg.Kind == "subscribe" {
+						subscribed()
+					}
+				case *redis.Message:
+					key, v, found := strings.Cut(msg.Payload, " ")
+					if version, err := strconv.ParseInt(v, 10, 64); found && err == nil {
+						w.announce(key, version)
+					}
 				}
 			}
 		}

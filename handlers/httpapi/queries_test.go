@@ -28,6 +28,7 @@ import (
 type redisReads struct {
 	models *projections.Store
 	reader *projections.Reader // once the API is started
+	client string              // the name of the reader's Redis connections
 }
 
 // withRedis serves the read models from Redis at addr under a key prefix of
@@ -35,11 +36,12 @@ type redisReads struct {
 func withRedis(t *testing.T, addr string, cfg projections.ReaderConfig) (tuning, *redisReads) {
 	t.Helper()
 	_, prefix := testenv.Redis(t) // a prefix of the test's own, cleaned up when it ends
-	rdb := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
+	name := strings.TrimSuffix(prefix, ":")
+	rdb := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 200 * time.Millisecond, MaxRetries: -1, ClientName: name})
 	t.Cleanup(func() { _ = rdb.Close() })
 	models, err := projections.New(projections.Config{Client: rdb, Prefix: prefix})
 	testenv.Must(t, err, "projections")
-	rr := &redisReads{models: models}
+	rr := &redisReads{models: models, client: name}
 	return func(c *httpapi.Config, pool *pgxpool.Pool) {
 		cfg.Store, cfg.Origin = models, store.NewReads(pool)
 		reads, err := projections.NewReader(cfg)
@@ -409,13 +411,14 @@ func TestReadCacheFollowsTheProjector(t *testing.T) {
 		t.Errorf("from memory: %s (%s), want Redis's answer %s", fromMemory.raw, source(fromMemory), fromRedis.raw)
 	}
 
-	testenv.Must(t, rr.models.PutProduct(context.Background(), projections.Product{ID: uuid.MustParse(p.ID), SKU: "MEMO-1",
-		Name: "Renamed", PriceCents: 1300, StockAvailable: 10, Version: 2}), "project version 2")
-	var got productJSON
-	a.do(t, "GET", path+"?min_version=2", "", nil, nil).expect(t, http.StatusOK).into(t, &got)
-	if got.Version != 2 || got.Name != "Renamed" {
-		t.Errorf("min_version=2 answered %+v, want version 2", got)
+	// The copy lives a minute (CacheTTL): only the announcement of
+	// version 2 can make a plain read answer it within the wait.
+	put := func(version int64, name string) {
+		t.Helper()
+		testenv.Must(t, rr.models.PutProduct(context.Background(), projections.Product{ID: uuid.MustParse(p.ID), SKU: "MEMO-1",
+			Name: name, PriceCents: 1300, StockAvailable: 10, Version: version}), fmt.Sprintf("project version %d", version))
 	}
+	put(2, "Renamed")
 	testenv.Eventually(t, 10*time.Second, func() error {
 		var now productJSON
 		r, err := a.send("GET", path, "", nil, nil)
@@ -424,6 +427,83 @@ func TestReadCacheFollowsTheProjector(t *testing.T) {
 		}
 		if err := json.Unmarshal(r.raw, &now); err != nil || now.Version != 2 {
 			return fmt.Errorf("answered %s", r.raw)
+		}
+		return nil
+	})
+	// A read that asks for a version the copy has not reached waits for
+	// it and answers it, not stale.
+	put(3, "Renamed again")
+	var got productJSON
+	r := a.do(t, "GET", path+"?min_version=3", "", nil, nil).expect(t, http.StatusOK)
+	r.into(t, &got)
+	if got.Version != 3 || got.Name != "Renamed again" || r.header.Get(httpapi.HeaderStale) != "" {
+		t.Errorf("min_version=3 answered %+v (stale: %q), want version 3", got, r.header.Get(httpapi.HeaderStale))
+	}
+}
+
+// TestReadCacheDropsCopiesWhenTheSubscriptionIsLost: an announcement sent
+// while the reader's subscription is down never arrives, so the reader
+// drops every copy when it subscribes again; until then a copy serves (for
+// at most READ_CACHE_TTL, here an hour).
+func TestReadCacheDropsCopiesWhenTheSubscriptionIsLost(t *testing.T) {
+	t.Parallel()
+	tune, rr := withRedis(t, "127.0.0.1:6379", projections.ReaderConfig{CacheMax: 100, CacheTTL: time.Hour})
+	a := newAPIWith(t, tune)
+	_, admin := a.createAdmin(t)
+	p := a.createProduct(t, admin, "LOST-1", 1200, 10)
+	path := "/v1/products/" + p.ID
+	a.do(t, "GET", path, "", nil, nil).expect(t, http.StatusOK)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		a.do(t, "GET", path, "", nil, nil).expect(t, http.StatusOK)
+		if n := rr.reader.Cached(); n != 1 {
+			return fmt.Errorf("%d models kept in memory, want 1", n)
+		}
+		return nil
+	})
+
+	// Version 2 reaches Redis, but its announcement is lost: the copy,
+	// version 1, still serves.
+	rdb, _ := testenv.Redis(t)
+	ctx := context.Background()
+	keys, err := rdb.Keys(ctx, "*product:"+p.ID).Result()
+	testenv.Must(t, err, "find the product's key")
+	if len(keys) != 1 {
+		t.Fatalf("keys of the product: %v, want one", keys)
+	}
+	testenv.Must(t, rdb.HSet(ctx, keys[0], "name", "Renamed quietly", "version", 2).Err(), "write version 2 unannounced")
+	version := func() int64 {
+		t.Helper()
+		var got productJSON
+		a.do(t, "GET", path, "", nil, nil).expect(t, http.StatusOK).into(t, &got)
+		return got.Version
+	}
+	if v := version(); v != 1 {
+		t.Fatalf("before the subscription was lost: version %d, want the copy's 1", v)
+	}
+
+	// The reader's subscription connection goes; the client makes it
+	// again, and the copy goes with the announcements it may have missed.
+	clients, err := rdb.ClientList(ctx).Result()
+	testenv.Must(t, err, "list Redis clients")
+	killed := 0
+	for line := range strings.SplitSeq(clients, "\n") {
+		fields := map[string]string{}
+		for f := range strings.FieldsSeq(line) {
+			if k, v, ok := strings.Cut(f, "="); ok {
+				fields[k] = v
+			}
+		}
+		if fields["name"] == rr.client && fields["sub"] != "0" && fields["sub"] != "" {
+			testenv.Must(t, rdb.Do(ctx, "CLIENT", "KILL", "ID", fields["id"]).Err(), "kill the subscription's connection")
+			killed++
+		}
+	}
+	if killed != 1 {
+		t.Fatalf("killed %d subscription connections named %s, want 1", killed, rr.client)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if v := version(); v != 2 {
+			return fmt.Errorf("version %d, want 2", v)
 		}
 		return nil
 	})
