@@ -26,9 +26,11 @@ import (
 // broken connection only delays the rows until the relays' next poll.
 //
 // A relay in the same process (`shop run`) is woken directly by Notify
-// (WakeLocal), without the round trip through Postgres; the notification
-// still goes out for the other replicas, and names its origin so that this
-// relay skips it.
+// (WakeLocal), and nothing goes to Postgres: that relay publishes the rows
+// (and tries again a partition another replica held, Relay.Wake), so the
+// other replicas have nothing to gain from a notification, and each one
+// costs a round trip, a wake-up of every listening backend and a read in
+// every relay (BENCHMARKS.md, machine U).
 type Notifier struct {
 	pool  *pgxpool.Pool
 	log   *slog.Logger
@@ -55,6 +57,7 @@ func (n *Notifier) Notify(partitions []int16) {
 	}
 	if n.local != nil {
 		n.local.Wake(partitions)
+		return
 	}
 	n.mu.Lock()
 	for _, p := range partitions {
@@ -85,29 +88,20 @@ func (n *Notifier) Run(ctx context.Context) error {
 	}
 }
 
-// take returns the pending partitions as a payload and clears them:
-// "3,7,12", or "ORIGIN:3,7,12" when a relay of this process was woken
-// already.
+// take returns the pending partitions as a payload, "3,7,12", and clears
+// them.
 func (n *Notifier) take() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var b strings.Builder
-	if n.local != nil {
-		b.WriteString(n.local.origin)
-		b.WriteByte(':')
-	}
-	start := b.Len()
 	for p, marked := range n.pending {
 		if marked {
-			if b.Len() > start {
+			if b.Len() > 0 {
 				b.WriteByte(',')
 			}
 			b.WriteString(strconv.Itoa(p))
 			n.pending[p] = false
 		}
-	}
-	if b.Len() == start {
-		return ""
 	}
 	return b.String()
 }

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -123,7 +122,7 @@ type Relay struct {
 	cfg     RelayConfig
 	sched   *scheduler
 	deleted atomic.Int64 // rows deleted since the last vacuum
-	origin  string       // names the notifications of this process's Notifiers
+	local   atomic.Bool  // commits of this process wake it (Wake), and notify nobody else
 	tracer  trace.Tracer // nil: tracing off
 }
 
@@ -133,9 +132,8 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		return nil, err
 	}
 	r := &Relay{
-		cfg:    cfg,
-		sched:  newScheduler(),
-		origin: uuid.NewString(),
+		cfg:   cfg,
+		sched: newScheduler(),
 	}
 	if cfg.Tracing != nil {
 		r.tracer = cfg.Tracing.Tracer("github.com/shopdev/shop/outbox")
@@ -144,9 +142,12 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 }
 
 // Wake marks partitions that a commit of this process wrote to, so that the
-// relay starts on them without waiting for the notification to come back
-// from Postgres (Notifier.WakeLocal).
+// relay starts on them at once (Notifier.WakeLocal); no other replica hears
+// of that commit, so a partition another replica holds when this relay's
+// round starts is tried again shortly after (heldRetry), as that replica
+// may have read the partition before the commit.
 func (r *Relay) Wake(partitions []int16) {
+	r.local.Store(true)
 	for _, p := range partitions {
 		if p >= 0 && int(p) < Partitions {
 			r.sched.mark(int(p))
@@ -211,10 +212,9 @@ func (r *Relay) listenOnce(ctx context.Context, connected func()) error {
 			return fmt.Errorf("wait for notification: %w", err)
 		}
 		payload := n.Payload
-		if origin, parts, ok := strings.Cut(payload, ":"); ok {
-			if origin == r.origin {
-				continue // this process woke the relay already
-			}
+		if _, parts, ok := strings.Cut(payload, ":"); ok {
+			// An earlier version's `shop run` named its origin: the
+			// partitions follow it.
 			payload = parts
 		}
 		for field := range strings.SplitSeq(payload, ",") {
@@ -379,6 +379,10 @@ func (r *Relay) work(ctx context.Context) {
 			}
 			failures = 0
 			for _, res := range results {
+				if res.held && r.local.Load() {
+					r.sched.markLater(res.partition, heldRetry, false)
+					continue
+				}
 				if res.stuck == nil {
 					r.sched.done(res.partition, res.full)
 					continue
@@ -429,9 +433,15 @@ type row struct {
 	created   time.Time
 }
 
+// heldRetry is how soon a relay woken by its own process's commits tries
+// again a partition that another replica held: about one of that replica's
+// rounds.
+const heldRetry = 5 * time.Millisecond
+
 // partitionResult is how a round ended for one of its partitions.
 type partitionResult struct {
 	partition int
+	held      bool // another replica held it: this round read nothing of it
 	full      bool // the partition gave as many rows as asked: more may wait
 	stuck     *row // its first row that could not be published, if any
 	reason    string
@@ -479,7 +489,15 @@ func (r *Relay) round(ctx context.Context, ch *amqp.Channel, returns <-chan amqp
 	// The DELETE need not wait for its WAL flush: if a crash loses it, the
 	// rows are published again, which at-least-once allows.
 	claim.Queue("SET LOCAL synchronous_commit = off")
-	claim.Queue(claimSQL, lockClass, parts)
+	var claimed []int32
+	claim.Queue(claimSQL, lockClass, parts).QueryRow(func(row pgx.Row) error {
+		var text string
+		if err := row.Scan(&text); err != nil {
+			return err
+		}
+		claimed = parseClaimed(text)
+		return nil
+	})
 	claim.Queue(readSQL, limit).Query(func(rows pgx.Rows) (err error) {
 		batch, err = pgx.CollectRows(rows, func(cr pgx.CollectableRow) (row, error) {
 			var x row
@@ -497,8 +515,13 @@ func (r *Relay) round(ctx context.Context, ch *amqp.Channel, returns <-chan amqp
 	results := make([]partitionResult, len(parts))
 	index := make(map[int]int, len(parts)) // partition → its result
 	for i, p := range parts {
-		results[i].partition = p
+		results[i].partition, results[i].held = p, true
 		index[p] = i
+	}
+	for _, p := range claimed {
+		if i, ok := index[int(p)]; ok {
+			results[i].held = false
+		}
 	}
 	if len(batch) == 0 {
 		return results, nil // empty, or another replica is relaying them right now
@@ -564,6 +587,17 @@ func (r *Relay) round(ctx context.Context, ch *amqp.Channel, returns <-chan amqp
 		}
 	}
 	return results, nil
+}
+
+// parseClaimed reads the partitions claimSQL claimed, "{3,7}".
+func parseClaimed(text string) []int32 {
+	var claimed []int32
+	for field := range strings.SplitSeq(strings.Trim(text, "{}"), ",") {
+		if p, err := strconv.Atoi(field); err == nil {
+			claimed = append(claimed, int32(p))
+		}
+	}
+	return claimed
 }
 
 // publish sends the batch as persistent, mandatory messages and waits for

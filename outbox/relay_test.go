@@ -349,24 +349,15 @@ func TestRelayWakesWithoutPolling(t *testing.T) {
 		name string
 		// writer returns the notifier of the process that commits; relay
 		// is the one listening.
-		writer func(t *testing.T, pool *pgxpool.Pool, amqpURL string, relay *outbox.Relay) *outbox.Notifier
+		writer func(t *testing.T, pool *pgxpool.Pool, relay *outbox.Relay) *outbox.Notifier
 	}{
-		{"another process notifies through Postgres", func(t *testing.T, pool *pgxpool.Pool, _ string, _ *outbox.Relay) *outbox.Notifier {
+		{"another process notifies through Postgres", func(t *testing.T, pool *pgxpool.Pool, _ *outbox.Relay) *outbox.Notifier {
 			return running(t, outbox.NewNotifier(pool, quiet))
 		}},
-		{"its own process wakes it directly, sending nothing to Postgres", func(_ *testing.T, pool *pgxpool.Pool, _ string, relay *outbox.Relay) *outbox.Notifier {
+		{"its own process wakes it directly", func(_ *testing.T, pool *pgxpool.Pool, relay *outbox.Relay) *outbox.Notifier {
 			n := outbox.NewNotifier(pool, quiet) // not running: no notification
 			n.WakeLocal(relay)
 			return n
-		}},
-		{"another process that woke its own relay still notifies", func(t *testing.T, pool *pgxpool.Pool, amqpURL string, _ *outbox.Relay) *outbox.Notifier {
-			// That process's relay is marked by every commit but never
-			// runs: only the listening one can publish.
-			own, err := outbox.NewRelay(outbox.RelayConfig{Pool: pool, Broker: newBroker(t, amqpURL), Logger: quiet})
-			testenv.Must(t, err, "own relay")
-			n := outbox.NewNotifier(pool, quiet)
-			n.WakeLocal(own)
-			return running(t, n)
 		}},
 	}
 	for _, tc := range cases {
@@ -384,10 +375,88 @@ func TestRelayWakesWithoutPolling(t *testing.T) {
 				}
 				return nil
 			})
-			addNamedProducts(t, store.NewUnitOfWork(pool, tc.writer(t, pool, amqpURL, relay)), "W", 20)
+			addNamedProducts(t, store.NewUnitOfWork(pool, tc.writer(t, pool, relay)), "W", 20)
 			testenv.CheckOrder(t, s.WaitFor(t, committed(t, pool), 10*time.Second))
 		})
 	}
+}
+
+// TestCommitBesideARelayNotifiesNobody: a process that runs a relay (`shop
+// run`) wakes it and sends no notification through Postgres; a process
+// without one notifies.
+func TestCommitBesideARelayNotifiesNobody(t *testing.T) {
+	t.Parallel()
+	dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
+	ctx := context.Background()
+	listener, err := pgx.Connect(ctx, dbURL)
+	testenv.Must(t, err, "connect the listener")
+	t.Cleanup(func() { _ = listener.Close(context.Background()) })
+	_, err = listener.Exec(ctx, "LISTEN "+outbox.NotifyChannel)
+	testenv.Must(t, err, "listen")
+
+	// The process with a relay: one connection, so every statement of its
+	// notifier would come from that connection's backend.
+	beside := openPool(t, dbURL, 1)
+	var besidePID uint32
+	testenv.Must(t, beside.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&besidePID), "backend pid")
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: beside, Broker: newBroker(t, amqpURL), Logger: quiet}) // never runs
+	testenv.Must(t, err, "relay")
+	withRelay := outbox.NewNotifier(beside, quiet)
+	withRelay.WakeLocal(relay)
+	testenv.Run(t, withRelay.Run)
+	addNamedProducts(t, store.NewUnitOfWork(beside, withRelay), "B", 5)
+
+	// Then a process without one: its notification comes, and none came
+	// before it from the process with a relay (notifications arrive in
+	// the order they were committed).
+	other := openPool(t, dbURL, 2)
+	without := outbox.NewNotifier(other, quiet)
+	testenv.Run(t, without.Run)
+	addNamedProducts(t, store.NewUnitOfWork(other, without), "O", 1)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n, err := listener.WaitForNotification(wctx)
+	testenv.Must(t, err, "wait for the notification of the process without a relay")
+	if n.PID == besidePID {
+		t.Fatalf("the process with a relay notified %q", n.Payload)
+	}
+}
+
+// TestRelayWokenByItsProcessRetriesAPartitionAnotherHeld: no other replica
+// hears of a commit that woke the relay of its process, so when another
+// replica held the partitions (it may have read them before the commit),
+// that relay tries them again until it gets them: the rows go out without
+// waiting for a poll.
+func TestRelayWokenByItsProcessRetriesAPartitionAnotherHeld(t *testing.T) {
+	t.Parallel()
+	dbURL, amqpURL := testenv.DatabaseURL(t), testenv.AMQPURL(t)
+	ctx := context.Background()
+	pool := openPool(t, dbURL, 8)
+	recordCommits(t, pool)
+	s := testenv.NewSink(t, amqpURL, topology)
+	relay := startRelay(t, dbURL, amqpURL, func(c *outbox.RelayConfig) { c.PollInterval = time.Hour })
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if !relay.Connected() {
+			return fmt.Errorf("not connected yet")
+		}
+		return nil
+	})
+
+	// "Another replica" holds every partition, as in a round of its own:
+	// relayLockClass is the first key of the relays' partition locks
+	// ("outb", outbox/relay.go).
+	const relayLockClass = 0x6f757462
+	other, err := pool.Begin(ctx)
+	testenv.Must(t, err, "begin the other replica's round")
+	t.Cleanup(func() { _ = other.Rollback(context.Background()) })
+	_, err = other.Exec(ctx, `SELECT pg_advisory_xact_lock($1, p) FROM generate_series(0, $2 - 1) AS p`, relayLockClass, outbox.Partitions)
+	testenv.Must(t, err, "hold every partition")
+
+	n := outbox.NewNotifier(pool, quiet) // not running: only the relay of this process hears of the commits
+	n.WakeLocal(relay)
+	addNamedProducts(t, store.NewUnitOfWork(pool, n), "H", 5)
+	testenv.Must(t, other.Commit(ctx), "end the other replica's round, having published nothing")
+	testenv.CheckOrder(t, s.WaitFor(t, committed(t, pool), 10*time.Second))
 }
 
 // addNamedProducts commits n products, one per transaction, SKUs prefix-i.

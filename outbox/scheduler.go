@@ -98,9 +98,17 @@ func (s *scheduler) done(p int, more bool) {
 
 // retryLater ends a round that failed and marks p again after wait.
 func (s *scheduler) retryLater(p int, wait time.Duration) {
+	s.markLater(p, wait, true)
+}
+
+// markLater ends a round and marks p again after wait; strike says the
+// round failed (retryLater).
+func (s *scheduler) markLater(p int, wait time.Duration, strike bool) {
 	s.mu.Lock()
 	s.busy[p], s.held[p] = false, true
-	s.strike[p]++
+	if strike {
+		s.strike[p]++
+	}
 	s.mu.Unlock()
 	time.AfterFunc(wait, func() {
 		s.mu.Lock()
