@@ -33,7 +33,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000},
 		}),
 		PublishTime: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "shop_relay_publish_seconds", Help: "Time to publish a batch and receive all its confirms.",
+			Name: "shop_relay_publish_seconds", Help: "Time from a round's first publish to its commit: publishes, confirms, delete and commit (shop_relay_round_phase_seconds splits it).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
 		RoundPhase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
