@@ -45,8 +45,8 @@ type ReaderConfig struct {
 	// after Watch. 0: none.
 	CacheMax int
 	// CacheTTL bounds how long a copy serves, in case an announcement
-	// was lost while the subscription seemed up (Redis pub/sub does not
-	// resend; the copies are dropped whenever the subscription is made
+	// was lost while the subscription seemed healthy (Redis pub/sub does
+	// not resend; the copies are dropped whenever the subscription is made
 	// again). Default 30s.
 	CacheTTL time.Duration
 	// Now is the clock of the copies. Default time.Now.

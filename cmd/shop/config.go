@@ -134,7 +134,7 @@ type httpSection struct {
 	// A hot product is read from Redis and encoded once per change rather
 	// than once per request.
 	ReadCacheMax int           `env:"READ_CACHE_MAX" envDefault:"10000" help:"products and orders each API process keeps in memory, with their JSON, once read from Redis; dropped when the projector announces a newer version (0 to 10000000; 0: none)"`
-	ReadCacheTTL time.Duration `env:"READ_CACHE_TTL" envDefault:"30s" help:"how long an in-memory copy serves at most, in case an announcement was lost while the subscription to them looked up (Redis pub/sub does not resend; every copy is dropped whenever the subscription is made again)"`
+	ReadCacheTTL time.Duration `env:"READ_CACHE_TTL" envDefault:"30s" help:"how long an in-memory copy serves at most, in case an announcement was lost while the subscription to announcements seemed healthy (Redis pub/sub does not resend; every copy is dropped whenever that subscription is made again)"`
 }
 
 func (s httpSection) validate() error {
