@@ -85,6 +85,9 @@ func (s amqpSection) validate() error {
 
 type opsSection struct {
 	MetricsAddr string `env:"METRICS_ADDR" envDefault:":9090" help:"where /healthz, /readyz and /metrics are served"`
+	// Off by default: a profile tells much about the process and costs CPU
+	// while it runs.
+	Profiles bool `env:"PPROF" envDefault:"false" help:"1 or true: METRICS_ADDR also serves Go's profiles under /debug/pprof/ (go tool pprof http://HOST:9090/debug/pprof/profile); never the API's port"`
 }
 
 // otelSection is OpenTelemetry's standard variables, as far as shop reads

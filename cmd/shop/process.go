@@ -61,11 +61,11 @@ func (p process) tracing() trace.TracerProvider {
 }
 
 // serve runs parts, with the ops server (/healthz, /readyz of every part's
-// checks, /metrics) on opsAddr, until ctx ends or a part stops: the first
-// to stop stops the others. banner is called once every listener is bound
+// checks, /metrics, and Go's profiles if cfg.Profiles) on cfg.MetricsAddr,
+// until ctx ends or a part stops: the first to stop stops the others. banner is called once every listener is bound
 // and every part started, with the ops server's address. It closes every
 // part before it returns.
-func serve(ctx context.Context, log *slog.Logger, opsAddr string, proc process, banner func(opsAddr string), parts ...*part) error {
+func serve(ctx context.Context, log *slog.Logger, cfg opsSection, proc process, banner func(opsAddr string), parts ...*part) error {
 	stuck := map[*part]bool{} // parts that did not stop by the deadline: what they hold stays open
 	defer func() {
 		for _, p := range parts {
@@ -77,7 +77,11 @@ func serve(ctx context.Context, log *slog.Logger, opsAddr string, proc process, 
 	for _, p := range parts {
 		proc.ready.Add(p.checks...)
 	}
-	opsServer, err := listen(log, "ops", opsAddr, proc.handler(), opsLimits)
+	handler := proc.handler()
+	if cfg.Profiles {
+		handler = ops.WithProfiles(handler)
+	}
+	opsServer, err := listen(log, "ops", cfg.MetricsAddr, handler, opsLimits)
 	if err != nil {
 		return err
 	}
@@ -155,7 +159,7 @@ func serveCmd(ctx context.Context, inv invocation, service string, cfg any, ops 
 	if err != nil {
 		return err
 	}
-	return serve(ctx, log, ops.MetricsAddr, proc, banner, parts...)
+	return serve(ctx, log, *ops, proc, banner, parts...)
 }
 
 // newProcess returns a process whose registry has the Go runtime's and the

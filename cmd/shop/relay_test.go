@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -192,6 +193,9 @@ func TestRelayServesOpsAndStopsOnSIGTERM(t *testing.T) {
 		}
 		return nil
 	})
+	if status := statusOf(t, "http://"+addr+"/debug/pprof/"); status != http.StatusNotFound {
+		t.Errorf("GET /debug/pprof/ without PPROF = %d, want 404: profiles are served only when asked", status)
+	}
 	stdout, stderr, code := shop(t, env, "outbox", "status")
 	if code != 0 || !strings.Contains(stdout, "partition") || !strings.Contains(stdout, "total") {
 		t.Errorf("outbox status: code %d, stdout:\n%s\nstderr:\n%s", code, stdout, stderr)

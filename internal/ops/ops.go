@@ -1,13 +1,15 @@
 // Package ops is what operators and orchestrators ask of every long-running
 // shop process, in one handler: /healthz (the process is alive), /readyz
 // (every dependency it needs answers) and /metrics (Prometheus). Every
-// process serves it on METRICS_ADDR; the API also on its own port.
+// process serves it on METRICS_ADDR; the API also on its own port. With
+// WithProfiles, METRICS_ADDR also serves Go's profiles (PPROF).
 package ops
 
 import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -77,6 +79,26 @@ func Handler(reg prometheus.Gatherer, ready *Readiness) http.Handler {
 		})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// WithProfiles serves Go's runtime profiles under /debug/pprof/ (CPU, heap,
+// goroutines, mutexes, execution traces: what `go tool pprof` fetches)
+// and passes every other request to h. The profiles say much about the
+// process and cost CPU while they run, so they belong on an operator's
+// port (METRICS_ADDR), never on the API's. (net/http/pprof also registers
+// them on http.DefaultServeMux, which no shop server serves.) A CPU
+// profile or trace may outlast the server's write timeout: the handler
+// extends its own deadline.
+func WithProfiles(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index) // and every named profile: /debug/pprof/heap, ...
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

@@ -69,3 +69,46 @@ func TestHealthAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestWithProfilesServesProfilesBesideTheHandler(t *testing.T) {
+	t.Parallel()
+	h := ops.WithProfiles(ops.Handler(prometheus.NewRegistry(), nil))
+	tests := []struct {
+		method, path string
+		wantStatus   int
+		wantBody     string
+	}{
+		{"GET", "/debug/pprof/", http.StatusOK, "goroutine"},
+		{"GET", "/debug/pprof/heap?debug=1", http.StatusOK, "heap profile"},
+		{"GET", "/debug/pprof/goroutine?debug=1", http.StatusOK, "goroutine profile"},
+		{"GET", "/debug/pprof/cmdline", http.StatusOK, ""},
+		{"GET", "/debug/pprof/no-such-profile", http.StatusNotFound, "Unknown profile"},
+		{"POST", "/debug/pprof/heap", http.StatusNotFound, ""}, // profiles are read with GET only
+		// What the wrapped handler serves is served as before.
+		{"GET", "/healthz", http.StatusOK, `"status":"ok"`},
+		{"GET", "/metrics", http.StatusOK, ""},
+		{"GET", "/nothing-here", http.StatusNotFound, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			t.Parallel()
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(tt.method, tt.path, nil))
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("%s %s = %d, want %d: %s", tt.method, tt.path, rec.Code, tt.wantStatus, rec.Body)
+			}
+			if !strings.Contains(rec.Body.String(), tt.wantBody) {
+				t.Errorf("%s %s answered %q, want it to contain %q", tt.method, tt.path, rec.Body, tt.wantBody)
+			}
+		})
+	}
+}
+
+func TestHandlerAloneServesNoProfiles(t *testing.T) {
+	t.Parallel()
+	rec := httptest.NewRecorder()
+	ops.Handler(prometheus.NewRegistry(), nil).ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/", nil))
+	if rec.Code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ without WithProfiles = %d, want 404", rec.Code)
+	}
+}
