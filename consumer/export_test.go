@@ -39,3 +39,6 @@ func (a *AckLedger) Settle(acked, requeued []uint64) []AckFrame {
 	}
 	return a.l.settle(ready)
 }
+
+// RouterLogger is the logger a group's router logs to.
+var RouterLogger = gatedLogger

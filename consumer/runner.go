@@ -314,7 +314,47 @@ func (g *Runner) runOnce(ctx context.Context, connected func()) error {
 }
 
 func (g *Runner) logger() watermill.LoggerAdapter {
-	return watermill.NewSlogLoggerWithLevelMapping(g.cfg.Logger.With("group", g.cfg.Group.Name), map[slog.Level]slog.Level{
-		slog.LevelInfo: slog.LevelDebug, // the library's per-subscription chatter
-	})
+	return gatedLogger(g.cfg.Logger.With("group", g.cfg.Group.Name))
+}
+
+// gatedLogger is the router's logger: watermill's slog adapter, its Info
+// (the library's per-subscription chatter) at debug level, behind a check
+// of the level. The adapter turns a call's fields into attributes before
+// slog looks at the level, and the router logs at trace level for every
+// delivery: off, as it is unless LOG_LEVEL asks for it, that cost a
+// delivery's goroutine allocations and a stack growth for nothing.
+func gatedLogger(log *slog.Logger) watermill.LoggerAdapter {
+	return gated{watermill.NewSlogLoggerWithLevelMapping(log, map[slog.Level]slog.Level{
+		slog.LevelInfo: slog.LevelDebug,
+	}), log}
+}
+
+// gated passes a call on to its adapter only when log logs its level.
+type gated struct {
+	watermill.LoggerAdapter
+	log *slog.Logger
+}
+
+func (g gated) on(level slog.Level) bool { return g.log.Enabled(context.Background(), level) }
+
+func (g gated) Info(msg string, fields watermill.LogFields) {
+	if g.on(slog.LevelDebug) { // mapped to debug
+		g.LoggerAdapter.Info(msg, fields)
+	}
+}
+
+func (g gated) Debug(msg string, fields watermill.LogFields) {
+	if g.on(slog.LevelDebug) {
+		g.LoggerAdapter.Debug(msg, fields)
+	}
+}
+
+func (g gated) Trace(msg string, fields watermill.LogFields) {
+	if g.on(watermill.LevelTrace) {
+		g.LoggerAdapter.Trace(msg, fields)
+	}
+}
+
+func (g gated) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return gated{g.LoggerAdapter.With(fields), g.log}
 }
