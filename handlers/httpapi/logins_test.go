@@ -50,48 +50,70 @@ func (a *api) hashes(t *testing.T) int {
 func TestLoginsAreThrottledPerAccount(t *testing.T) {
 	t.Parallel()
 	// Long enough for ten logins on a 2-core machine that also runs the
-	// other packages' tests (a CI run took over 3 s for them); the test
-	// waits for it to pass once.
+	// other packages' tests (a CI run took over 3 s for them, another close
+	// to 10 s); the test waits for it to pass once.
 	const window = 10 * time.Second
 	a := newAPIWith(t, throttled(t, 10, window))
-	a.registerCustomer(t, "gina@example.com")
 	login := func(email, pw string, from int) response {
 		return a.do(t, "POST", "/v1/tokens", "", map[string]any{"email": email, "password": pw},
 			headers{"X-Forwarded-For": fmt.Sprintf("198.51.100.%d", from)})
 	}
 
-	for _, email := range []string{"gina@example.com", "nobody@example.com"} {
-		start := time.Now()
-		for i := range 10 {
-			login(email, "wrong password", i).problem(t, http.StatusUnauthorized)
-		}
-		if took := time.Since(start); took >= window {
-			t.Fatalf("%s: the ten failed logins took %s, the whole window (%s): the first have expired", email, took.Round(time.Millisecond), window)
-		}
-		hashes := a.hashes(t)
-		for _, pw := range []string{"wrong password", password} {
-			r := login(email, pw, 11)
-			r.problem(t, http.StatusTooManyRequests)
-			if ra, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || ra < 1 || ra > int(window.Seconds()) {
-				t.Errorf("%s: Retry-After %q, want 1 to %d seconds", email, r.header.Get("Retry-After"), int(window.Seconds()))
+	for _, who := range []struct {
+		email      string
+		registered bool
+	}{{"gina", true}, {"nobody", false}} {
+		// The window runs from the first failure: the throttled logins
+		// prove something only if they were answered within it. On a
+		// machine too slow for that, the account's count may have ended
+		// already, and the test tries again with another account.
+		for try := 1; ; try++ {
+			email := fmt.Sprintf("%s%d@example.com", who.email, try)
+			if who.registered {
+				a.registerCustomer(t, email)
 			}
-		}
-		if got := a.hashes(t); got != hashes {
-			t.Errorf("%s: %d bcrypt computations for throttled logins, want none", email, got-hashes)
-		}
-		if email == "gina@example.com" {
-			time.Sleep(time.Until(start.Add(window + 100*time.Millisecond)))
-			login(email, password, 12).expect(t, http.StatusOK)
-		}
-	}
+			start := time.Now()
+			login(email, "wrong password", 0).problem(t, http.StatusUnauthorized)
+			counted := time.Now() // the count exists, and ends a window after it began, before now
+			for i := 1; i < 10; i++ {
+				login(email, "wrong password", i).problem(t, http.StatusUnauthorized)
+			}
+			hashes := a.hashes(t)
+			var throttledLogins []response
+			for _, pw := range []string{"wrong password", password} {
+				throttledLogins = append(throttledLogins, login(email, pw, 11))
+			}
+			if took := time.Since(start); took >= window {
+				if try == 3 {
+					t.Fatalf("%s: three times, the eleventh login came %s after the first, past the window (%s)", who.email, took.Round(time.Millisecond), window)
+				}
+				t.Logf("%s: the eleventh login came %s after the first, past the window (%s): again, with another account", email, took.Round(time.Millisecond), window)
+				continue
+			}
+			for _, r := range throttledLogins {
+				r.problem(t, http.StatusTooManyRequests)
+				if ra, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || ra < 1 || ra > int(window.Seconds()) {
+					t.Errorf("%s: Retry-After %q, want 1 to %d seconds", email, r.header.Get("Retry-After"), int(window.Seconds()))
+				}
+			}
+			if got := a.hashes(t); got != hashes {
+				t.Errorf("%s: %d bcrypt computations for throttled logins, want none", email, got-hashes)
+			}
+			if who.registered {
+				time.Sleep(time.Until(counted.Add(window + 100*time.Millisecond)))
+				login(email, password, 12).expect(t, http.StatusOK)
 
-	// A success starts the count again: nine failures, a success, nine
-	// more, and the right password still works.
-	for range 2 {
-		for i := range 9 {
-			login("gina@example.com", "wrong password", i).problem(t, http.StatusUnauthorized)
+				// A success starts the count again: nine failures, a
+				// success, nine more, and the right password still works.
+				for range 2 {
+					for i := range 9 {
+						login(email, "wrong password", i).problem(t, http.StatusUnauthorized)
+					}
+					login(email, password, 99).expect(t, http.StatusOK)
+				}
+			}
+			break
 		}
-		login("gina@example.com", password, 99).expect(t, http.StatusOK)
 	}
 }
 
