@@ -30,7 +30,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "shop_relay_batch_size", Help: "Rows published per round.",
-			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000},
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000},
 		}),
 		PublishTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "shop_relay_publish_seconds", Help: "Time from a round's first publish to its commit: publishes, confirms, delete and commit (shop_relay_round_phase_seconds splits it).",

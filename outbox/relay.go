@@ -39,7 +39,10 @@ type RelayConfig struct {
 	// Metrics receives the relay's metrics; default none.
 	Metrics *Metrics
 	// BatchSize is how many rows one round publishes at most, shared
-	// evenly among the partitions it relays. Default 500.
+	// evenly among the partitions it relays. Default 2,000: under a
+	// backlog, fewer and bigger rounds cost the relay and Postgres less per
+	// row (BENCHMARKS.md, machine W); a crash publishes at most one round
+	// again.
 	BatchSize int
 	// Workers is how many rounds this replica runs at once, each on its own
 	// AMQP channel; a round relays every partition marked when it starts.
@@ -89,7 +92,7 @@ func (c *RelayConfig) Validate() error {
 		}
 	}
 	if c.BatchSize == 0 {
-		c.BatchSize = 500
+		c.BatchSize = 2000
 	}
 	if c.Workers == 0 {
 		c.Workers = 1

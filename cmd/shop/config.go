@@ -262,7 +262,7 @@ type passwordSection struct {
 func (s passwordSection) validate() error { return inRange("BCRYPT_COST", s.Cost, 4, 31) }
 
 type relaySection struct {
-	BatchSize int           `env:"RELAY_BATCH_SIZE" envDefault:"500" help:"rows one round publishes at most, shared among the partitions it relays (1 to 10000)"`
+	BatchSize int           `env:"RELAY_BATCH_SIZE" envDefault:"2000" help:"rows one round publishes at most, shared among the partitions it relays (1 to 10000)"`
 	Workers   int           `env:"RELAY_WORKERS" envDefault:"1" help:"rounds one relay runs at once, each on its own channel (1 to 16)"`
 	Linger    time.Duration `env:"RELAY_LINGER" envDefault:"2ms" help:"how long a round waits for more commits before it starts: fewer, bigger rounds for up to that much latency per hop (0 to 1s)"`
 }
