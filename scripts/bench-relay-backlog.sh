@@ -15,6 +15,10 @@ cd "$(dirname "$0")/.."
 rows=${1:-50000} turns=${2:-3} sizes=${SIZES:-500 2000} load=${LOAD:-0} writers=${WRITERS:-8}
 base=${BENCH_SERVER_URL:-postgres://postgres@127.0.0.1:5432}
 export LOG_LEVEL=warn
+for n in "$rows" "$turns" "$load" "$writers"; do
+  [[ $n =~ ^[0-9]+$ ]] || { echo "bench: ROWS, TURNS, LOAD and WRITERS are whole numbers, got \"$n\""; exit 2; }
+done
+[ "$rows" -gt 0 ] && [ "$turns" -gt 0 ] || { echo "bench: ROWS and TURNS must be at least 1"; exit 2; }
 for tool in psql rabbitmqctl $([ "$load" -gt 0 ] && echo pgbench); do
   command -v $tool >/dev/null || { echo "bench: $tool is required (apt-get install postgresql-client rabbitmq-server)"; exit 1; }
 done
@@ -22,7 +26,7 @@ go build -o bin/shop ./cmd/shop
 source scripts/bench/lib.sh
 relay=""
 tmp=$(mktemp -d)
-trap 'kill $relay 2>/dev/null; wait 2>/dev/null || true; bench_cleanup; rm -rf "$tmp"' EXIT
+trap 'kill $relay 2>/dev/null || true; wait 2>/dev/null || true; bench_cleanup; rm -rf "$tmp"' EXIT
 cat > "$tmp/write.sql" <<'SQL'
 \set p random(0, 15)
 INSERT INTO outbox (event_id, partition, routing_key, aggregate_type, aggregate_id, aggregate_version, payload)
@@ -47,7 +51,7 @@ for turn in $(seq "$turns"); do
     RELAY_BATCH_SIZE=$size METRICS_ADDR=127.0.0.1:19089 ./bin/shop relay >/dev/null 2>&1 & relay=$!
     for _ in $(seq 100); do rabbitmqctl -q list_queues -p "$vhost" name 2>/dev/null | grep -q shop.inventory && break; sleep 0.1; done
     kill $relay; wait $relay 2>/dev/null || true
-    psql -q "$DATABASE_URL" -c "
+    psql -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "
       INSERT INTO outbox (event_id, partition, routing_key, aggregate_type, aggregate_id, aggregate_version, payload)
       SELECT e, (get_byte(uuid_send(a), 15) % 16), 'order.placed', 'order', a, 1,
         json_build_object('id', e, 'type', 'order.placed', 'schema_version', 1, 'aggregate_type', 'order',
