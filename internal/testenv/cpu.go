@@ -22,6 +22,7 @@ type CPUSnap struct {
 type procTicks struct {
 	comm   string
 	kernel bool   // a kernel thread
+	child  bool   // a child of this process (a benchmark's writers apart)
 	start  uint64 // start time, to tell a reused pid
 	ticks  uint64
 }
@@ -43,6 +44,7 @@ func SnapCPU() CPUSnap {
 			}
 		}
 	}
+	self := os.Getpid()
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -68,6 +70,7 @@ func SnapCPU() CPUSnap {
 		s.procs[pid] = procTicks{
 			comm:   string(data[open+1 : closing]),
 			kernel: pid == 2 || ppid == 2,
+			child:  ppid == self,
 			start:  start,
 			ticks:  utime + stime,
 		}
@@ -101,6 +104,8 @@ func (end CPUSnap) Since(start CPUSnap) CPUUse {
 			group = "kernel"
 		case pid == self:
 			group = "bench"
+		case p.child:
+			group = "bench children"
 		case p.comm == "postgres":
 			group = "postgres"
 		case p.comm == "beam.smp" || strings.HasPrefix(p.comm, "erl") || p.comm == "epmd":
@@ -118,11 +123,16 @@ func (end CPUSnap) Since(start CPUSnap) CPUUse {
 
 // String reads like "busy 95%, load 2.1: bench 80%, postgres 60%,
 // rabbitmq 45%, kernel threads 5%; others: outbox.test 10%" (per process
-// group, % of one core).
+// group, % of one core); the processes this one started, when it has any,
+// follow the bench as "its children 30%".
 func (u CPUUse) String() string {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "busy %.0f%%, load %s: bench %.0f%%, postgres %.0f%%, rabbitmq %.0f%%, kernel threads %.0f%%",
-		u.Busy, u.Load, u.By["bench"], u.By["postgres"], u.By["rabbitmq"], u.By["kernel"])
+	fmt.Fprintf(&sb, "busy %.0f%%, load %s: bench %.0f%%", u.Busy, u.Load, u.By["bench"])
+	if c, ok := u.By["bench children"]; ok {
+		fmt.Fprintf(&sb, ", its children %.0f%%", c)
+	}
+	fmt.Fprintf(&sb, ", postgres %.0f%%, rabbitmq %.0f%%, kernel threads %.0f%%",
+		u.By["postgres"], u.By["rabbitmq"], u.By["kernel"])
 	type other struct {
 		name string
 		pct  float64
@@ -146,9 +156,14 @@ func (u CPUUse) String() string {
 }
 
 // partOfBench reports whether a process group is part of the benchmark: this
-// process, Postgres, RabbitMQ and the kernel's threads (I/O, network).
+// process and its children, Postgres, RabbitMQ and the kernel's threads
+// (I/O, network).
 func partOfBench(group string) bool {
-	return group == "bench" || group == "postgres" || group == "rabbitmq" || group == "kernel"
+	switch group {
+	case "bench", "bench children", "postgres", "rabbitmq", "kernel":
+		return true
+	}
+	return false
 }
 
 // Others is the CPU of processes that are not part of the benchmark, in %

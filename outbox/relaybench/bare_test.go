@@ -22,23 +22,36 @@ const inFlight = 500
 // Its "commit" is the publish, recorded once confirmed; its drain is
 // publishing the backlog, every message confirmed and received.
 type bare struct {
-	cfg   config
-	conn  *amqp.Connection
-	ids   []uuid.UUID
-	msgs  [][]byte
-	done  chan error
-	stopp sync.WaitGroup
+	cfg     config
+	amqpURL string
+	conn    *amqp.Connection
+	ids     []uuid.UUID
+	msgs    [][]byte
+	done    chan error
+	stopp   sync.WaitGroup
 }
 
 func openBare(b *testing.B, cfg config, amqpURL string) system {
 	b.Helper()
+	p, closeWriters, err := bareWriters(context.Background(), cfg, "", amqpURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(closeWriters)
+	return p
+}
+
+// bareWriters connects to RabbitMQ: what bare's writers (and its drain)
+// need, which is all the writers apart attach to.
+func bareWriters(_ context.Context, cfg config, _, amqpURL string) (*bare, func(), error) {
 	conn, err := amqp.DialConfig(amqpURL, amqp.Config{Properties: amqp.Table{"connection_name": "relaybench bare"}})
 	if err != nil {
-		b.Fatalf("connect: %v", err)
+		return nil, nil, fmt.Errorf("connect: %w", err)
 	}
-	b.Cleanup(func() { _ = conn.Close() })
-	return &bare{cfg: cfg, conn: conn, done: make(chan error, 1)}
+	return &bare{cfg: cfg, amqpURL: amqpURL, conn: conn, done: make(chan error, 1)}, func() { _ = conn.Close() }, nil
 }
+
+func (p *bare) endpoints() (dbURL, amqpURL string) { return "", p.amqpURL }
 
 // backlog prepares n messages (untimed), which start publishes.
 func (p *bare) backlog(_ context.Context, n int) error {

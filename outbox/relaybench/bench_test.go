@@ -22,6 +22,9 @@ type system interface {
 	start(ctx context.Context) (stop func(), err error)
 	// newWriter returns a writer of one event per transaction.
 	newWriter(ctx context.Context, rec *recorder) (writer, error)
+	// endpoints are the database and the broker the writers apart attach
+	// to ("" for none).
+	endpoints() (dbURL, amqpURL string)
 }
 
 // drainer is a system whose drain is over only when it says so as well:
@@ -33,19 +36,33 @@ type drainer interface {
 type contender struct {
 	name string
 	open func(b *testing.B, cfg config, amqpURL string) system
+	// writers attaches to the endpoints of a system that open made, for
+	// the writers apart: only its newWriter is used.
+	writers func(ctx context.Context, cfg config, dbURL, amqpURL string) (system, func(), error)
 }
 
 func contenders() []contender {
+	ours := func(ctx context.Context, cfg config, dbURL, amqpURL string) (system, func(), error) {
+		return oursWriters(ctx, cfg, dbURL, amqpURL)
+	}
+	wm := func(tuned bool) func(ctx context.Context, cfg config, dbURL, amqpURL string) (system, func(), error) {
+		return func(ctx context.Context, cfg config, dbURL, amqpURL string) (system, func(), error) {
+			return wmWriters(ctx, cfg, dbURL, amqpURL, tuned)
+		}
+	}
+	bare := func(ctx context.Context, cfg config, dbURL, amqpURL string) (system, func(), error) {
+		return bareWriters(ctx, cfg, dbURL, amqpURL)
+	}
 	return []contender{
-		{"ours, 1 replica", func(b *testing.B, cfg config, amqpURL string) system { return openOurs(b, cfg, amqpURL, 1) }},
-		{"ours, 2 replicas", func(b *testing.B, cfg config, amqpURL string) system { return openOurs(b, cfg, amqpURL, 2) }},
+		{"ours, 1 replica", func(b *testing.B, cfg config, amqpURL string) system { return openOurs(b, cfg, amqpURL, 1) }, ours},
+		{"ours, 2 replicas", func(b *testing.B, cfg config, amqpURL string) system { return openOurs(b, cfg, amqpURL, 2) }, ours},
 		{"watermill forwarder, defaults", func(b *testing.B, cfg config, amqpURL string) system {
 			return openWatermill(b, cfg, amqpURL, false)
-		}},
+		}, wm(false)},
 		{"watermill forwarder, tuned", func(b *testing.B, cfg config, amqpURL string) system {
 			return openWatermill(b, cfg, amqpURL, true)
-		}},
-		{"bare amqp091-go (ceiling)", openBare},
+		}, wm(true)},
+		{"bare amqp091-go (ceiling)", openBare, bare},
 	}
 }
 
@@ -55,8 +72,12 @@ func contenders() []contender {
 // is suppressed).
 func BenchmarkRelay(b *testing.B) {
 	cfg := loadConfig(b)
-	b.Logf("config: backlog %d, drain timeout %s, load %s with %d writers, paced %s at %.0f events/s, grace %s",
-		cfg.backlog, cfg.drainTimeout, cfg.load, cfg.writers, cfg.paced, cfg.rate, cfg.grace)
+	where := "in this process"
+	if cfg.apart {
+		where = "in a process of their own"
+	}
+	b.Logf("config: backlog %d, drain timeout %s, load %s with %d writers %s, paced %s at %.0f events/s, grace %s",
+		cfg.backlog, cfg.drainTimeout, cfg.load, cfg.writers, where, cfg.paced, cfg.rate, cfg.grace)
 	for _, c := range contenders() {
 		b.Run(benchName(c.name), func(b *testing.B) {
 			res := resultFor(c.name)
@@ -190,17 +211,33 @@ func benchLoad(b *testing.B, c contender, cfg config, res *result, paced bool) {
 			}
 		}
 	}()
+	var apart *writersApart
+	if cfg.apart {
+		dbURL, amqpURL := sys.endpoints()
+		spec := childSpec{contender: c.name, dbURL: dbURL, amqpURL: amqpURL, writers: cfg.writers, d: d, rate: rate}
+		if apart, err = startWritersApart(ctx, spec, rec); err != nil {
+			b.Fatal(err)
+		}
+	}
 	cpu0 := testenv.SnapCPU()
 	b.ResetTimer()
 	t0 := time.Now()
-	if err := runWriters(ctx, sys, rec, cfg.writers, d, rate); err != nil {
-		b.Errorf("writer: %v", err)
+	if apart != nil {
+		err = apart.run()
+	} else {
+		err = runWriters(ctx, sys, rec, cfg.writers, d, rate)
 	}
 	end := time.Now()
 	stopSampling()
 	<-sampled
 	b.StopTimer()
 	cpu := testenv.SnapCPU().Since(cpu0)
+	if apart != nil && err == nil {
+		err = apart.stop(nil)
+	}
+	if err != nil {
+		b.Errorf("writers: %v", err)
+	}
 	elapsed := end.Sub(t0).Seconds()
 	committed, received := rec.count(), s.count()-1
 	backlog := max(0, committed-received)
@@ -235,8 +272,12 @@ func benchLoad(b *testing.B, c contender, cfg config, res *result, paced bool) {
 	if !caughtUp {
 		note = fmt.Sprintf("; %d events still missing %s after the writers stopped", missing, cfg.grace)
 	}
-	b.Logf("%s: %s %.1fs, %d writers: committed %d (%.0f/s), received %d (%.0f/s), backlog %d (every 5 s: %v); commit→arrival p50 %s%s, p99 %s%s (duplicates %d)%s [%s]",
-		c.name, what, elapsed, cfg.writers, committed, lr.committed, received, lr.received, backlog, samples,
+	where := ""
+	if cfg.apart {
+		where = " in a process of their own"
+	}
+	b.Logf("%s: %s %.1fs, %d writers%s: committed %d (%.0f/s), received %d (%.0f/s), backlog %d (every 5 s: %v); commit→arrival p50 %s%s, p99 %s%s (duplicates %d)%s [%s]",
+		c.name, what, elapsed, cfg.writers, where, committed, lr.committed, received, lr.received, backlog, samples,
 		atLeast(lr.p50Lower), fmtMS(lr.p50), atLeast(lr.p99Lower), fmtMS(lr.p99), s.dups.Load(), note, cpu)
 	res.set(func(r *result) {
 		if paced {
@@ -399,6 +440,9 @@ func printTable(w io.Writer) {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "writers" {
+		os.Exit(writersChild())
+	}
 	code := m.Run()
 	printTable(os.Stdout)
 	os.Exit(code)

@@ -31,4 +31,11 @@
 //	                          override our relay's BatchSize and Workers
 //	                          (default: RelayConfig's defaults)
 //	RELAYBENCH_LINGER         our relay's Linger (2ms, RELAY_LINGER's default)
+//	RELAYBENCH_APART          1: the load and paced phases' writers run in a
+//	                          process of their own (this binary again, see
+//	                          apart_test.go), as the API runs beside
+//	                          `shop relay`; 0 (default): goroutines of this one
+//	RELAYBENCH_WRITERS_CPUPROFILE
+//	                          with RELAYBENCH_APART=1, a file to write the
+//	                          writers' CPU profile to
 package relaybench

@@ -35,6 +35,7 @@ type config struct {
 	workers      int
 	vacuumAfter  int
 	linger       time.Duration
+	apart        bool // the writers in a process of their own
 }
 
 func loadConfig(b *testing.B) config {
@@ -51,6 +52,7 @@ func loadConfig(b *testing.B) config {
 		workers:      envInt(b, "RELAYBENCH_WORKERS", 0),
 		vacuumAfter:  envInt(b, "RELAYBENCH_VACUUM_AFTER", 0),
 		linger:       envDuration(b, "RELAYBENCH_LINGER", 2*time.Millisecond), // RELAY_LINGER's default
+		apart:        envInt(b, "RELAYBENCH_APART", 0) == 1,
 	}
 	if c.backlog < 1 || c.writers < 1 || c.rate <= 0 || c.load <= 0 || c.paced <= 0 {
 		b.Fatalf("relaybench: backlog, writers, rate and durations must be positive: %+v", c)
@@ -139,6 +141,9 @@ type recorder struct {
 	mu sync.Mutex
 	at map[uuid.UUID]time.Time
 	n  atomic.Int64
+	// stream, when set, takes each commit instead of the map: the writers
+	// apart send theirs to the parent (apart_test.go).
+	stream func(id uuid.UUID, at time.Time)
 }
 
 func newRecorder(size int) *recorder {
@@ -146,6 +151,11 @@ func newRecorder(size int) *recorder {
 }
 
 func (r *recorder) add(id uuid.UUID, at time.Time) {
+	if r.stream != nil {
+		r.stream(id, at)
+		r.n.Add(1)
+		return
+	}
 	r.mu.Lock()
 	r.at[id] = at
 	r.mu.Unlock()

@@ -30,20 +30,32 @@ type ours struct {
 
 func openOurs(b *testing.B, cfg config, amqpURL string, replicas int) system {
 	b.Helper()
-	dbURL := testenv.DatabaseURL(b)
-	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: int32(cfg.writers + 2)})
+	o, closeWriters, err := oursWriters(context.Background(), cfg, testenv.DatabaseURL(b), amqpURL)
 	if err != nil {
-		b.Fatalf("open pool: %v", err)
+		b.Fatal(err)
 	}
-	b.Cleanup(pool.Close)
+	b.Cleanup(closeWriters)
+	o.replicas = replicas
+	return o
+}
+
+// oursWriters is ours without relays: what its writers need, which is all
+// the writers apart attach to.
+func oursWriters(ctx context.Context, cfg config, dbURL, amqpURL string) (*ours, func(), error) {
+	pool, err := store.Open(ctx, store.Config{DatabaseURL: dbURL, MaxConns: int32(cfg.writers + 2)})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open pool: %w", err)
+	}
 	// The writers wake the relays after each commit, as the API does.
 	notifier := outbox.NewNotifier(pool, logger)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() { defer close(done); _ = notifier.Run(ctx) }()
-	b.Cleanup(func() { cancel(); <-done })
-	return &ours{cfg: cfg, dbURL: dbURL, amqpURL: amqpURL, replicas: replicas, pool: pool, uow: store.NewUnitOfWork(pool, notifier)}
+	closeWriters := func() { cancel(); <-done; pool.Close() }
+	return &ours{cfg: cfg, dbURL: dbURL, amqpURL: amqpURL, pool: pool, uow: store.NewUnitOfWork(pool, notifier)}, closeWriters, nil
 }
+
+func (o *ours) endpoints() (dbURL, amqpURL string) { return o.dbURL, o.amqpURL }
 
 // backlog appends n events with outbox.Append, 10,000 per transaction.
 func (o *ours) backlog(ctx context.Context, n int) error {

@@ -44,22 +44,13 @@ type wm struct {
 
 func openWatermill(b *testing.B, cfg config, amqpURL string, tuned bool) system {
 	b.Helper()
-	dbURL := testenv.DatabaseURL(b)
-	pool, err := store.Open(context.Background(), store.Config{DatabaseURL: dbURL, MaxConns: int32(cfg.writers + 2)})
+	w, closeWriters, err := wmWriters(context.Background(), cfg, testenv.DatabaseURL(b), amqpURL, tuned)
 	if err != nil {
-		b.Fatalf("open pool: %v", err)
+		b.Fatal(err)
 	}
-	b.Cleanup(pool.Close)
-	w := &wm{
-		cfg: cfg, dbURL: dbURL, amqpURL: amqpURL, tuned: tuned, pool: pool,
-		schema: &wsql.DefaultPostgreSQLSchema{},
-		log:    watermill.NewSlogLogger(logger),
-	}
-	if tuned {
-		w.schema.SubscribeBatchSize = 1000
-	}
+	b.Cleanup(closeWriters)
 	// Create the SQL topic's tables, as a deployment's migration would.
-	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(pool), wsql.SubscriberConfig{SchemaAdapter: w.schema, OffsetsAdapter: w.offsets}, w.log)
+	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(w.pool), wsql.SubscriberConfig{SchemaAdapter: w.schema, OffsetsAdapter: w.offsets}, w.log)
 	if err == nil {
 		err = sub.SubscribeInitialize(wmTopic)
 		_ = sub.Close()
@@ -69,6 +60,26 @@ func openWatermill(b *testing.B, cfg config, amqpURL string, tuned bool) system 
 	}
 	return w
 }
+
+// wmWriters is wm without the forwarder: what its writers need, which is
+// all the writers apart attach to.
+func wmWriters(ctx context.Context, cfg config, dbURL, amqpURL string, tuned bool) (*wm, func(), error) {
+	pool, err := store.Open(ctx, store.Config{DatabaseURL: dbURL, MaxConns: int32(cfg.writers + 2)})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open pool: %w", err)
+	}
+	w := &wm{
+		cfg: cfg, dbURL: dbURL, amqpURL: amqpURL, tuned: tuned, pool: pool,
+		schema: &wsql.DefaultPostgreSQLSchema{},
+		log:    watermill.NewSlogLogger(logger),
+	}
+	if tuned {
+		w.schema.SubscribeBatchSize = 1000
+	}
+	return w, pool.Close, nil
+}
+
+func (w *wm) endpoints() (dbURL, amqpURL string) { return w.dbURL, w.amqpURL }
 
 // backlog publishes n events through the forwarder's SQL publisher, 10,000
 // per transaction, 1,000 per INSERT.
