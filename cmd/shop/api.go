@@ -115,7 +115,7 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process
 	}
 	apiCfg := httpapi.Config{Reads: reads, Users: origin, Auth: a, Logger: log, Registry: proc.reg, Ops: proc.handler(),
 		TrustedProxies: trusted, HSTS: cfg.HTTP.HSTS, Tracing: proc.tracing(), CommandBatchMax: cfg.HTTP.CommandBatchMax,
-		CommandLanes: cfg.HTTP.CommandLanes}
+		CommandLanes: cfg.HTTP.CommandLanes, MaxInFlight: cfg.HTTP.MaxInFlight}
 	if apiCfg.Limiter, apiCfg.Logins, err = limits(cfg, pipelined); err != nil {
 		release()
 		return nil, err

@@ -129,7 +129,10 @@ type httpSection struct {
 	WriteTimeout   time.Duration `env:"HTTP_WRITE_TIMEOUT" envDefault:"30s" help:"how long the API may take to answer a request, from the end of its headers"`
 	IdleTimeout    time.Duration `env:"HTTP_IDLE_TIMEOUT" envDefault:"120s" help:"how long an idle keep-alive connection stays open"`
 	MaxConns       int           `env:"HTTP_MAX_CONNS" envDefault:"4096" help:"connections the API serves at once; more wait to be accepted (1 to 1000000)"`
-	HSTS           bool          `env:"HSTS" envDefault:"false" help:"1 or true: send Strict-Transport-Security, for an API that a proxy serves over HTTPS"`
+	// Past what the machine sustains, requests held in the process cost
+	// memory and wait seconds; refused at once, they cost neither.
+	MaxInFlight int  `env:"HTTP_MAX_IN_FLIGHT" envDefault:"256" help:"requests the API works on at once, the probes left out; one more is answered 503 with Retry-After at once (0: no bound; up to 1000000)"`
+	HSTS        bool `env:"HSTS" envDefault:"false" help:"1 or true: send Strict-Transport-Security, for an API that a proxy serves over HTTPS"`
 	// Commands that arrive together share a transaction and its COMMIT
 	// (group commit); the figures are in BENCHMARKS.md.
 	CommandBatchMax int `env:"COMMAND_BATCH_MAX" envDefault:"64" help:"how many concurrent commands share one Postgres transaction at most, each under its own savepoint (1 to 1024; 1: a transaction each)"`
@@ -162,7 +165,7 @@ func (s httpSection) validate() error {
 			errs = append(errs, fmt.Errorf("%s must be a positive duration like 30s, not %s", name, d))
 		}
 	}
-	errs = append(errs, inRange("HTTP_MAX_CONNS", s.MaxConns, 1, 1_000_000))
+	errs = append(errs, inRange("HTTP_MAX_CONNS", s.MaxConns, 1, 1_000_000), inRange("HTTP_MAX_IN_FLIGHT", s.MaxInFlight, 0, 1_000_000))
 	return errors.Join(errs...)
 }
 

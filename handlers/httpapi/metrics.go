@@ -22,6 +22,7 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	limiter  prometheus.Counter
+	refused  prometheus.Counter // requests refused for the bound on requests in flight
 
 	// The series of each (status, method, route) seen, so that a request
 	// does not hash its labels into both vectors.
@@ -56,7 +57,7 @@ func (m *metrics) of(code int, method, route string) series {
 	return s
 }
 
-func newMetrics(reg prometheus.Registerer, hashes func() uint64) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, hashes func() uint64, inFlight func() float64) (*metrics, error) {
 	m := &metrics{
 		series: map[seriesKey]series{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -72,12 +73,20 @@ func newMetrics(reg prometheus.Registerer, hashes func() uint64) (*metrics, erro
 			Namespace: "shop", Subsystem: "http", Name: "rate_limiter_errors_total",
 			Help: "Requests the shared rate limiter could not decide (Redis did not answer): let through, or refused on the routes that fail closed.",
 		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shop", Subsystem: "http", Name: "busy_refused_total",
+			Help: "Requests answered 503 at once because HTTP_MAX_IN_FLIGHT others were in hand.",
+		}),
 	}
+	inFlightGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "shop", Subsystem: "http", Name: "requests_in_flight",
+		Help: "Requests the API is working on now, the probes left out.",
+	}, inFlight)
 	passwords := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: "shop", Subsystem: "auth", Name: "password_hashes_total",
 		Help: "bcrypt hashes and comparisons computed (registrations and logins): the CPU that passwords cost.",
 	}, func() float64 { return float64(hashes()) })
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.limiter, passwords} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.limiter, m.refused, inFlightGauge, passwords} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -80,6 +81,9 @@ type Config struct {
 	// CommandLanes is how many command transactions run at once: groups
 	// form while all are busy. Default 1.
 	CommandLanes int
+	// MaxInFlight is how many requests the API works on at once; one more
+	// is answered 503 with Retry-After at once (bound). 0: no bound.
+	MaxInFlight int
 	// Tracing records a server span per request (otelhttp around the
 	// server, the span named after its route by traceRoute) and the spans
 	// below it. nil: none, at no cost.
@@ -99,6 +103,8 @@ func (c *Config) Validate() error {
 		return errors.New("httpapi: auth is required")
 	case c.Logger == nil:
 		return errors.New("httpapi: logger is required")
+	case c.MaxInFlight < 0:
+		return fmt.Errorf("httpapi: requests in flight must be 0 (no bound) or more, not %d", c.MaxInFlight)
 	}
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()
@@ -119,6 +125,7 @@ type Server struct {
 	metrics  *metrics
 	docs     *openAPIDocs
 	commands *store.Group
+	inFlight atomic.Int64 // requests in hand (bound)
 }
 
 // New returns the API as an http.Handler built on Echo: the *echo.Echo
@@ -134,7 +141,8 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: %w", err)
 	}
-	m, err := newMetrics(cfg.Registry, cfg.Auth.Hashes)
+	s := &Server{cfg: cfg, gate: gate}
+	m, err := newMetrics(cfg.Registry, cfg.Auth.Hashes, func() float64 { return float64(s.inFlight.Load()) })
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: register metrics: %w", err)
 	}
@@ -146,7 +154,7 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: %w", err)
 	}
-	s := &Server{cfg: cfg, gate: gate, metrics: m, docs: docs, commands: commands}
+	s.metrics, s.docs, s.commands = m, docs, commands
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
@@ -166,6 +174,7 @@ func New(cfg Config) (http.Handler, error) {
 			},
 		}),
 		s.secureHeaders,
+		s.bound,
 		s.rateLimit,
 		middleware.BodyLimit(fmt.Sprint(BodyLimit)),
 	)
