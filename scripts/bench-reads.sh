@@ -7,7 +7,9 @@
 #     (scripts/bench/confirmlatency, which listens to the projector's Pub/Sub announcements).
 # Usage: scripts/bench-reads.sh [seconds]   (needs wrk, psql, redis-cli, rabbitmqctl)
 #   PHASES="reads orders" (default both), RATE=300 (orders/s), BUYERS=1 (the customers
-#   whose orders take turns in the orders phase).
+#   whose orders take turns in the orders phase). RATE=half first finds the rate `shop run`
+#   sustains (`shop loadtest --find-rate`, orders only, 10 s steps from 100/s, every request's
+#   p99 under 100 ms, every order decided) and then measures at half of it.
 # During the orders phase it also prints the CPU each program used, per order, the mean
 # lag of each hop (the relay, each consumer group), with TIMELINE=1 each second's latency,
 # and it saves shop's /metrics at its end in /tmp/bench-reads-metrics.txt.
@@ -52,6 +54,16 @@ kill $bare; wait $bare 2>/dev/null || true; bare=""
 fi
 
 if [[ " $phases " == *" orders "* ]]; then
+if [[ ${RATE:-} == half ]]; then
+  echo "== the rate shop run sustains: shop loadtest --find-rate, orders only (1 to 3 lines), 10 s steps, p99 under 100 ms"
+  ./bin/shop loadtest --url "$url" --find-rate --rate 100 --duration 10s --mix place=100 --customers 50 --products 100 \
+    --admin-email admin@bench.test --admin-password benchpass1 > "$tmp/find-rate.txt" 2>/dev/null || true
+  sed -n '/rate\/s/,/^sustained/p' "$tmp/find-rate.txt"
+  sustained=$(sed -n 's/^sustained: \([0-9]*\) requests.*/\1/p' "$tmp/find-rate.txt")
+  [ -n "$sustained" ] && [ "$sustained" -gt 1 ] || { echo "bench: no sustained rate found"; cat "$tmp/find-rate.txt"; exit 1; }
+  RATE=$(( sustained / 2 ))
+  sleep 5 # the last step's backlog drains
+fi
 echo "== POST /v1/orders at ${RATE:-300}/s for ${secs}s: 202 → confirmed in Redis"
 orders_before=$(psql -qtA "$DATABASE_URL" -c "SELECT count(*) FROM orders")
 curl -fs "http://$METRICS_ADDR/metrics" > "$tmp/metrics.before" || true
