@@ -48,6 +48,7 @@ type childSpec struct {
 	writers   int
 	d         time.Duration
 	rate      float64
+	nice      int // the child's nice value, through nice(1); 0: as the parent
 }
 
 func (s childSpec) env() []string {
@@ -218,6 +219,12 @@ func startWritersApart(ctx context.Context, spec childSpec, rec *recorder) (*wri
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, self, "-test.run=^$")
+	if spec.nice > 0 {
+		// nice(1) sets the value before the exec, so every thread of the
+		// child has it; setpriority(2) on a running Go process would reach
+		// one thread.
+		cmd = exec.CommandContext(ctx, "nice", "-n", strconv.Itoa(spec.nice), self, "-test.run=^$")
+	}
 	cmd.Env = append(os.Environ(), spec.env()...)
 	w := &writersApart{cmd: cmd, ready: make(chan struct{}), done: make(chan struct{}), failed: make(chan error, 1), stderr: &limitedBuffer{max: 8 << 10}}
 	cmd.Stderr = w.stderr

@@ -38,4 +38,8 @@
 //	RELAYBENCH_WRITERS_CPUPROFILE
 //	                          with RELAYBENCH_APART=1, a file to write the
 //	                          writers' CPU profile to
+//	RELAYBENCH_WRITERS_NICE   with RELAYBENCH_APART=1, the writers' nice value
+//	                          (0 to 19, default 0): on a saturated machine the
+//	                          broker and the relay then come before them, as
+//	                          they would on cores of their own
 package relaybench

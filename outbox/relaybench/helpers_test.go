@@ -36,6 +36,7 @@ type config struct {
 	vacuumAfter  int
 	linger       time.Duration
 	apart        bool // the writers in a process of their own
+	writersNice  int  // with apart, the writers' nice value (0: as this process)
 }
 
 func loadConfig(b *testing.B) config {
@@ -53,6 +54,10 @@ func loadConfig(b *testing.B) config {
 		vacuumAfter:  envInt(b, "RELAYBENCH_VACUUM_AFTER", 0),
 		linger:       envDuration(b, "RELAYBENCH_LINGER", 2*time.Millisecond), // RELAY_LINGER's default
 		apart:        envInt(b, "RELAYBENCH_APART", 0) == 1,
+		writersNice:  envInt(b, "RELAYBENCH_WRITERS_NICE", 0),
+	}
+	if c.writersNice < 0 || c.writersNice > 19 || (c.writersNice > 0 && !c.apart) {
+		b.Fatalf("relaybench: RELAYBENCH_WRITERS_NICE=%d: from 0 to 19, and only with RELAYBENCH_APART=1", c.writersNice)
 	}
 	if c.backlog < 1 || c.writers < 1 || c.rate <= 0 || c.load <= 0 || c.paced <= 0 {
 		b.Fatalf("relaybench: backlog, writers, rate and durations must be positive: %+v", c)
