@@ -57,10 +57,10 @@ if [[ " $phases " == *" orders "* ]]; then
 if [[ ${RATE:-} == half ]]; then
   echo "== the rate shop run sustains: shop loadtest --find-rate, orders only (1 to 3 lines), 10 s steps, p99 under 100 ms"
   ./bin/shop loadtest --url "$url" --find-rate --rate 100 --duration 10s --mix place=100 --customers 50 --products 100 \
-    --admin-email admin@bench.test --admin-password benchpass1 > "$tmp/find-rate.txt" 2>/dev/null || true
+    --admin-email admin@bench.test --admin-password benchpass1 > "$tmp/find-rate.txt" 2>"$tmp/find-rate.log" || true
   sed -n '/rate\/s/,/^sustained/p' "$tmp/find-rate.txt"
   sustained=$(sed -n 's/^sustained: \([0-9]*\) requests.*/\1/p' "$tmp/find-rate.txt")
-  [ -n "$sustained" ] && [ "$sustained" -gt 1 ] || { echo "bench: no sustained rate found"; cat "$tmp/find-rate.txt"; exit 1; }
+  [ -n "$sustained" ] && [ "$sustained" -gt 1 ] || { echo "bench: no sustained rate found"; cat "$tmp/find-rate.txt"; tail -20 "$tmp/find-rate.log"; exit 1; }
   RATE=$(( sustained / 2 ))
   sleep 5 # the last step's backlog drains
 fi
