@@ -26,6 +26,7 @@ type apiSettings struct {
 	Pool     poolSection
 	Redis    redisSection
 	HTTP     httpSection
+	Backlog  backlogSection
 	Limits   limitSection
 	Token    tokenSection
 	Password passwordSection
@@ -124,6 +125,16 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process
 	uow := pg.units(store.NewUnitOfWork(pool, notifier))
 	checks := []ops.Check{{Name: "postgres", Ready: uow.Ping}}
 	apiCfg.UnitOfWork = uow
+	var backlog *outbox.Backlog
+	if cfg.Backlog.MaxPending > 0 {
+		backlog, err = outbox.NewBacklog(outbox.BacklogConfig{Pool: pool, Max: cfg.Backlog.MaxPending, Wait: cfg.Backlog.Wait,
+			Logger: log, Registry: proc.reg})
+		if err != nil {
+			release()
+			return nil, err
+		}
+		apiCfg.Backlog = backlog
+	}
 	e, err := httpapi.New(apiCfg)
 	if err != nil {
 		release()
@@ -141,6 +152,9 @@ func newAPI(ctx context.Context, cfg apiSettings, log *slog.Logger, proc process
 			nctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 			defer stop() // after the last request: its commit may still notify
 			go func() { _ = notifier.Run(nctx) }()
+			if backlog != nil {
+				go backlog.Run(ctx)
+			}
 			return server.serve(ctx)
 		}},
 		server:   server,

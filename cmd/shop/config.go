@@ -143,6 +143,22 @@ type httpSection struct {
 	ReadCacheTTL time.Duration `env:"READ_CACHE_TTL" envDefault:"30s" help:"how long an in-memory copy serves at most, in case an announcement was lost while the subscription to announcements seemed healthy (Redis pub/sub does not resend; every copy is dropped whenever that subscription is made again)"`
 }
 
+// backlogSection bounds the outbox: a relay that cannot keep up with the
+// API (RabbitMQ on the same cores as Postgres and the API, or down) then
+// slows the commands instead of delaying every event without end.
+type backlogSection struct {
+	MaxPending int           `env:"OUTBOX_MAX_PENDING" envDefault:"50000" help:"unsent rows the outbox may hold before new commands wait for the relays; a command that waited OUTBOX_WAIT in vain is answered 503 with Retry-After (0: no bound; up to 10000000)"`
+	Wait       time.Duration `env:"OUTBOX_WAIT" envDefault:"2s" help:"how long a command waits for room in the outbox (see OUTBOX_MAX_PENDING) before it is refused"`
+}
+
+func (s backlogSection) validate() error {
+	var errs []error
+	if s.Wait <= 0 {
+		errs = append(errs, fmt.Errorf("OUTBOX_WAIT must be a positive duration like 2s, not %s", s.Wait))
+	}
+	return errors.Join(append(errs, inRange("OUTBOX_MAX_PENDING", s.MaxPending, 0, 10_000_000))...)
+}
+
 func (s httpSection) validate() error {
 	var errs []error
 	if _, err := parsePrefixes(s.TrustedProxies); err != nil {

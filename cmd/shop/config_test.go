@@ -62,6 +62,8 @@ func TestRefusesBadConfiguration(t *testing.T) {
 		{"a TRUSTED_PROXIES that is no CIDR", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8, proxy.local"}, []string{"api"}, 1, `TRUSTED_PROXIES: "proxy.local" is not a CIDR`},
 		{"an HTTP_MAX_CONNS of zero", map[string]string{"HTTP_MAX_CONNS": "0"}, []string{"api"}, 1, "HTTP_MAX_CONNS must be an integer from 1 to 1000000, not 0"},
 		{"a negative HTTP_MAX_IN_FLIGHT", map[string]string{"HTTP_MAX_IN_FLIGHT": "-1"}, []string{"api"}, 1, "HTTP_MAX_IN_FLIGHT must be an integer from 0 to 1000000, not -1"},
+		{"a negative OUTBOX_MAX_PENDING", map[string]string{"OUTBOX_MAX_PENDING": "-1"}, []string{"api"}, 1, "OUTBOX_MAX_PENDING must be an integer from 0 to 10000000, not -1"},
+		{"an OUTBOX_WAIT of zero", map[string]string{"OUTBOX_WAIT": "0s"}, []string{"run"}, 1, "OUTBOX_WAIT must be a positive duration"},
 		{"an HTTP_WRITE_TIMEOUT of zero", map[string]string{"HTTP_WRITE_TIMEOUT": "0s"}, []string{"api"}, 1, "HTTP_WRITE_TIMEOUT must be a positive duration"},
 		{"a LOGIN_WINDOW under a second", map[string]string{"LOGIN_WINDOW": "10ms"}, []string{"api"}, 1, "LOGIN_WINDOW must be a duration of at least 1s"},
 		{"a negative LOGIN_MAX_FAILURES", map[string]string{"LOGIN_MAX_FAILURES": "-1"}, []string{"api"}, 1, "LOGIN_MAX_FAILURES must be an integer from 0"},

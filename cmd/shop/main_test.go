@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/shopdev/shop/internal/testenv"
 	"github.com/shopdev/shop/store"
@@ -443,4 +444,52 @@ func TestAPIBoundsItsConnections(t *testing.T) {
 		return nil
 	})
 	stop(t, api)
+}
+
+// With no relay running, `shop api` takes commands until the outbox holds
+// OUTBOX_MAX_PENDING unsent events; then a command waits OUTBOX_WAIT and
+// is answered 503 with Retry-After, and /metrics counts the refusal.
+func TestAPIRefusesCommandsWhileTheOutboxIsFull(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"DATABASE_URL": freshDatabaseURL(t)}
+	if _, stderr, code := shop(t, env, "migrate"); code != 0 {
+		t.Fatalf("migrate: exit code %d:\n%s", code, stderr)
+	}
+	if _, stderr, code := shop(t, env, "user", "add", "--email", "root@example.com", "--password", "correct horse", "--admin"); code != 0 {
+		t.Fatalf("user add: exit code %d:\n%s", code, stderr)
+	}
+	// The admin's user.registered is sent, as a relay would.
+	conn, err := pgx.Connect(context.Background(), env["DATABASE_URL"])
+	testenv.Must(t, err, "connect")
+	_, err = conn.Exec(context.Background(), `DELETE FROM outbox`)
+	testenv.Must(t, err, "empty the outbox")
+	testenv.Must(t, conn.Close(context.Background()), "close")
+	env["HTTP_ADDR"], env["METRICS_ADDR"] = "127.0.0.1:0", "127.0.0.1:0"
+	env["JWT_SECRET"] = strings.Repeat("s", 32)
+	env["OUTBOX_MAX_PENDING"], env["OUTBOX_WAIT"] = "1", "300ms"
+	_, addrs := startListening(t, env, "api")
+	token := postJSON(t, "http://"+addrs["api"]+"/v1/tokens", "", `{"email":"root@example.com","password":"correct horse"}`, http.StatusOK)["token"].(string)
+
+	statuses := map[int]int{}
+	for i := 0; statuses[http.StatusServiceUnavailable] == 0 && i < 50; i++ {
+		req, err := http.NewRequest(http.MethodPost, "http://"+addrs["api"]+"/v1/products",
+			strings.NewReader(fmt.Sprintf(`{"sku":"S-%d","name":"Spoon","price_cents":199,"stock":3}`, i)))
+		testenv.Must(t, err, "new request")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		testenv.Must(t, err, "POST /v1/products")
+		_ = res.Body.Close()
+		statuses[res.StatusCode]++
+		if res.StatusCode == http.StatusServiceUnavailable && res.Header.Get("Retry-After") != "1" {
+			t.Errorf("503 with Retry-After %q, want 1", res.Header.Get("Retry-After"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if statuses[http.StatusCreated] == 0 || statuses[http.StatusServiceUnavailable] == 0 || len(statuses) != 2 {
+		t.Fatalf("answers %v: want 201 until the outbox held its bound, then 503", statuses)
+	}
+	if got, err := metricTotal(addrs["ops"], "shop_outbox_backlog_refused_total"); err != nil || got < 1 {
+		t.Errorf("shop_outbox_backlog_refused_total = %v (%v), want 1 or more", got, err)
+	}
 }

@@ -60,6 +60,11 @@ func (s *Server) command(c echo.Context, body []byte, ahead store.ReadAhead, fn 
 	hash := s.cfg.Auth.RequestDigest([]byte(c.Request().Method+" "+c.Request().URL.Path+"\n"), body)
 	ctx := outbox.WithMetadata(c.Request().Context(), s.metadata(c))
 
+	if s.cfg.Backlog != nil {
+		if err := s.cfg.Backlog.Admit(ctx); err != nil {
+			return err
+		}
+	}
 	var res store.Response
 	err := s.commands.DoReading(ctx, ahead, func(ctx context.Context, tx *store.Tx) error {
 		r, err := fn(ctx, tx)

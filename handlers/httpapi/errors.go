@@ -13,6 +13,7 @@ import (
 	"github.com/shopdev/shop/domain/order"
 	"github.com/shopdev/shop/domain/product"
 	"github.com/shopdev/shop/domain/user"
+	"github.com/shopdev/shop/outbox"
 	"github.com/shopdev/shop/store"
 )
 
@@ -75,6 +76,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 	case errors.Is(err, errBusy):
 		p.Status, p.Detail = http.StatusServiceUnavailable, errBusy.Error()
 		c.Response().Header().Set("Retry-After", "1")
+	case errors.Is(err, outbox.ErrBehind):
+		p.Status, p.Detail = http.StatusServiceUnavailable, "too many events wait to be delivered; retry after the time in Retry-After"
+		c.Response().Header().Set("Retry-After", "1")
 	case errors.Is(err, domain.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		p.Status, p.Detail = http.StatusServiceUnavailable, "a dependency is unavailable; retry later"
 		c.Response().Header().Set("Retry-After", "1")
@@ -83,7 +87,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	default:
 		p.Status, p.Detail = http.StatusInternalServerError, "internal error; quote the request id when reporting it"
 	}
-	if p.Status >= 500 && !errors.Is(err, errBusy) { // refusals are counted, not logged: they come in floods
+	if p.Status >= 500 && !errors.Is(err, errBusy) && !errors.Is(err, outbox.ErrBehind) { // refusals are counted, not logged: they come in floods
 		s.cfg.Logger.LogAttrs(req.Context(), slog.LevelError, "request failed",
 			slog.String("method", req.Method), slog.String("route", c.Path()), slog.Int("status", p.Status),
 			slog.String("request_id", p.RequestID), slog.String("correlation_id", correlationID(c)),

@@ -84,6 +84,13 @@ type Config struct {
 	// MaxInFlight is how many requests the API works on at once; one more
 	// is answered 503 with Retry-After at once (bound). 0: no bound.
 	MaxInFlight int
+	// Backlog holds new commands back while too many events wait in the
+	// outbox (outbox.Backlog): a command waits at its Admit, and is
+	// answered its error (503 with Retry-After) if the wait ends without
+	// room. nil: commands are never held.
+	Backlog interface {
+		Admit(ctx context.Context) error
+	}
 	// Tracing records a server span per request (otelhttp around the
 	// server, the span named after its route by traceRoute) and the spans
 	// below it. nil: none, at no cost.

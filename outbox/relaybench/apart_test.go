@@ -42,13 +42,14 @@ const (
 
 // childSpec is what the child needs to attach and write.
 type childSpec struct {
-	contender string
-	dbURL     string
-	amqpURL   string
-	writers   int
-	d         time.Duration
-	rate      float64
-	nice      int // the child's nice value, through nice(1); 0: as the parent
+	contender  string
+	dbURL      string
+	amqpURL    string
+	writers    int
+	d          time.Duration
+	rate       float64
+	nice       int // the child's nice value, through nice(1); 0: as the parent
+	maxPending int // the writers' outbox bound (config.maxPending)
 }
 
 func (s childSpec) env() []string {
@@ -60,6 +61,7 @@ func (s childSpec) env() []string {
 		"RELAYBENCH_CHILD_WRITERS=" + strconv.Itoa(s.writers),
 		"RELAYBENCH_CHILD_DURATION=" + s.d.String(),
 		"RELAYBENCH_CHILD_RATE=" + strconv.FormatFloat(s.rate, 'f', -1, 64),
+		"RELAYBENCH_CHILD_MAX_PENDING=" + strconv.Itoa(s.maxPending),
 	}
 }
 
@@ -69,11 +71,12 @@ func childSpecFromEnv() (childSpec, error) {
 		dbURL:     os.Getenv("RELAYBENCH_CHILD_DB"),
 		amqpURL:   os.Getenv("RELAYBENCH_CHILD_AMQP"),
 	}
-	var err1, err2, err3 error
+	var err1, err2, err3, err4 error
 	s.writers, err1 = strconv.Atoi(os.Getenv("RELAYBENCH_CHILD_WRITERS"))
 	s.d, err2 = time.ParseDuration(os.Getenv("RELAYBENCH_CHILD_DURATION"))
 	s.rate, err3 = strconv.ParseFloat(os.Getenv("RELAYBENCH_CHILD_RATE"), 64)
-	if err := errors.Join(err1, err2, err3); err != nil {
+	s.maxPending, err4 = strconv.Atoi(os.Getenv("RELAYBENCH_CHILD_MAX_PENDING"))
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return s, fmt.Errorf("writers child: %w", err)
 	}
 	return s, nil
@@ -102,7 +105,7 @@ func runWritersChild(ctx context.Context, stdin io.Reader, stdout io.Writer) err
 	if c == nil || c.writers == nil {
 		return fmt.Errorf("no writers for contender %q", spec.contender)
 	}
-	sys, closeSys, err := c.writers(ctx, config{writers: spec.writers}, spec.dbURL, spec.amqpURL)
+	sys, closeSys, err := c.writers(ctx, config{writers: spec.writers, maxPending: spec.maxPending}, spec.dbURL, spec.amqpURL)
 	if err != nil {
 		return fmt.Errorf("attach: %w", err)
 	}

@@ -214,7 +214,7 @@ func benchLoad(b *testing.B, c contender, cfg config, res *result, paced bool) {
 	var apart *writersApart
 	if cfg.apart {
 		dbURL, amqpURL := sys.endpoints()
-		spec := childSpec{contender: c.name, dbURL: dbURL, amqpURL: amqpURL, writers: cfg.writers, d: d, rate: rate, nice: cfg.writersNice}
+		spec := childSpec{contender: c.name, dbURL: dbURL, amqpURL: amqpURL, writers: cfg.writers, d: d, rate: rate, nice: cfg.writersNice, maxPending: cfg.maxPending}
 		if apart, err = startWritersApart(ctx, spec, rec); err != nil {
 			b.Fatal(err)
 		}

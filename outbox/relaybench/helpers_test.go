@@ -37,6 +37,7 @@ type config struct {
 	linger       time.Duration
 	apart        bool // the writers in a process of their own
 	writersNice  int  // with apart, the writers' nice value (0: as this process)
+	maxPending   int  // ours: the writers wait at an outbox.Backlog of this bound, as the API does (0: never)
 }
 
 func loadConfig(b *testing.B) config {
@@ -55,6 +56,10 @@ func loadConfig(b *testing.B) config {
 		linger:       envDuration(b, "RELAYBENCH_LINGER", 2*time.Millisecond), // RELAY_LINGER's default
 		apart:        envInt(b, "RELAYBENCH_APART", 0) == 1,
 		writersNice:  envInt(b, "RELAYBENCH_WRITERS_NICE", 0),
+		maxPending:   envInt(b, "RELAYBENCH_MAX_PENDING", 0),
+	}
+	if c.maxPending < 0 {
+		b.Fatalf("relaybench: RELAYBENCH_MAX_PENDING=%d: 0 (off) or more", c.maxPending)
 	}
 	if c.writersNice < 0 || c.writersNice > 19 || (c.writersNice > 0 && !c.apart) {
 		b.Fatalf("relaybench: RELAYBENCH_WRITERS_NICE=%d: from 0 to 19, and only with RELAYBENCH_APART=1", c.writersNice)

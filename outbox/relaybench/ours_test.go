@@ -26,6 +26,7 @@ type ours struct {
 	replicas int
 	pool     *pgxpool.Pool // the writers'
 	uow      *store.UnitOfWork
+	brake    *outbox.Backlog // nil: the writers never wait
 }
 
 func openOurs(b *testing.B, cfg config, amqpURL string, replicas int) system {
@@ -51,8 +52,22 @@ func oursWriters(ctx context.Context, cfg config, dbURL, amqpURL string) (*ours,
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() { defer close(done); _ = notifier.Run(ctx) }()
-	closeWriters := func() { cancel(); <-done; pool.Close() }
-	return &ours{cfg: cfg, dbURL: dbURL, amqpURL: amqpURL, pool: pool, uow: store.NewUnitOfWork(pool, notifier)}, closeWriters, nil
+	o := &ours{cfg: cfg, dbURL: dbURL, amqpURL: amqpURL, pool: pool, uow: store.NewUnitOfWork(pool, notifier)}
+	counted := make(chan struct{})
+	if cfg.maxPending > 0 {
+		// As the API does (OUTBOX_MAX_PENDING), with its defaults.
+		if o.brake, err = outbox.NewBacklog(outbox.BacklogConfig{Pool: pool, Max: cfg.maxPending, Logger: logger}); err != nil {
+			cancel()
+			<-done
+			pool.Close()
+			return nil, nil, err
+		}
+		go func() { defer close(counted); o.brake.Run(ctx) }()
+	} else {
+		close(counted)
+	}
+	closeWriters := func() { cancel(); <-done; <-counted; pool.Close() }
+	return o, closeWriters, nil
 }
 
 func (o *ours) endpoints() (dbURL, amqpURL string) { return o.dbURL, o.amqpURL }
@@ -139,18 +154,24 @@ func (o *ours) start(ctx context.Context) (func(), error) {
 }
 
 func (o *ours) newWriter(_ context.Context, rec *recorder) (writer, error) {
-	return &oursWriter{uow: o.uow, rec: rec}, nil
+	return &oursWriter{uow: o.uow, backlog: o.brake, rec: rec}, nil
 }
 
 // oursWriter commits one event per transaction, as a command of the API:
 // BEGIN, the outbox INSERT, COMMIT, in one round trip; then the unit of
 // work's notifier wakes the relays.
 type oursWriter struct {
-	uow *store.UnitOfWork
-	rec *recorder
+	uow     *store.UnitOfWork
+	backlog *outbox.Backlog // nil: never waits
+	rec     *recorder
 }
 
 func (w *oursWriter) commit(ctx context.Context) error {
+	if w.backlog != nil {
+		if err := w.backlog.Admit(ctx); err != nil {
+			return err
+		}
+	}
 	e := newEvent()
 	if err := w.uow.Do(ctx, func(_ context.Context, tx *store.Tx) error { return tx.Append(e) }); err != nil {
 		return err
