@@ -147,7 +147,7 @@ type httpSection struct {
 // API (RabbitMQ on the same cores as Postgres and the API, or down) then
 // slows the commands instead of delaying every event without end.
 type backlogSection struct {
-	MaxPending int           `env:"OUTBOX_MAX_PENDING" envDefault:"50000" help:"unsent rows the outbox may hold before new commands wait for the relays; a command that waited OUTBOX_WAIT in vain is answered 503 with Retry-After (0: no bound; up to 10000000)"`
+	MaxPending int           `env:"OUTBOX_MAX_PENDING" envDefault:"10000" help:"unsent rows the outbox may hold before new commands wait for the relays; a command that waited OUTBOX_WAIT in vain is answered 503 with Retry-After (0: no bound; up to 10000000)"`
 	Wait       time.Duration `env:"OUTBOX_WAIT" envDefault:"2s" help:"how long a command waits for room in the outbox (see OUTBOX_MAX_PENDING) before it is refused"`
 }
 

@@ -38,6 +38,9 @@
 //	RELAYBENCH_WRITERS_CPUPROFILE
 //	                          with RELAYBENCH_APART=1, a file to write the
 //	                          writers' CPU profile to
+//	RELAYBENCH_MAX_PENDING    ours: the writers wait, as the API's commands do,
+//	                          at an outbox.Backlog of this bound
+//	                          (OUTBOX_MAX_PENDING; default 0: never)
 //	RELAYBENCH_WRITERS_NICE   with RELAYBENCH_APART=1, the writers' nice value
 //	                          (0 to 19, default 0): on a saturated machine the
 //	                          broker and the relay then come before them, as
