@@ -33,6 +33,12 @@ type drainer interface {
 	drained() <-chan error
 }
 
+// rounder is a system that can say how its relay's rounds went: ours,
+// from the relay's own metrics.
+type rounder interface {
+	rounds() rounds
+}
+
 type contender struct {
 	name string
 	open func(b *testing.B, cfg config, amqpURL string) system
@@ -219,6 +225,11 @@ func benchLoad(b *testing.B, c contender, cfg config, res *result, paced bool) {
 			b.Fatal(err)
 		}
 	}
+	var rounds0 rounds
+	r, isRounder := sys.(rounder)
+	if isRounder {
+		rounds0 = r.rounds()
+	}
 	cpu0 := testenv.SnapCPU()
 	b.ResetTimer()
 	t0 := time.Now()
@@ -232,6 +243,9 @@ func benchLoad(b *testing.B, c contender, cfg config, res *result, paced bool) {
 	<-sampled
 	b.StopTimer()
 	cpu := testenv.SnapCPU().Since(cpu0)
+	if isRounder {
+		defer b.Logf("%s: the relay's rounds over the %s phase: %s", c.name, what, r.rounds().since(rounds0))
+	}
 	if apart != nil && err == nil {
 		err = apart.stop(nil)
 	}

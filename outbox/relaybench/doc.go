@@ -15,6 +15,12 @@
 // extra classic queue bound to "#" that the benchmark consumes to time
 // arrivals. Every measurement runs on a fresh database and a fresh vhost.
 //
+// After a load or paced phase, ours also logs its relay's rounds over the
+// phase, from the relay's metrics: how many, rows per round, and the time
+// of each phase of a round (claim, send, confirm, commit) per round and per
+// 1,000 rows, and the VACUUMs; so a relay that falls behind shows where its
+// rounds went.
+//
 // Sizes and durations come from the environment, so that a smoke run is
 // quick (RELAYBENCH_BACKLOG=2000 RELAYBENCH_LOAD=2s RELAYBENCH_PACED=2s):
 //

@@ -3,12 +3,15 @@ package relaybench_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/shopdev/shop/domain"
 	"github.com/shopdev/shop/internal/testenv"
@@ -27,6 +30,7 @@ type ours struct {
 	pool     *pgxpool.Pool // the writers'
 	uow      *store.UnitOfWork
 	brake    *outbox.Backlog // nil: the writers never wait
+	metrics  *outbox.Metrics // every replica's, together
 }
 
 func openOurs(b *testing.B, cfg config, amqpURL string, replicas int) system {
@@ -119,6 +123,7 @@ func (o *ours) start(ctx context.Context) (func(), error) {
 			p.Close()
 		}
 	}
+	o.metrics = outbox.NewMetrics(nil)
 	for range o.replicas {
 		pool, err := store.Open(ctx, store.Config{DatabaseURL: o.dbURL})
 		if err != nil {
@@ -139,6 +144,7 @@ func (o *ours) start(ctx context.Context) (func(), error) {
 			Workers:     o.cfg.workers,
 			VacuumAfter: o.cfg.vacuumAfter,
 			Linger:      o.cfg.linger,
+			Metrics:     o.metrics,
 		})
 		if err != nil {
 			stop()
@@ -181,3 +187,73 @@ func (w *oursWriter) commit(ctx context.Context) error {
 }
 
 func (w *oursWriter) close(context.Context) error { return nil }
+
+// rounds is what the relays' metrics counted: rounds, rows and the time
+// spent in each phase of a round, and the VACUUMs.
+type rounds struct {
+	rounds, rows uint64
+	phases       map[string]phaseTime
+	vacuums      uint64
+	vacuumTime   float64 // seconds
+	published    float64
+}
+
+type phaseTime struct {
+	count uint64
+	sum   float64 // seconds
+}
+
+var roundPhases = []string{"claim", "send", "confirm", "commit"}
+
+func (o *ours) rounds() rounds {
+	m := o.metrics
+	h := func(o prometheus.Observer) (uint64, float64) {
+		var d dto.Metric
+		if err := o.(prometheus.Metric).Write(&d); err != nil {
+			return 0, 0
+		}
+		return d.GetHistogram().GetSampleCount(), d.GetHistogram().GetSampleSum()
+	}
+	var r rounds
+	var rows float64
+	r.rounds, rows = h(m.BatchSize)
+	r.rows = uint64(rows)
+	r.phases = make(map[string]phaseTime, len(roundPhases))
+	for _, p := range roundPhases {
+		n, s := h(m.RoundPhase.WithLabelValues(p))
+		r.phases[p] = phaseTime{n, s}
+	}
+	r.vacuums, r.vacuumTime = h(m.VacuumTime)
+	return r
+}
+
+func (r rounds) since(before rounds) rounds {
+	d := rounds{
+		rounds: r.rounds - before.rounds, rows: r.rows - before.rows,
+		vacuums: r.vacuums - before.vacuums, vacuumTime: r.vacuumTime - before.vacuumTime,
+		phases: make(map[string]phaseTime, len(r.phases)),
+	}
+	for p, t := range r.phases {
+		d.phases[p] = phaseTime{t.count - before.phases[p].count, t.sum - before.phases[p].sum}
+	}
+	return d
+}
+
+// String gives rows per round and, per phase, its mean per round and its
+// time per thousand rows.
+func (r rounds) String() string {
+	if r.rounds == 0 {
+		return "none"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d rounds of %.0f rows on average;", r.rounds, float64(r.rows)/float64(r.rounds))
+	for _, p := range roundPhases {
+		t := r.phases[p]
+		if t.count == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, " %s %.2f ms a round (%.1f ms per 1,000 rows);", p, 1000*t.sum/float64(t.count), 1e6*t.sum/float64(r.rows))
+	}
+	fmt.Fprintf(&b, " %d VACUUMs, %.0f ms in all", r.vacuums, 1000*r.vacuumTime)
+	return b.String()
+}
