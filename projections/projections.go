@@ -17,6 +17,7 @@ package projections
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -78,12 +79,29 @@ const (
 	groupStatus  = "status"
 )
 
-func (s *Store) productKey(id uuid.UUID) string { return s.prefix + "product:" + id.String() }
+func (s *Store) productKey(id uuid.UUID) string { return s.idKey("product:", id) }
 func (s *Store) productsKey() string            { return s.prefix + "products" }
-func (s *Store) orderKey(id uuid.UUID) string   { return s.prefix + "order:" + id.String() }
+func (s *Store) orderKey(id uuid.UUID) string   { return s.idKey("order:", id) }
 func (s *Store) ordersKey() string              { return s.prefix + "orders" }
 func (s *Store) userOrdersKey(id uuid.UUID) string {
-	return s.prefix + "user-orders:" + id.String()
+	return s.idKey("user-orders:", id)
+}
+
+// idKey is prefix, kind and id in its canonical form, in one allocation
+// (id.String() and the concatenation would be two): every read asks for
+// one.
+func (s *Store) idKey(kind string, id uuid.UUID) string {
+	var b [36]byte
+	hex.Encode(b[0:8], id[0:4])
+	b[8] = '-'
+	hex.Encode(b[9:13], id[4:6])
+	b[13] = '-'
+	hex.Encode(b[14:18], id[6:8])
+	b[18] = '-'
+	hex.Encode(b[19:23], id[8:10])
+	b[23] = '-'
+	hex.Encode(b[24:], id[10:])
+	return s.prefix + kind + string(b[:])
 }
 
 // ChangesChannel is the Pub/Sub channel on which every applied change is

@@ -357,3 +357,30 @@ func TestWritesGoOnAfterRedisLosesItsScript(t *testing.T) {
 		t.Errorf("Product = %+v, %v, %v; want version 3", p, found, err)
 	}
 }
+
+// The models live under documented keys (docs/read-side.md), which
+// operators read and the repair tools scan: prefix, kind, canonical id.
+func TestModelsLiveUnderTheirDocumentedKeys(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testenv.Redis(t)
+	s, err := projections.New(projections.Config{Client: rdb, Prefix: prefix})
+	if err != nil {
+		t.Fatalf("new store: %v", err)
+	}
+	ctx := context.Background()
+	pid, oid, uid, events := history(t)
+	for _, e := range events {
+		if _, err := s.Apply(ctx, e); err != nil {
+			t.Fatalf("Apply(%s): %v", e.Type, err)
+		}
+	}
+	for _, key := range []string{
+		prefix + "product:" + pid.String(),
+		prefix + "order:" + oid.String(),
+		prefix + "user-orders:" + uid.String(),
+	} {
+		if n, err := rdb.Exists(ctx, key).Result(); err != nil || n != 1 {
+			t.Errorf("EXISTS %s = %d, %v; want 1", key, n, err)
+		}
+	}
+}

@@ -76,18 +76,20 @@ func printableASCII(s string, limit int) bool {
 // secureHeaders are on every answer: an API's answers are data, never a
 // page to frame, sniff or follow links from.
 // The header names are canonical, so they are set without the
-// canonicalisation Header.Set does on every call; each value is a slice of
-// its own per answer, as Header.Add may append to it.
+// canonicalisation Header.Set does on every call. The values of an answer
+// share one array, each value a slice of capacity one: Header.Add appends
+// to a copy rather than into its neighbour.
 func (s *Server) secureHeaders(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		h := c.Response().Header()
-		h["X-Content-Type-Options"] = []string{"nosniff"}
-		h["X-Frame-Options"] = []string{"DENY"}
-		h["Referrer-Policy"] = []string{"no-referrer"}
-		h["Content-Security-Policy"] = []string{"default-src 'none'; frame-ancestors 'none'"}
+		v := []string{"nosniff", "DENY", "no-referrer", "default-src 'none'; frame-ancestors 'none'", hstsMaxAge}
+		h["X-Content-Type-Options"] = v[0:1:1]
+		h["X-Frame-Options"] = v[1:2:2]
+		h["Referrer-Policy"] = v[2:3:3]
+		h["Content-Security-Policy"] = v[3:4:4]
 		if s.cfg.HSTS {
 			// Browsers heed it only over HTTPS, which a proxy in front ends.
-			h["Strict-Transport-Security"] = []string{hstsMaxAge}
+			h["Strict-Transport-Security"] = v[4:5:5]
 		}
 		return next(c)
 	}

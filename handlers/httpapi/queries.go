@@ -92,6 +92,9 @@ func oneOf(c echo.Context, notFound error) (uuid.UUID, int64, error) {
 	if err != nil {
 		return uuid.Nil, 0, err
 	}
+	if c.Request().URL.RawQuery == "" {
+		return id, 0, nil // most reads: spares parsing an empty query into a map
+	}
 	v := c.QueryParam("min_version")
 	if v == "" {
 		return id, 0, nil

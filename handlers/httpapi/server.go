@@ -166,8 +166,8 @@ func New(cfg Config) (http.Handler, error) {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
 	e.IPExtractor = clientIP(cfg.TrustedProxies)
-	e.Pre(boundClientHeaders)
-	e.Use(
+	e.Use(once(
+		boundClientHeaders,
 		traceRoute,
 		middleware.RequestIDWithConfig(middleware.RequestIDConfig{Generator: requestID}),
 		m.observe,
@@ -184,7 +184,7 @@ func New(cfg Config) (http.Handler, error) {
 		s.bound,
 		s.rateLimit,
 		middleware.BodyLimit(fmt.Sprint(BodyLimit)),
-	)
+	))
 	s.routes(e)
 	if cfg.Tracing == nil {
 		return e, nil
@@ -197,6 +197,20 @@ func New(cfg Config) (http.Handler, error) {
 		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }),
 		otelhttp.WithFilter(func(r *http.Request) bool { return r.URL.Path != "/healthz" && r.URL.Path != "/readyz" })), nil
+}
+
+// once wraps middleware, the first outermost, around the handler the
+// router found for a request (c.Handler(): the route's, or the 404 or 405
+// handler), once and for all, and gives the result as one middleware for
+// Echo.Use. Echo wraps what Use was given around the route's handler again
+// on every request, a closure per middleware; the one it gets here returns
+// the same chain every time.
+func once(middleware ...echo.MiddlewareFunc) echo.MiddlewareFunc {
+	chain := func(c echo.Context) error { return c.Handler()(c) }
+	for i := len(middleware) - 1; i >= 0; i-- {
+		chain = middleware[i](chain)
+	}
+	return func(echo.HandlerFunc) echo.HandlerFunc { return chain }
 }
 
 // clientIP is who sent a request: the peer, unless the peer is one of the
