@@ -16,6 +16,7 @@ secs=${1:-10} turns=${2:-3}
 base=${BENCH_SERVER_URL:-postgres://postgres@127.0.0.1:5432}
 export SHOP_ENV=dev LOG_LEVEL=warn HTTP_ADDR=127.0.0.1:18084 METRICS_ADDR=127.0.0.1:19084 BCRYPT_COST=4
 export JWT_SECRET=bench-limiter-secret-of-at-least-32-bytes # one secret for every turn's process
+export OUTBOX_MAX_PENDING=0 # `shop api` runs alone here, without a relay: no brake, or it would refuse the load
 export TRUSTED_PROXIES=127.0.0.1/32 # wrk, naming the clients of the 10,000-client runs
 url="http://$HTTP_ADDR"
 for tool in wrk psql redis-cli rabbitmqctl curl; do

@@ -14,6 +14,10 @@ db=shop_bench_orders_$$ # this run's own database, dropped at the end
 export DATABASE_URL="$base/$db?sslmode=disable"
 export SHOP_ENV=dev LOG_LEVEL=${LOG_LEVEL:-warn} HTTP_ADDR=127.0.0.1:${BENCH_PORT:-18080} METRICS_ADDR=127.0.0.1:19080
 export RATE_LIMIT=${RATE_LIMIT:-0} # the load comes from one address: measure capacity, not the limiter
+# No relay runs here and pgbench's rows land in the same outbox: with the
+# brake on, the API would hold and then refuse commands once the outbox
+# held OUTBOX_MAX_PENDING rows, and wrk would time the refusals.
+export OUTBOX_MAX_PENDING=0
 url="http://$HTTP_ADDR"
 
 for tool in wrk pgbench psql; do
@@ -50,6 +54,10 @@ psql -q "$DATABASE_URL" -c CHECKPOINT
 echo "== wrk: POST /v1/orders (JWT, price lookup, order + items + outbox + idempotency rows), $conns connections, ${secs}s"
 wrk -t2 -c"$conns" -d"${secs}s" --latency -s scripts/bench/orders.lua "$url" > "$tmp/wrk.out"
 grep -E "Requests/sec|Latency|50%|75%|90%|99%|requests in|Non-2xx|Socket errors" "$tmp/wrk.out"
+if grep -q "Non-2xx" "$tmp/wrk.out"; then
+  echo "bench: the API refused or failed some requests (Non-2xx above; $tmp/api.log): these figures are not its capacity" >&2
+  exit 1
+fi
 echo "== rows written: $(psql -At "$DATABASE_URL" -c "select count(*) from orders") orders, $(psql -At "$DATABASE_URL" -c "select count(*) from outbox where routing_key='order.placed'") order.placed outbox rows, $(psql -At "$DATABASE_URL" -c "select count(*) from idempotency_keys") idempotency keys"
 # The latency at about half the rate wrk reached: each connection waits
 # DELAY_MS after every answer (wrk's delay()), 2 x conns / rate seconds, so

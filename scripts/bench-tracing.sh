@@ -15,6 +15,7 @@ secs=${1:-20} turns=${2:-3} rate=${RATE:-150}
 base=${BENCH_SERVER_URL:-postgres://postgres@127.0.0.1:5432}
 export SHOP_ENV=dev LOG_LEVEL=warn HTTP_ADDR=127.0.0.1:18085 METRICS_ADDR=127.0.0.1:19085 BCRYPT_COST=4 RATE_LIMIT=0
 export JWT_SECRET=bench-tracing-secret-of-at-least-32-bytes # one secret for every turn's process
+export OUTBOX_MAX_PENDING=0 # `shop api` runs alone here, without a relay: no brake, or it would refuse the load
 sink_addr=127.0.0.1:18086
 url="http://$HTTP_ADDR"
 for tool in wrk psql redis-cli rabbitmqctl curl bc; do
