@@ -29,7 +29,8 @@ func PlaceOrder(ctx context.Context, tx *store.Tx, actor Actor, items []order.It
 	lines := make([]order.Line, len(items))
 	for i, it := range items {
 		p, ok := catalogue[it.ProductID]
-		if !v.Check(ok, fmt.Sprintf("items[%d].product_id", i), "no such product") {
+		if !ok {
+			v.Add(order.ItemField(i, "product_id"), "no such product")
 			continue
 		}
 		lines[i] = order.Line{ProductID: p.ID, SKU: p.SKU, Name: p.Name, Quantity: it.Quantity, UnitPriceCents: p.PriceCents}

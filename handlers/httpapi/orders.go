@@ -55,9 +55,9 @@ func (r placeOrderRequest) items() ([]order.Item, error) {
 		if it.ProductID == "" {
 			continue // order.ValidateItems says it is required
 		}
-		field := fmt.Sprintf("items[%d].product_id", i)
 		id, err := uuid.Parse(it.ProductID)
 		if err != nil {
+			field := order.ItemField(i, "product_id")
 			v.Add(field, "must be a UUID")
 			malformed[field] = true
 			id = uuid.New() // a stand-in, so the other rules can still be checked
