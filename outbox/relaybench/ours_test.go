@@ -195,7 +195,6 @@ type rounds struct {
 	phases       map[string]phaseTime
 	vacuums      uint64
 	vacuumTime   float64 // seconds
-	published    float64
 }
 
 type phaseTime struct {
