@@ -223,30 +223,7 @@ func TestOpenModelKeepsItsRate(t *testing.T) {
 // a busy machine stalled it, and that burst is not a higher rate.
 func TestFindRateFindsWhereLatencyRises(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	var recent []time.Time // arrivals of the last second
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/users", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusCreated) })
-	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{"token":"t"}`)) })
-	mux.HandleFunc("GET /v1/products", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{"items":[{"id":"p"}]}`)) })
-	mux.HandleFunc("GET /v1/products/{id}", func(w http.ResponseWriter, _ *http.Request) {
-		mu.Lock()
-		now := time.Now()
-		recent = append(recent, now)
-		i := 0
-		for i < len(recent) && now.Sub(recent[i]) > time.Second {
-			i++
-		}
-		recent = recent[i:]
-		busy := len(recent) > 220
-		mu.Unlock()
-		if busy {
-			time.Sleep(2 * time.Second)
-		}
-		_, _ = w.Write([]byte(`{}`))
-	})
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
+	srv := rateServer(t, func(int) bool { return false })
 	// Latency is wall-clock time, and a CI machine running every package's
 	// tests at once has been seen to stall this process for 1.4 s, which
 	// fails a step of a correct search: a search that goes wrong three
@@ -280,4 +257,69 @@ func TestFindRateFindsWhereLatencyRises(t *testing.T) {
 	if err := s.WriteTable(&out); err != nil || !strings.Contains(out.String(), "sustained:") {
 		t.Errorf("the table (%v):\n%s", err, out.String())
 	}
+}
+
+// TestFindRateTriesAFailedStepAgain: a stall during one step (here the
+// server answers its 60th to 110th product reads late, all in the step at
+// 100/s) does not decide the search: the rate is tried again, passes, and
+// the search goes on above it, to where the server's latency really rises.
+func TestFindRateTriesAFailedStepAgain(t *testing.T) {
+	t.Parallel()
+	for attempt := 1; ; attempt++ {
+		srv := rateServer(t, func(n int) bool { return n >= 60 && n <= 110 })
+		s, err := loadtest.FindRate(context.Background(), loadtest.Config{URL: srv.URL, Rate: 50, Duration: time.Second,
+			Mix: loadtest.Mix{loadtest.Read: 1}, Customers: 1, Products: 1}, 800*time.Millisecond)
+		if err != nil {
+			t.Fatalf("FindRate: %v", err)
+		}
+		var at100 []bool
+		for _, st := range s.Steps {
+			if st.Rate == 100 {
+				at100 = append(at100, st.Passed)
+			}
+		}
+		if len(at100) == 2 && !at100[0] && at100[1] && s.Sustained > 100 && s.Sustained < 300 {
+			return
+		}
+		if attempt == 3 { // see TestFindRateFindsWhereLatencyRises
+			t.Fatalf("steps %+v, sustained %.0f/s; want 100/s failed, then passed, and a rate above it sustained", s.Steps, s.Sustained)
+		}
+		t.Logf("attempt %d: steps %+v, sustained %.0f/s; trying again", attempt, s.Steps, s.Sustained)
+	}
+}
+
+// rateServer is an API that answers at once while it gets up to 220
+// product reads a second, and in 2 s beyond; and in 2 s too to the n-th
+// read (from 1) when stalled(n). It counts over the last second, not over
+// a short window: the load test catches up after a busy machine stalled
+// it, and that burst is not a higher rate.
+func rateServer(t *testing.T, stalled func(n int) bool) *httptest.Server {
+	t.Helper()
+	var mu sync.Mutex
+	var recent []time.Time // arrivals of the last second
+	reads := 0
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/users", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusCreated) })
+	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{"token":"t"}`)) })
+	mux.HandleFunc("GET /v1/products", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{"items":[{"id":"p"}]}`)) })
+	mux.HandleFunc("GET /v1/products/{id}", func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		now := time.Now()
+		recent = append(recent, now)
+		i := 0
+		for i < len(recent) && now.Sub(recent[i]) > time.Second {
+			i++
+		}
+		recent = recent[i:]
+		reads++
+		busy := len(recent) > 220 || stalled(reads)
+		mu.Unlock()
+		if busy {
+			time.Sleep(2 * time.Second)
+		}
+		_, _ = w.Write([]byte(`{}`))
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
 }

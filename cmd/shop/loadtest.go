@@ -44,7 +44,7 @@ func loadtestFlags(in *loadtestInput) func(*flag.FlagSet) {
 		fs.DurationVar(&in.cfg.Settle, "settle", 30*time.Second, "how long after the load an accepted order may take to be seen decided")
 		fs.BoolVar(&in.json, "json", false, "the summary as JSON on stdout, instead of a table")
 		fs.BoolVar(&in.cfg.ListOrders, "list-orders", false, "with --json, every accepted order's id too (accepted_orders)")
-		fs.BoolVar(&in.find, "find-rate", false, "find the highest rate the server sustains with every request's p99 under --p99,\nno 5xx and every order decided: steps of --duration from --rate (default 50/s), doubling, then halving the gap")
+		fs.BoolVar(&in.find, "find-rate", false, "find the highest rate the server sustains with every request's p99 under --p99,\nno 5xx and every order decided: steps of --duration from --rate (default 50/s), doubling, then halving the gap;\na rate fails when two steps at it fail in a row")
 		fs.DurationVar(&in.p99, "p99", 100*time.Millisecond, "the p99 a sustained rate keeps under, with --find-rate")
 	}
 }
