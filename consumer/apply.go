@@ -98,7 +98,7 @@ func (g *Runner) Apply(ctx context.Context, env outbox.Envelope) (bool, error) {
 func (g *Runner) ApplyBatch(ctx context.Context, events []outbox.Envelope) (applied []bool, committed bool) {
 	jobs := make([]*job, len(events))
 	for i, env := range events {
-		jobs[i] = &job{ctx: outbox.WithMetadata(ctx, causedBy(ctx, env)), log: g.cfg.Logger, env: env, h: g.cfg.Group.Handlers[env.Type]}
+		jobs[i] = &job{ctx: outbox.WithMetadata(ctx, causedBy(ctx, env)), log: eventLog{base: g.cfg.Logger}, env: env, h: g.cfg.Group.Handlers[env.Type]}
 	}
 	g.applyBatch(jobs)
 	applied = make([]bool, len(jobs))
@@ -119,7 +119,7 @@ func (g *Runner) applyEvent(ctx context.Context, env outbox.Envelope, batches *b
 		return false, fmt.Errorf("%w: group %s has no handler for %q", errPermanent, group, env.Type)
 	}
 	attrs := append(g.eventAttrs(env), telemetry.LogAttrs(ctx)...)
-	log := g.cfg.Logger.With(attrs...)
+	log := eventLog{base: g.cfg.Logger, attrs: attrs}
 	ctx = logctx.With(ctx, attrs...) // for the handlers' own lines, such as the logged email
 	ctx = outbox.WithMetadata(ctx, causedBy(ctx, env))
 	start := time.Now()
@@ -138,11 +138,11 @@ func (g *Runner) applyEvent(ctx context.Context, env outbox.Envelope, batches *b
 		g.handled(env.Type, "applied")
 		g.cfg.Metrics.Latency.WithLabelValues(group).Observe(time.Since(start).Seconds())
 		g.cfg.Metrics.EventAge.WithLabelValues(group).Observe(max(0, time.Since(env.OccurredAt).Seconds()))
-		log.Debug("event applied")
+		log.line(ctx, slog.LevelDebug, "event applied")
 		return true, nil
 	case err == nil:
 		g.handled(env.Type, "duplicate")
-		log.Debug("duplicate event skipped")
+		log.line(ctx, slog.LevelDebug, "duplicate event skipped")
 		return false, nil
 	case errors.Is(err, errStopping):
 		return false, err
@@ -176,7 +176,7 @@ func causedBy(ctx context.Context, env outbox.Envelope) outbox.Metadata {
 // queue would not help. A handler's unavailable dependency is waited out
 // for UnavailableFor at most (one recipient's server refusing it must not
 // hold a slot forever); then the error is permanent.
-func (g *Runner) apply(ctx context.Context, log *slog.Logger, h Handler, env outbox.Envelope) (bool, error) {
+func (g *Runner) apply(ctx context.Context, log eventLog, h Handler, env outbox.Envelope) (bool, error) {
 	// A transaction under way finishes even when the process is stopping.
 	work := context.WithoutCancel(ctx)
 	var since time.Time // when a handler first reported its dependency unavailable
@@ -217,8 +217,23 @@ func (g *Runner) apply(ctx context.Context, log *slog.Logger, h Handler, env out
 			return applied && err == nil, err
 		}
 		g.handled(env.Type, "unavailable")
-		log.Warn("dependency unavailable; waiting", "error", err.Error(), "retry_in", wait)
+		log.line(ctx, slog.LevelWarn, "dependency unavailable; waiting", "error", err.Error(), "retry_in", wait)
 		retry.Sleep(ctx, wait)
+	}
+}
+
+// eventLog writes the lines about one event: the group's logger with the
+// event's attributes. It adds them only to a line that is written, since
+// slog's With formats them at once, and at the usual levels a delivery
+// logs nothing.
+type eventLog struct {
+	base  *slog.Logger
+	attrs []any
+}
+
+func (l eventLog) line(ctx context.Context, level slog.Level, msg string, args ...any) {
+	if l.base.Enabled(ctx, level) {
+		l.base.With(l.attrs...).Log(ctx, level, msg, args...)
 	}
 }
 

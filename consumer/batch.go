@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -27,7 +26,7 @@ var errAlone = errors.New("apply alone")
 // job is one delivery waiting to be applied in a batch.
 type job struct {
 	ctx     context.Context // the delivery's: its log attributes and outbox metadata
-	log     *slog.Logger    // with the event's ids
+	log     eventLog        // with the event's ids
 	env     outbox.Envelope
 	h       Handler
 	done    chan struct{} // closed when applied and err are set
