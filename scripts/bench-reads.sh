@@ -12,7 +12,8 @@
 #   p99 under 100 ms, every order decided) and then measures at half of it.
 # During the orders phase it also prints the CPU each program used, per order, the mean
 # lag of each hop (the relay, each consumer group), with TIMELINE=1 each second's latency,
-# and it saves shop's /metrics at its end in /tmp/bench-reads-metrics.txt.
+# and it saves shop's /metrics at its start and end in /tmp/bench-reads-metrics-before.txt and
+# /tmp/bench-reads-metrics.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
@@ -76,5 +77,6 @@ echo "== CPU per order over the phase ($orders orders, $(nproc) cores; includes 
 bench_cpu_per_order "$tmp/cpu.before" "$tmp/cpu.after" "$orders" "$(echo "$ended - $started" | bc)"
 curl -fs "http://$METRICS_ADDR/metrics" > /tmp/bench-reads-metrics.txt || true
 echo "== where an order waits, over the phase (each group's lag includes the relay's hop before it):"
+cp "$tmp/metrics.before" /tmp/bench-reads-metrics-before.txt 2>/dev/null || true
 bench_lag "$tmp/metrics.before" /tmp/bench-reads-metrics.txt
 fi
