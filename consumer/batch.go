@@ -37,19 +37,23 @@ type job struct {
 // batcher gathers deliveries into transactions (group commit): each of its
 // committers waits for a delivery, takes with it every other delivery
 // waiting at that moment, up to max, and applies them in one transaction.
-// A delivery that comes while a committer is free starts at once, alone;
-// those that come while all are busy wait and share the next transaction.
+// Those that come while all committers are busy wait and share the next
+// transaction. With a gather time, a committer that finds no other
+// delivery waiting waits that long for one more, again after each that
+// comes: a relay round's deliveries reach a group one by one, and without
+// it the first would go alone and the rest in a second transaction.
 type batcher struct {
-	max   int
-	apply func([]*job)  // sets applied and err of every job
-	jobs  chan *job     // unbuffered: a waiting delivery is a blocked sender
-	stop  chan struct{} // closed when the committers have stopped
+	max    int
+	gather time.Duration // 0: a delivery that finds a committer free starts at once
+	apply  func([]*job)  // sets applied and err of every job
+	jobs   chan *job     // unbuffered: a waiting delivery is a blocked sender
+	stop   chan struct{} // closed when the committers have stopped
 }
 
 // newBatcher starts committers that run until ctx ends. Deliveries still
 // handed over after that are applied alone.
-func newBatcher(ctx context.Context, committers, max int, apply func([]*job)) *batcher {
-	b := &batcher{max: max, apply: apply, jobs: make(chan *job), stop: make(chan struct{})}
+func newBatcher(ctx context.Context, committers, max int, gather time.Duration, apply func([]*job)) *batcher {
+	b := &batcher{max: max, gather: gather, apply: apply, jobs: make(chan *job), stop: make(chan struct{})}
 	var wg sync.WaitGroup
 	for range committers {
 		wg.Go(func() { b.commit(ctx) })
@@ -60,6 +64,11 @@ func newBatcher(ctx context.Context, committers, max int, apply func([]*job)) *b
 
 func (b *batcher) commit(ctx context.Context) {
 	batch := make([]*job, 0, b.max)
+	var quiet *time.Timer // the gather time, stopped between waits
+	if b.gather > 0 {
+		quiet = time.NewTimer(b.gather)
+		quiet.Stop()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -67,19 +76,38 @@ func (b *batcher) commit(ctx context.Context) {
 		case j := <-b.jobs:
 			batch = append(batch[:0], j)
 		}
-	gather:
 		for len(batch) < b.max {
-			select {
-			case j := <-b.jobs:
-				batch = append(batch, j)
-			default:
-				break gather
+			j := b.next(quiet)
+			if j == nil {
+				break
 			}
+			batch = append(batch, j)
 		}
 		b.apply(batch)
 		for _, j := range batch {
 			close(j.done)
 		}
+	}
+}
+
+// next returns a delivery waiting to join the batch, or the first that
+// comes within the gather time (quiet, nil without one); nil if none.
+func (b *batcher) next(quiet *time.Timer) *job {
+	select {
+	case j := <-b.jobs:
+		return j
+	default:
+	}
+	if quiet == nil {
+		return nil
+	}
+	quiet.Reset(b.gather)
+	defer quiet.Stop()
+	select {
+	case j := <-b.jobs:
+		return j
+	case <-quiet.C:
+		return nil
 	}
 }
 

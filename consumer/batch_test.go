@@ -247,7 +247,8 @@ func TestBatchSettingsMustBeValid(t *testing.T) {
 	}{
 		{"negative batch", func(c *consumer.Config) { c.Batch = -1 }, "must be positive"},
 		{"very negative batch", func(c *consumer.Config) { c.Batch = -16 }, "must be positive"},
-		{"negative retries", func(c *consumer.Config) { c.MaxRetries = -1 }, "retries and unavailable-for not negative"},
+		{"negative retries", func(c *consumer.Config) { c.MaxRetries = -1 }, "retries, unavailable-for and gather not negative"},
+		{"negative gather", func(c *consumer.Config) { c.Gather = -time.Millisecond }, "retries, unavailable-for and gather not negative"},
 		{"prefetch of a key without a handler", func(c *consumer.Config) {
 			c.Group.Prefetch = map[string]consumer.Prefetch{"order.placed": none}
 		}, "a prefetch for order.placed, which has no handler"},
@@ -316,7 +317,7 @@ func TestBatcherGathersWhatArrivesWhileATransactionRuns(t *testing.T) {
 		var mu sync.Mutex
 		var sizes []int
 		release := make(chan struct{})
-		do := consumer.NewTestBatcher(ctx, 1, 3, func(size int) {
+		do := consumer.NewTestBatcher(ctx, 1, 3, 0, func(size int) {
 			mu.Lock()
 			sizes = append(sizes, size)
 			first := len(sizes) == 1
@@ -345,6 +346,56 @@ func TestBatcherGathersWhatArrivesWhileATransactionRuns(t *testing.T) {
 			t.Error("a delivery handed over after the committers stopped was not sent to go alone")
 		}
 	})
+}
+
+func TestBatcherWaitsTheGatherTimeForTheRestOfARound(t *testing.T) {
+	t.Parallel()
+	// Deliveries come at these offsets (a relay round's reach a group one
+	// by one); each batch is applied at once, so without a gather time
+	// every delivery that finds the committer free goes alone.
+	arrivals := []time.Duration{0, 300 * time.Microsecond, 900 * time.Microsecond, 1400 * time.Microsecond, 5 * time.Millisecond, 20 * time.Millisecond, 20050 * time.Microsecond}
+	for _, tc := range []struct {
+		name   string
+		gather time.Duration
+		max    int
+		want   []int
+	}{
+		{"no gather time: each goes alone", 0, 16, []int{1, 1, 1, 1, 1, 1, 1}},
+		{"a gather time shorter than the gaps", 100 * time.Microsecond, 16, []int{1, 1, 1, 1, 1, 2}},
+		{"the round's four share one batch, later ones another", time.Millisecond, 16, []int{4, 1, 2}},
+		{"the wait restarts with each delivery, up to the batch", time.Millisecond, 3, []int{3, 1, 1, 2}},
+		{"a gather time longer than the pauses", 4 * time.Millisecond, 16, []int{5, 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithCancel(t.Context())
+				defer cancel()
+				var mu sync.Mutex
+				var sizes []int
+				do := consumer.NewTestBatcher(ctx, 1, tc.max, tc.gather, func(size int) {
+					mu.Lock()
+					sizes = append(sizes, size)
+					mu.Unlock()
+				})
+				var wg sync.WaitGroup
+				for _, at := range arrivals {
+					wg.Go(func() {
+						time.Sleep(at)
+						if alone := do(); alone {
+							t.Errorf("the delivery at %v went alone", at)
+						}
+					})
+				}
+				wg.Wait()
+				mu.Lock()
+				defer mu.Unlock()
+				if !slices.Equal(sizes, tc.want) {
+					t.Errorf("batch sizes %v, want %v", sizes, tc.want)
+				}
+			})
+		})
+	}
 }
 
 func TestAGroupThatBatchesHoldsTwoBatchesSoABacklogDrainsInFullOnes(t *testing.T) {
@@ -379,7 +430,7 @@ func TestAGroupThatBatchesHoldsTwoBatchesSoABacklogDrainsInFullOnes(t *testing.T
 			defer cancel()
 			var mu sync.Mutex
 			var sizes []int
-			do := consumer.NewTestBatcher(ctx, 1, batch, func(size int) {
+			do := consumer.NewTestBatcher(ctx, 1, batch, 0, func(size int) {
 				mu.Lock()
 				sizes = append(sizes, size)
 				mu.Unlock()

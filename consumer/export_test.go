@@ -3,14 +3,16 @@ package consumer
 import (
 	"context"
 	"errors"
+	"time"
 )
 
-// NewTestBatcher gives the black-box tests the batcher of a group: do hands
+// NewTestBatcher gives the black-box tests the batcher of a group (gather
+// as Config.Gather): do hands
 // it one delivery and returns when that is done, reporting whether it went
 // alone (handed over after the committers stopped); apply sees the size of
 // each batch.
-func NewTestBatcher(ctx context.Context, committers, max int, apply func(size int)) (do func() (alone bool)) {
-	b := newBatcher(ctx, committers, max, func(batch []*job) { apply(len(batch)) })
+func NewTestBatcher(ctx context.Context, committers, max int, gather time.Duration, apply func(size int)) (do func() (alone bool)) {
+	b := newBatcher(ctx, committers, max, gather, func(batch []*job) { apply(len(batch)) })
 	return func() bool {
 		j := &job{ctx: ctx}
 		b.do(j)

@@ -81,6 +81,13 @@ type Config struct {
 	// batch that fails is applied again one delivery at a time. Default 1,
 	// each delivery alone.
 	Batch int
+	// Gather is how long a batch, once no other delivery is waiting, waits
+	// for one more before it is applied, again after each that comes, up to
+	// Batch. A relay round's deliveries reach the group one by one within
+	// about a millisecond: without a wait the first is applied alone and the
+	// rest in a second transaction. A delivery that comes alone waits this
+	// long. Default 0: no wait.
+	Gather time.Duration
 	// Committers is how many batches may run at once, when Batch is over
 	// 1. Default 1: the biggest batches and the least CPU per event, and no
 	// two batches of one process lock rows against each other.
@@ -140,8 +147,8 @@ func (c *Config) Validate() error {
 	if c.UnavailableFor == 0 {
 		c.UnavailableFor = 5 * time.Minute
 	}
-	if c.Concurrency < 1 || c.Prefetch < 1 || c.Batch < 1 || c.Committers < 1 || c.MaxRetries < 0 || c.Backoff.Min > c.Backoff.Max || c.UnavailableFor < 0 {
-		return errors.New("consumer: concurrency, prefetch, batch and committers must be positive, retries and unavailable-for not negative, min backoff <= max backoff")
+	if c.Concurrency < 1 || c.Prefetch < 1 || c.Batch < 1 || c.Committers < 1 || c.MaxRetries < 0 || c.Backoff.Min > c.Backoff.Max || c.UnavailableFor < 0 || c.Gather < 0 {
+		return errors.New("consumer: concurrency, prefetch, batch and committers must be positive, retries, unavailable-for and gather not negative, min backoff <= max backoff")
 	}
 	c.Concurrency = InHand(c.Group, c.Concurrency, c.Batch)
 	if c.Metrics == nil {
@@ -297,7 +304,7 @@ func (g *Runner) runOnce(ctx context.Context, connected func()) error {
 	if g.cfg.Batch > 1 && (g.cfg.Group.Project == nil || g.cfg.Group.ProjectEach != nil) {
 		bctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 		defer stop() // after the router: no handler runs any more
-		batches = newBatcher(bctx, g.cfg.Committers, g.cfg.Batch, g.applyBatch)
+		batches = newBatcher(bctx, g.cfg.Committers, g.cfg.Batch, g.cfg.Gather, g.applyBatch)
 	}
 	for i := range g.cfg.Concurrency {
 		router.AddConsumerHandler(fmt.Sprintf("%s-%d", g.cfg.Group.Name, i), g.route.Queue(), sub, g.handler(batches))

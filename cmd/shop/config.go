@@ -298,6 +298,7 @@ func (s relaySection) validate() error {
 type consumerSection struct {
 	Concurrency    int           `env:"CONSUMER_CONCURRENCY" envDefault:"8" help:"deliveries each consumer group of a process handles at once; a group that batches holds at least twice CONSUMER_BATCH, so that one batch gathers while another is applied (1 to 256)"`
 	Batch          int           `env:"CONSUMER_BATCH" envDefault:"16" help:"deliveries one batch of a consumer group may apply together (one transaction, or one Redis round trip; the emails group sends a batch's mail four at a time); 1: each alone (1 to 256)"`
+	Gather         time.Duration `env:"CONSUMER_GATHER" envDefault:"200us" help:"how long a consumer group's batch waits for one more delivery once none is waiting, restarted by each that comes: a relay round's events reach a group one by one, and without it the first is applied alone (0 to 100ms; 0: no wait)"`
 	MaxRetries     int           `env:"CONSUMER_MAX_RETRIES" envDefault:"5" help:"retries of a failing delivery, with backoff, before the dead queue; 0: none (0 to 100)"`
 	UnavailableFor time.Duration `env:"CONSUMER_UNAVAILABLE_FOR" envDefault:"5m" help:"how long one delivery waits for an SMTP server that is unreachable or answers 4xx before the dead queue"`
 }
@@ -305,6 +306,9 @@ type consumerSection struct {
 func (s consumerSection) validate() error {
 	errs := []error{inRange("CONSUMER_CONCURRENCY", s.Concurrency, 1, 256), inRange("CONSUMER_BATCH", s.Batch, 1, 256),
 		inRange("CONSUMER_MAX_RETRIES", s.MaxRetries, 0, 100)}
+	if s.Gather < 0 || s.Gather > 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("CONSUMER_GATHER must be a duration from 0 to 100ms, like 200us, not %s", s.Gather))
+	}
 	if s.UnavailableFor <= 0 {
 		errs = append(errs, fmt.Errorf("CONSUMER_UNAVAILABLE_FOR must be a positive duration like 5m, not %s", s.UnavailableFor))
 	}

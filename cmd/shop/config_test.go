@@ -77,6 +77,8 @@ func TestRefusesBadConfiguration(t *testing.T) {
 		{"a CONSUMER_BATCH of zero", map[string]string{"CONSUMER_BATCH": "0"}, []string{"consume", "orders"}, 1, "CONSUMER_BATCH must be an integer from 1 to 256, not 0"},
 		{"a CONSUMER_BATCH that is not a number", map[string]string{"CONSUMER_BATCH": "many"}, []string{"consume", "orders"}, 1, `CONSUMER_BATCH="many": not an integer`},
 		{"a negative CONSUMER_MAX_RETRIES", map[string]string{"CONSUMER_MAX_RETRIES": "-1"}, []string{"run"}, 1, "CONSUMER_MAX_RETRIES must be an integer from 0 to 100"},
+		{"a CONSUMER_GATHER over 100ms", map[string]string{"CONSUMER_GATHER": "1s"}, []string{"consume", "orders"}, 1, "CONSUMER_GATHER must be a duration from 0 to 100ms, like 200us, not 1s"},
+		{"a negative CONSUMER_GATHER", map[string]string{"CONSUMER_GATHER": "-1ms"}, []string{"run"}, 1, "CONSUMER_GATHER must be a duration from 0 to 100ms"},
 		{"a negative RATE_LIMIT", map[string]string{"RATE_LIMIT": "-1"}, []string{"api"}, 1, "RATE_LIMIT must be a number"},
 		{"a RATE_LIMIT_BURST that is not a number", map[string]string{"RATE_LIMIT_BURST": "lots"}, []string{"api"}, 1, `RATE_LIMIT_BURST="lots": not an integer`},
 		{"every bad value at once", map[string]string{"RELAY_WORKERS": "99", "CONSUMER_BATCH": "0"}, []string{"run"}, 1,
@@ -208,9 +210,9 @@ func TestZeroMeansZero(t *testing.T) {
 		env  map[string]string
 		want consumeSettings
 	}{
-		{"unset", nil, consumeSettings{Consumer: consumerSection{Concurrency: 8, Batch: 16, MaxRetries: 5, UnavailableFor: 5 * time.Minute}}},
-		{"empty", map[string]string{"CONSUMER_MAX_RETRIES": " "}, consumeSettings{Consumer: consumerSection{Concurrency: 8, Batch: 16, MaxRetries: 5, UnavailableFor: 5 * time.Minute}}},
-		{"zero retries", map[string]string{"CONSUMER_MAX_RETRIES": "0"}, consumeSettings{Consumer: consumerSection{Concurrency: 8, Batch: 16, MaxRetries: 0, UnavailableFor: 5 * time.Minute}}},
+		{"unset", nil, consumeSettings{Consumer: consumerSection{Concurrency: 8, Batch: 16, Gather: 200 * time.Microsecond, MaxRetries: 5, UnavailableFor: 5 * time.Minute}}},
+		{"empty", map[string]string{"CONSUMER_MAX_RETRIES": " "}, consumeSettings{Consumer: consumerSection{Concurrency: 8, Batch: 16, Gather: 200 * time.Microsecond, MaxRetries: 5, UnavailableFor: 5 * time.Minute}}},
+		{"zero retries", map[string]string{"CONSUMER_MAX_RETRIES": "0"}, consumeSettings{Consumer: consumerSection{Concurrency: 8, Batch: 16, Gather: 200 * time.Microsecond, MaxRetries: 0, UnavailableFor: 5 * time.Minute}}},
 	}
 	for _, tt := range tests {
 		var cfg consumeConfig

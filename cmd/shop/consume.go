@@ -132,7 +132,7 @@ func newConsumers(ctx context.Context, cfg consumeSettings, log *slog.Logger, pr
 	for _, g := range groups {
 		r, err := consumer.New(consumer.Config{
 			Group: g, Broker: broker, UnitOfWork: uow, Logger: log, Metrics: metrics,
-			Concurrency: cfg.Consumer.Concurrency, Batch: cfg.Consumer.Batch,
+			Concurrency: cfg.Consumer.Concurrency, Batch: cfg.Consumer.Batch, Gather: cfg.Consumer.Gather,
 			MaxRetries: cfg.Consumer.MaxRetries, UnavailableFor: cfg.Consumer.UnavailableFor, Tracing: proc.tracing(),
 		})
 		if err != nil {
