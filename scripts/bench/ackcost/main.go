@@ -3,7 +3,12 @@
 // message or one ack (multiple) per K messages. It reads the broker's CPU
 // time from /proc/PID/stat, so it runs on the broker's machine.
 //
-// Usage: ackcost -url AMQP_URL -beam PID [-n 20000] [-ack-every 1] [-consumers 1] [-prefetch 32]
+// With -rate R it measures the same at a pace instead: one message every
+// 1/R s, each published and its confirm awaited while a consumer acks each
+// delivery as it comes, as a pipeline under light traffic does; the broker's
+// CPU over the whole is divided by the messages.
+//
+// Usage: ackcost -url AMQP_URL -beam PID [-n 20000] [-ack-every 1] [-consumers 1] [-prefetch 32] [-rate 0] [-queue-type quorum]
 // (scripts/bench-ackcost.sh runs it in a vhost of its own.)
 package main
 
@@ -34,6 +39,8 @@ func run() error {
 	every := flag.Int("ack-every", 1, "ack every K deliveries (K > 1: one ack with multiple=true)")
 	consumers := flag.Int("consumers", 1, "consuming channels")
 	prefetch := flag.Int("prefetch", 32, "prefetch per consuming channel")
+	queueType := flag.String("queue-type", "quorum", "the queue's type: quorum (shop's) or classic")
+	rate := flag.Float64("rate", 0, "messages per second, published one at a time and consumed as they come; 0: as fast as it goes, publishing first")
 	flag.Parse()
 	if *url == "" || *beam <= 0 || *n < 1 || *every < 1 || *consumers < 1 || *n%*consumers != 0 {
 		return errors.New("need -url, -beam, positive -n, -ack-every, -consumers, and -n a multiple of -consumers")
@@ -51,7 +58,7 @@ func run() error {
 	if _, err := ch.QueueDelete(queue, false, false, false); err != nil {
 		return fmt.Errorf("delete queue: %w", err)
 	}
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, amqp.Table{"x-queue-type": "quorum"}); err != nil {
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, amqp.Table{"x-queue-type": *queueType}); err != nil {
 		return fmt.Errorf("declare queue: %w", err)
 	}
 	if err := ch.Confirm(false); err != nil {
@@ -59,6 +66,9 @@ func run() error {
 	}
 
 	body := []byte(strings.Repeat("x", 600)) // about an envelope's size
+	if *rate > 0 {
+		return paced(conn, ch, queue, body, *beam, *n, *rate)
+	}
 	cpu0, err := cpuTicks(*beam)
 	if err != nil {
 		return err
@@ -116,6 +126,51 @@ func run() error {
 	fmt.Printf("n=%d ack-every=%d consumers=%d prefetch=%d: publish %.0f msg/s, broker %.1f µs/msg; consume+ack %.0f msg/s, broker %.1f µs/msg\n",
 		*n, *every, *consumers, *prefetch,
 		float64(*n)/published.Seconds(), perMsg(cpu1-cpu0), float64(*n)/consumed.Seconds(), perMsg(cpu2-cpu1))
+	return nil
+}
+
+// paced publishes n messages, one every 1/rate s, each awaiting its
+// confirm, while a consumer on a channel of its own acks every delivery;
+// it prints the broker's CPU per message over the whole.
+func paced(conn *amqp.Connection, ch *amqp.Channel, queue string, body []byte, beam, n int, rate float64) error {
+	cch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("consumer channel: %w", err)
+	}
+	deliveries, err := cch.Consume(queue, "", false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	consumed := make(chan error, 1)
+	cpu0, err := cpuTicks(beam)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	go func() { consumed <- consume(cch, deliveries, n, 1) }()
+	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer tick.Stop()
+	for range n {
+		<-tick.C
+		dc, err := ch.PublishWithDeferredConfirm("", queue, true, false, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: body})
+		if err != nil {
+			return fmt.Errorf("publish: %w", err)
+		}
+		if ok, err := dc.WaitContext(context.Background()); err != nil || !ok {
+			return fmt.Errorf("confirm: ok=%v: %v", ok, err)
+		}
+	}
+	if err := <-consumed; err != nil {
+		return err
+	}
+	took := time.Since(start)
+	cpu1, err := cpuTicks(beam)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("n=%d rate=%.0f/s: %.0f msg/s published, confirmed, delivered and acked; broker %.1f µs/msg, %.1f %% of a core\n",
+		n, rate, float64(n)/took.Seconds(), float64(cpu1-cpu0)*1e6/ticksPerSecond/float64(n),
+		float64(cpu1-cpu0)*100/ticksPerSecond/took.Seconds())
 	return nil
 }
 
