@@ -249,7 +249,6 @@ func TestBatchSettingsMustBeValid(t *testing.T) {
 		{"very negative batch", func(c *consumer.Config) { c.Batch = -16 }, "must be positive"},
 		{"negative retries", func(c *consumer.Config) { c.MaxRetries = -1 }, "retries, unavailable-for and gather not negative"},
 		{"negative gather", func(c *consumer.Config) { c.Gather = -time.Millisecond }, "retries, unavailable-for and gather not negative"},
-		{"negative gather of the group", func(c *consumer.Config) { c.Group.Gather = -time.Millisecond }, "a negative gather time (-1ms)"},
 		{"prefetch of a key without a handler", func(c *consumer.Config) {
 			c.Group.Prefetch = map[string]consumer.Prefetch{"order.placed": none}
 		}, "a prefetch for order.placed, which has no handler"},
@@ -395,37 +394,6 @@ func TestBatcherWaitsTheGatherTimeForTheRestOfARound(t *testing.T) {
 					t.Errorf("batch sizes %v, want %v", sizes, tc.want)
 				}
 			})
-		})
-	}
-}
-
-func TestAGroupGathersForTheLongerOfItsOwnAndTheProcesssGatherTime(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name           string
-		process, group time.Duration
-	}{
-		{"the group's own is longer", 0, time.Second},
-		{"the process's is longer", time.Second, time.Millisecond},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			metrics := consumer.NewMetrics(prometheus.NewRegistry())
-			x := start(t, echo, func(c *consumer.Config) {
-				c.Batch, c.Concurrency, c.Metrics, c.Gather = 16, 16, metrics, tc.process
-				c.Group.Gather = tc.group
-			})
-			// Spaced so that, without the second's wait, each would
-			// find the committer free and go alone.
-			envs := envelopes(t, 4)
-			for _, env := range envs {
-				x.publishEnvelope(t, env)
-				time.Sleep(50 * time.Millisecond)
-			}
-			testenv.Eventually(t, 20*time.Second, func() error { return echoes(t, x, envs) })
-			if count, events := batches(t, metrics, "committed"); count != 1 || events != 4 {
-				t.Errorf("%d batches of more than one committed %.0f deliveries, want one of all 4", count, events)
-			}
 		})
 	}
 }

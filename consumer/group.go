@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/shopdev/shop/domain"
 	"github.com/shopdev/shop/internal/ops"
@@ -66,13 +65,6 @@ type Group struct {
 	// transaction batches only with HandleEach: a failed batch, applied
 	// again one delivery at a time, would repeat them.
 	Batches bool
-	// Gather is how long the group's batches wait for one more delivery
-	// at least (Config.Gather; the longer of the two counts). A group
-	// whose effects no one waits on, such as the emails, gathers longer
-	// for fewer and bigger transactions: every transaction wakes Postgres,
-	// RabbitMQ and the group, which costs a small machine far more than
-	// the events it carries. Default 0: Config.Gather.
-	Gather time.Duration
 }
 
 // Route is the group's place in the topology: its queue bound to its keys.
@@ -95,8 +87,6 @@ func (g Group) Validate() error {
 		return fmt.Errorf("consumer %s: HandleEach needs Handlers, which apply an event alone, and Batches", g.Name)
 	case g.ProjectEach != nil && g.Project == nil:
 		return fmt.Errorf("consumer %s: ProjectEach needs Project, which applies an event alone", g.Name)
-	case g.Gather < 0:
-		return fmt.Errorf("consumer %s: a negative gather time (%s)", g.Name, g.Gather)
 	}
 	for _, key := range g.Keys {
 		if g.Project == nil && g.Handlers[key] == nil {

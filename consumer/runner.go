@@ -86,7 +86,7 @@ type Config struct {
 	// Batch. A relay round's deliveries reach the group one by one within
 	// about a millisecond: without a wait the first is applied alone and the
 	// rest in a second transaction. A delivery that comes alone waits this
-	// long. A group may ask for longer (Group.Gather). Default 0: no wait.
+	// long. Default 0: no wait.
 	Gather time.Duration
 	// Committers is how many batches may run at once, when Batch is over
 	// 1. Default 1: the biggest batches and the least CPU per event, and no
@@ -304,7 +304,7 @@ func (g *Runner) runOnce(ctx context.Context, connected func()) error {
 	if g.cfg.Batch > 1 && (g.cfg.Group.Project == nil || g.cfg.Group.ProjectEach != nil) {
 		bctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 		defer stop() // after the router: no handler runs any more
-		batches = newBatcher(bctx, g.cfg.Committers, g.cfg.Batch, max(g.cfg.Gather, g.cfg.Group.Gather), g.applyBatch)
+		batches = newBatcher(bctx, g.cfg.Committers, g.cfg.Batch, g.cfg.Gather, g.applyBatch)
 	}
 	for i := range g.cfg.Concurrency {
 		router.AddConsumerHandler(fmt.Sprintf("%s-%d", g.cfg.Group.Name, i), g.route.Queue(), sub, g.handler(batches))

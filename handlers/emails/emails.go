@@ -5,7 +5,6 @@ package emails
 
 import (
 	"context"
-	"time"
 
 	"github.com/shopdev/shop/app"
 	"github.com/shopdev/shop/consumer"
@@ -53,10 +52,6 @@ func Group(mailer app.Mailer) consumer.Group {
 		},
 		HandleEach: each,
 		Batches:    true,
-		// No one waits on a note the way a buyer waits on the order's
-		// confirmation: a batch gathers a few relay rounds' worth, or a
-		// full batch, in one transaction (BENCHMARKS.md, machine AF).
-		Gather: 25 * time.Millisecond,
 		Prefetch: map[string]consumer.Prefetch{
 			order.EventConfirmed: recipients,
 			order.EventRejected:  recipients,
